@@ -1,0 +1,29 @@
+// swift-tools-version:6.0
+// EchoChat: a multi-client TCP echo/chat server on raw POSIX sockets.
+// Zero package dependencies by design: only the toolchain's own libraries.
+import PackageDescription
+
+let package = Package(
+    name: "EchoChat",
+    products: [
+        .executable(name: "echochat-server", targets: ["echochat-server"]),
+    ],
+    targets: [
+        // The protocol as a pure state machine: no libc, no clock, no I/O.
+        .target(name: "EchoChatCore"),
+        // epoll, eventfd and accept4 are not exported by Glibc's module map.
+        .target(name: "CEchoChatShim"),
+        // The only module that calls libc.
+        .target(name: "EchoChatPOSIX", dependencies: ["CEchoChatShim"]),
+        // Options, logging and the concurrency strategies (plumbing around the core).
+        .target(name: "EchoChatServer", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
+        .executableTarget(name: "echochat-server", dependencies: ["EchoChatServer"]),
+
+        .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),
+        .testTarget(
+            name: "EchoChatServerTests",
+            dependencies: ["EchoChatServer", "EchoChatPOSIX", "EchoChatCore", "echochat-server"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,48 @@
+#define _GNU_SOURCE
+#include "CEchoChatShim.h"
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cechochat_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int cechochat_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int cechochat_epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout) {
+    return epoll_wait(epfd, events, maxevents, timeout);
+}
+
+struct epoll_event *cechochat_epoll_events_allocate(int count) {
+    return calloc((size_t)count, sizeof(struct epoll_event));
+}
+
+void cechochat_epoll_events_free(struct epoll_event *events) { free(events); }
+
+int cechochat_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int cechochat_accept4(int fd, struct sockaddr *addr, socklen_t *len, int nonblocking) {
+    return accept4(fd, addr, len, SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));
+}
+
+int cechochat_socket(int domain, int type, int protocol, int nonblocking) {
+    return socket(domain, type | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), protocol);
+}
+
+int cechochat_errno(void) { return errno; }
+
+int cechochat_available_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    return CPU_COUNT(&set);
+}
+
+void cechochat_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

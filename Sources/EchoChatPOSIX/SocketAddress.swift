@@ -1,0 +1,85 @@
+import Glibc
+
+/// An IPv4 or IPv6 socket address (a `sockaddr_storage` and its length).
+public struct SocketAddress: Sendable, CustomStringConvertible {
+    var storage: sockaddr_storage
+    var length: socklen_t
+
+    init(storage: sockaddr_storage, length: socklen_t) {
+        self.storage = storage
+        self.length = length
+    }
+
+    public var isIPv6: Bool { Int32(storage.ss_family) == AF_INET6 }
+
+    /// The port in host byte order.
+    public var port: Int {
+        withUnsafeBytes(of: storage) { raw in
+            if Int32(storage.ss_family) == AF_INET6 {
+                return Int(UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port))
+            }
+            return Int(UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port))
+        }
+    }
+
+    /// The numeric host: `127.0.0.1` or `::1`.
+    public var host: String {
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        withUnsafeBytes(of: storage) { raw in
+            if Int32(storage.ss_family) == AF_INET6 {
+                var address = raw.load(as: sockaddr_in6.self).sin6_addr
+                _ = inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
+            } else {
+                var address = raw.load(as: sockaddr_in.self).sin_addr
+                _ = inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
+            }
+        }
+        return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// `127.0.0.1:7007` or `[::1]:7007`.
+    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        withUnsafeBytes(of: storage) { raw in
+            body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)
+        }
+    }
+
+    /// Resolves `host` and `port` to stream-socket addresses with getaddrinfo(3).
+    /// `passive` is for binding. Numeric hosts never touch DNS.
+    public static func resolve(host: String, port: Int, passive: Bool) throws(SystemError) -> [SocketAddress] {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &list)
+        guard status == 0, let first = list else {
+            let reason = status == EAI_SYSTEM ? Errno.current.description : String(cString: gai_strerror(status))
+            throw SystemError("resolve \(host)", Errno(rawValue: 0)).withDescription(reason)
+        }
+        defer { freeaddrinfo(first) }
+        var result: [SocketAddress] = []
+        var node: UnsafeMutablePointer<addrinfo>? = first
+        while let current = node {
+            let info = current.pointee
+            if let address = info.ai_addr, info.ai_family == AF_INET || info.ai_family == AF_INET6 {
+                var storage = sockaddr_storage()
+                withUnsafeMutableBytes(of: &storage) { destination in
+                    destination.copyMemory(from: UnsafeRawBufferPointer(start: address, count: Int(info.ai_addrlen)))
+                }
+                result.append(SocketAddress(storage: storage, length: info.ai_addrlen))
+            }
+            node = info.ai_next
+        }
+        return result
+    }
+}
+
+extension SystemError {
+    /// A resolver failure has no errno; keep its text in the operation.
+    func withDescription(_ text: String) -> SystemError {
+        SystemError("\(operation): \(text)", errno)
+    }
+}
