@@ -1,0 +1,334 @@
+/// Identifies one connection to the core. Strategies use the socket's
+/// descriptor: unique among open connections, and the core forgets an id
+/// (calling `ChatOutput.close`) before the strategy closes the descriptor.
+public struct ConnectionID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: Int
+    public init(_ rawValue: Int) { self.rawValue = rawValue }
+    public static func < (a: ConnectionID, b: ConnectionID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "#\(rawValue)" }
+}
+
+/// Where the core's actions go. A strategy implements it; tests record it.
+/// The core calls these while it runs (under the strategy's lock, if any), so
+/// an implementation only queues: it must not call back into the core.
+public protocol ChatOutput: AnyObject {
+    /// Queue `line` (one complete line, LF included) for `id`, after
+    /// everything queued for it before.
+    func send(_ line: [UInt8], to id: ConnectionID)
+    /// The core has forgotten `id`: deliver what is queued for it, then close
+    /// it. (When the strategy itself asked the core to drop a connection for a
+    /// socket error or a slow consumer, it closes at once instead.)
+    func close(_ id: ConnectionID)
+    /// The wire-level counters for `/stats`.
+    func transportStats() -> TransportStats
+}
+
+/// Chat mode (PROTOCOL.md §3) as a state machine: bytes in, actions out.
+///
+/// It owns the nick and room registry and each client's line framer; it
+/// imports no libc, reads no clock and does no I/O. A strategy feeds it
+/// `connect`, `receive`, `endOfInput`, `disconnect` and `shutdown`, and carries
+/// out what it asks through `ChatOutput`. Not thread-safe: one thread owns it,
+/// or it sits behind a `Mutex`.
+public final class ChatCore {
+    public let maxLine: Int
+    public private(set) var messagesIn = 0
+    public private(set) var messagesOut = 0
+
+    private var clients: [ConnectionID: Client] = [:]
+    /// Lower-cased nick -> holder.
+    private var nicks: [String: ConnectionID] = [:]
+    /// Lower-cased room name without `#` -> room.
+    private var rooms: [String: Room] = [:]
+    /// No guest number below this is free (see `allocateGuestNick`).
+    private var guestFloor = 1
+
+    private final class Client {
+        let id: ConnectionID
+        var nick: String
+        var room: Room
+        var framer: LineFramer
+        init(id: ConnectionID, nick: String, room: Room, maxLine: Int) {
+            self.id = id
+            self.nick = nick
+            self.room = room
+            self.framer = LineFramer(maxLine: maxLine)
+        }
+    }
+
+    private final class Room {
+        let key: String
+        /// `#` plus the spelling of the client who created it.
+        let name: String
+        var members: [ConnectionID] = []
+        init(key: String, name: String) {
+            self.key = key
+            self.name = name
+        }
+    }
+
+    public init(maxLine: Int) {
+        self.maxLine = maxLine
+    }
+
+    /// Connected clients (refused ones never enter the core).
+    public var clientCount: Int { clients.count }
+    public var roomCount: Int { rooms.count }
+
+    /// Whether `id` has an unfinished line waiting (for the line timeout).
+    public func hasPartialLine(_ id: ConnectionID) -> Bool {
+        clients[id]?.framer.hasPartialLine ?? false
+    }
+
+    // MARK: - Events from the strategy
+
+    /// An admitted connection: give it a guest nick, put it in #lobby, welcome it.
+    public func connect(_ id: ConnectionID, output: some ChatOutput) {
+        precondition(clients[id] == nil, "connection \(id) is already connected")
+        let nick = allocateGuestNick()
+        let room = findOrCreateRoom(key: "lobby", spelling: "lobby")
+        let client = Client(id: id, nick: nick, room: room, maxLine: maxLine)
+        clients[id] = client
+        nicks[nick] = id
+        room.members.append(id)
+        send(Replies.welcome(nick: nick, room: room.name, count: room.members.count), to: id, output)
+        broadcast(Replies.joined(nick: nick, room: room.name), in: room, except: id, output)
+    }
+
+    /// Bytes that arrived from `id`: frame them, clean each line, act on it.
+    public func receive(_ bytes: UnsafeRawBufferPointer, from id: ConnectionID, output: some ChatOutput) {
+        guard let client = clients[id] else { return }
+        client.framer.feed(bytes) { event in handle(event, from: client, output) }
+    }
+
+    /// The client shut down its sending side: its unterminated last line counts
+    /// as a line; then it leaves with no reason shown, after its replies.
+    public func endOfInput(from id: ConnectionID, output: some ChatOutput) {
+        guard let client = clients[id] else { return }
+        client.framer.finish { event in handle(event, from: client, output) }
+        if clients[id] != nil { remove(client, reason: .endOfInput, output) }
+    }
+
+    /// The strategy ends a session: a socket error, a slow consumer, a timeout.
+    /// Timeouts tell the client first (`* idle timeout`, `* line timeout`).
+    public func disconnect(_ id: ConnectionID, reason: DisconnectReason, output: some ChatOutput) {
+        guard let client = clients[id] else { return }
+        switch reason {
+        case .idleTimeout: send(Replies.idleTimeout, to: id, output)
+        case .lineTimeout: send(Replies.lineTimeout, to: id, output)
+        default: break
+        }
+        remove(client, reason: reason, output)
+    }
+
+    /// Server shutdown (§4): everyone gets `* server shutting down`, nobody gets
+    /// left notices, every connection is closed after its output.
+    public func shutdown(output: some ChatOutput) {
+        for id in clients.keys.sorted() {
+            send(Replies.shuttingDown, to: id, output)
+            output.close(id)
+        }
+        clients = [:]
+        nicks = [:]
+        rooms = [:]
+        guestFloor = 1
+    }
+
+    /// The counters of `/stats`, given the strategy's wire counters.
+    public func stats(transport: TransportStats) -> ServerStats {
+        ServerStats(
+            mode: .chat, clients: clients.count, rooms: rooms.count,
+            messagesIn: messagesIn, messagesOut: messagesOut, transport: transport)
+    }
+
+    // MARK: - Lines
+
+    /// Returns false once the client is gone, so the framer stops.
+    private func handle(_ event: LineFramer.Event, from client: Client, _ output: some ChatOutput) -> Bool {
+        messagesIn += 1
+        switch event {
+        case .tooLong:
+            send(Replies.lineTooLong(max: maxLine), to: client.id, output)
+        case .line(let raw):
+            let line = LineHygiene.clean(raw)
+            if LineHygiene.isBlank(line) { break }
+            if line[0] == 0x2F && (line.count == 1 || line[1] != 0x2F) {
+                command(line, from: client, output)
+            } else {
+                // `//text` is a message whose text starts with `/`.
+                let text = line[0] == 0x2F ? Array(line.dropFirst()) : line
+                broadcast(Replies.message(from: client.nick, text: text), in: client.room, except: client.id, output)
+            }
+        }
+        return clients[client.id] != nil
+    }
+
+    private func command(_ line: [UInt8], from client: Client, _ output: some ChatOutput) {
+        let space = line.firstIndex(of: 0x20) ?? line.count
+        let word = String(decoding: line[0..<space], as: UTF8.self)
+        let rest = line[space...]
+        let arguments = rest.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
+        let id = client.id
+        switch word.lowercased() {
+        case "/nick":
+            guard arguments.count == 1 else { return send(Replies.usageNick, to: id, output) }
+            changeNick(of: client, to: arguments[0], output)
+        case "/join":
+            guard arguments.count == 1 else { return send(Replies.usageJoin, to: id, output) }
+            join(client, arguments[0], output)
+        case "/who":
+            let names = client.room.members.compactMap { clients[$0]?.nick }
+            send(Replies.who(room: client.room.name, nicks: names.sorted(by: Self.byLowercasedBytes)), to: id, output)
+        case "/rooms":
+            let list = rooms.values.sorted { Self.bytesLess($0.key, $1.key) }.map { ($0.name, $0.members.count) }
+            send(Replies.rooms(list), to: id, output)
+        case "/msg":
+            privateMessage(rest, from: client, output)
+        case "/stats":
+            send(Replies.stats(stats(transport: output.transportStats()).keyValues), to: id, output)
+        case "/help":
+            for line in Replies.help { send(line, to: id, output) }
+        case "/quit":
+            let reason = Self.afterSpaces(rest)
+            send(Replies.bye, to: id, output)
+            remove(client, reason: .quit(reason.isEmpty ? nil : String(decoding: reason, as: UTF8.self)), output)
+        default:
+            send(Replies.unknownCommand(word), to: id, output)
+        }
+    }
+
+    private func changeNick(of client: Client, to nick: String, _ output: some ChatOutput) {
+        guard Self.isValidName(nick) else { return send(Replies.invalidNick(nick), to: client.id, output) }
+        let key = nick.lowercased()
+        let oldKey = client.nick.lowercased()
+        if key != oldKey && nicks[key] != nil { return send(Replies.nickTaken(nick), to: client.id, output) }
+        let old = client.nick
+        nicks[oldKey] = nil
+        releaseGuestNumber(oldKey)
+        nicks[key] = client.id
+        client.nick = nick
+        send(Replies.youAreNow(nick), to: client.id, output)
+        if nick != old { broadcast(Replies.renamed(from: old, to: nick), in: client.room, except: client.id, output) }
+    }
+
+    private func join(_ client: Client, _ argument: String, _ output: some ChatOutput) {
+        let spelling = argument.hasPrefix("#") ? String(argument.dropFirst()) : argument
+        guard Self.isValidName(spelling) else { return send(Replies.invalidRoom(argument), to: client.id, output) }
+        let key = spelling.lowercased()
+        if key == client.room.key { return send(Replies.alreadyIn(client.room.name), to: client.id, output) }
+        leaveRoom(client, reason: nil, output)
+        let room = findOrCreateRoom(key: key, spelling: spelling)
+        room.members.append(client.id)
+        client.room = room
+        broadcast(Replies.joined(nick: client.nick, room: room.name), in: room, except: client.id, output)
+        send(Replies.youJoined(room.name, count: room.members.count), to: client.id, output)
+    }
+
+    /// `/msg NICK text`: the text is every byte after the spaces that follow
+    /// the nick, kept as it is.
+    private func privateMessage(_ rest: ArraySlice<UInt8>, from client: Client, _ output: some ChatOutput) {
+        let afterCommand = Self.afterSpaces(rest)
+        let nickEnd = afterCommand.firstIndex(of: 0x20) ?? afterCommand.endIndex
+        let nick = String(decoding: afterCommand[..<nickEnd], as: UTF8.self)
+        let text = Self.afterSpaces(afterCommand[nickEnd...])
+        guard !nick.isEmpty, !text.isEmpty else { return send(Replies.usageMsg, to: client.id, output) }
+        guard let targetID = nicks[nick.lowercased()], let target = clients[targetID] else {
+            return send(Replies.noSuchNick(nick), to: client.id, output)
+        }
+        send(Replies.privateMessage(from: client.nick, text: text), to: targetID, output)
+        send(Replies.sentTo(target.nick), to: client.id, output)
+    }
+
+    // MARK: - Registry
+
+    private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
+        leaveRoom(client, reason: reason, output)
+        let key = client.nick.lowercased()
+        nicks[key] = nil
+        releaseGuestNumber(key)
+        clients[client.id] = nil
+        output.close(client.id)
+    }
+
+    /// Takes the client out of its room; the room disappears when empty,
+    /// otherwise it hears `* nick left #room` (with the reason, if any).
+    private func leaveRoom(_ client: Client, reason: DisconnectReason?, _ output: some ChatOutput) {
+        let room = client.room
+        if let index = room.members.firstIndex(of: client.id) { room.members.remove(at: index) }
+        if room.members.isEmpty {
+            rooms[room.key] = nil
+        } else {
+            let notice = Replies.left(nick: client.nick, room: room.name, reason: reason ?? .endOfInput)
+            broadcast(notice, in: room, except: client.id, output)
+        }
+    }
+
+    private func findOrCreateRoom(key: String, spelling: String) -> Room {
+        if let room = rooms[key] { return room }
+        let room = Room(key: key, name: "#" + spelling)
+        rooms[key] = room
+        return room
+    }
+
+    /// `guestN` with the smallest N >= 1 no connected nick equals ignoring case.
+    /// `guestFloor` only rises past taken numbers and falls when a `guestN` nick
+    /// is released, so a burst of connects costs O(1) each, not O(clients).
+    private func allocateGuestNick() -> String {
+        var number = guestFloor
+        while nicks["guest\(number)"] != nil { number += 1 }
+        guestFloor = number + 1
+        return "guest\(number)"
+    }
+
+    private func releaseGuestNumber(_ key: String) {
+        guard key.hasPrefix("guest") else { return }
+        let digits = key.dropFirst(5)
+        guard let first = digits.first, first != "0", digits.allSatisfy(\.isASCIIDigit), digits.count <= 18,
+              let number = Int(digits)
+        else { return }
+        guestFloor = min(guestFloor, number)
+    }
+
+    // MARK: - Output
+
+    @inline(__always)
+    private func send(_ line: [UInt8], to id: ConnectionID, _ output: some ChatOutput) {
+        messagesOut += 1
+        output.send(line, to: id)
+    }
+
+    private func broadcast(_ line: [UInt8], in room: Room, except sender: ConnectionID, _ output: some ChatOutput) {
+        for member in room.members where member != sender {
+            messagesOut += 1
+            output.send(line, to: member)
+        }
+    }
+
+    // MARK: - Names
+
+    /// 1–32 of `A–Z a–z 0–9 _ -` (nicks and room names alike).
+    static func isValidName(_ name: String) -> Bool {
+        let bytes = name.utf8
+        guard (1...32).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { byte in
+            (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
+                || byte == 0x5F || byte == 0x2D
+        }
+    }
+
+    static func afterSpaces(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        bytes.drop { $0 == 0x20 }
+    }
+
+    static func byLowercasedBytes(_ a: String, _ b: String) -> Bool {
+        bytesLess(a.lowercased(), b.lowercased())
+    }
+
+    static func bytesLess(_ a: String, _ b: String) -> Bool {
+        a.utf8.lexicographicallyPrecedes(b.utf8)
+    }
+}
+
+extension Character {
+    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
+}

@@ -1,0 +1,85 @@
+/// Counters a strategy keeps about the wire (bytes, connections) and reports
+/// for `/stats`, the SIGUSR1 line and the final log line.
+public struct TransportStats: Sendable, Equatable {
+    public var strategy: String
+    public var uptimeSeconds: Int
+    public var connectionsTotal: Int
+    public var refused: Int
+    public var bytesIn: Int
+    public var bytesOut: Int
+    /// Echo mode only: LF bytes received / sent (chat lines are counted by the core).
+    public var messagesIn: Int
+    public var messagesOut: Int
+    /// Strategy-specific pairs appended after the standard keys (e.g. `workers`).
+    public var extra: [Pair]
+
+    public struct Pair: Sendable, Equatable {
+        public var key: String
+        public var value: String
+        public init(_ key: String, _ value: String) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public init(
+        strategy: String, uptimeSeconds: Int = 0, connectionsTotal: Int = 0, refused: Int = 0,
+        bytesIn: Int = 0, bytesOut: Int = 0, messagesIn: Int = 0, messagesOut: Int = 0, extra: [Pair] = []
+    ) {
+        self.strategy = strategy
+        self.uptimeSeconds = uptimeSeconds
+        self.connectionsTotal = connectionsTotal
+        self.refused = refused
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
+        self.messagesIn = messagesIn
+        self.messagesOut = messagesOut
+        self.extra = extra
+    }
+}
+
+/// Everything `/stats` reports, in the order PROTOCOL.md §3.4 lists the keys.
+public struct ServerStats: Sendable, Equatable {
+    public var mode: ServerMode
+    public var clients: Int
+    public var rooms: Int
+    public var messagesIn: Int
+    public var messagesOut: Int
+    public var transport: TransportStats
+
+    public init(mode: ServerMode, clients: Int, rooms: Int, messagesIn: Int, messagesOut: Int, transport: TransportStats) {
+        self.mode = mode
+        self.clients = clients
+        self.rooms = rooms
+        self.messagesIn = messagesIn
+        self.messagesOut = messagesOut
+        self.transport = transport
+    }
+
+    /// `mode=chat strategy=epoll clients=2 …`: single spaces, plain integers or words.
+    public var keyValues: String {
+        var pairs: [(String, String)] = [
+            ("mode", mode.rawValue), ("strategy", transport.strategy),
+            ("clients", String(clients)), ("rooms", String(rooms)),
+            ("uptime_s", String(transport.uptimeSeconds)),
+            ("connections_total", String(transport.connectionsTotal)), ("refused", String(transport.refused)),
+            ("messages_in", String(messagesIn)), ("messages_out", String(messagesOut)),
+            ("bytes_in", String(transport.bytesIn)), ("bytes_out", String(transport.bytesOut)),
+        ]
+        pairs += transport.extra.map { ($0.key, $0.value) }
+        return pairs.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+    }
+}
+
+public enum ServerMode: String, Sendable, CaseIterable {
+    case echo
+    case chat
+}
+
+/// Counts LF bytes (echo mode's "messages"): a plain loop the optimizer vectorizes.
+@inline(__always)
+public func countNewlines(_ bytes: UnsafeRawBufferPointer) -> Int {
+    var count = 0
+    for byte in bytes where byte == 0x0A { count &+= 1 }
+    return count
+}
