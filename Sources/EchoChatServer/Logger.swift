@@ -1,0 +1,40 @@
+import EchoChatPOSIX
+
+public enum LogLevel: String, Sendable, CaseIterable, Comparable {
+    case debug, info, warn, error
+
+    var rank: Int {
+        switch self {
+        case .debug: 0
+        case .info: 1
+        case .warn: 2
+        case .error: 3
+        }
+    }
+
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rank < b.rank }
+}
+
+/// Timestamped, levelled log lines on standard error (stdout is for program
+/// output). Each line is one write(2), so lines from different threads never
+/// interleave.
+public final class Logger: Sendable {
+    public let level: LogLevel
+
+    public init(level: LogLevel) {
+        self.level = level
+    }
+
+    public func debug(_ message: @autoclosure () -> String) { log(.debug, message) }
+    public func info(_ message: @autoclosure () -> String) { log(.info, message) }
+    public func warn(_ message: @autoclosure () -> String) { log(.warn, message) }
+    public func error(_ message: @autoclosure () -> String) { log(.error, message) }
+
+    public func isEnabled(_ level: LogLevel) -> Bool { level >= self.level }
+
+    private func log(_ level: LogLevel, _ message: () -> String) {
+        guard level >= self.level else { return }
+        let tag = level.rawValue.uppercased()
+        System.writeToStandardError("\(Clock.timestamp()) \(tag)\(tag.count < 5 ? " " : "") \(message())\n")
+    }
+}

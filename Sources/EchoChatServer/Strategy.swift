@@ -1,0 +1,6 @@
+/// The concurrency strategies `--strategy` selects. All behave identically on
+/// the wire (PROTOCOL.md); they differ in threads, memory and CPU.
+public enum Strategy: String, Sendable, CaseIterable {
+    /// One thread, non-blocking sockets, epoll.
+    case epoll
+}
