@@ -175,6 +175,11 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
         try setTimeout(SO_SNDTIMEO, seconds, "setsockopt SO_SNDTIMEO")
     }
 
+    /// SO_RCVBUF (the kernel doubles it and stops auto-tuning this socket).
+    public func setReceiveBufferSize(_ bytes: Int) throws(SystemError) {
+        try setOption(SOL_SOCKET, SO_RCVBUF, Int32(bytes), "setsockopt SO_RCVBUF")
+    }
+
     /// SO_LINGER with a zero timeout: close(2) resets the connection.
     public func setResetOnClose() throws(SystemError) {
         var value = linger(l_onoff: 1, l_linger: 0)

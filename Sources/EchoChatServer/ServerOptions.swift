@@ -77,6 +77,9 @@ public enum ServerOptions {
         },
     ]
 
+    /// Every config key (the long flags without `--`), for docs and tests.
+    public static var settingNames: [String] { table.map(\.name) }
+
     static func format(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
     }

@@ -1,0 +1,142 @@
+import EchoChatCore
+import EchoChatPOSIX
+import EchoChatServer
+import Foundation
+import Testing
+
+/// The limits of PROTOCOL.md §3.5 end to end, against every strategy.
+@Suite("Limits")
+struct LimitsTests {
+    @Test(arguments: Strategy.allCases, ServerMode.allCases)
+    func maxClientsRefusesTheNextClient(strategy: Strategy, mode: ServerMode) throws {
+        let server = try ServerProcess(["--mode", mode.rawValue, "--max-clients", "2"], strategy: strategy)
+        var admitted: [TestClient] = []
+        for _ in 0..<2 {
+            let client = try server.connect()
+            if mode == .chat { _ = try client.readLine() } else {
+                try client.send("x\n")
+                _ = try client.readLine()  // served: it is registered now
+            }
+            admitted.append(client)
+        }
+        if mode == .chat { _ = try admitted[0].readLine() }  // guest2 joined
+        let refused = try server.connect()
+        #expect(try refused.readLine() == "! server full, try again later")
+        #expect(try refused.readToEnd().isEmpty)  // the only thing it receives
+        // A refused client takes no place: after one leaves, the next is admitted.
+        admitted[1].close()
+        if mode == .chat {
+            #expect(try admitted[0].readLine() == "* guest2 left #lobby")
+            let next = try server.connect()
+            #expect(try next.readLine() == "* welcome guest2, you are in #lobby (2 here); /help lists commands")
+            try next.send("/stats\n")
+            let stats = try parseStats(try next.readLine())
+            #expect(stats["refused"] == "1")
+            #expect(stats["clients"] == "2")
+            #expect(stats["connections_total"] == "3")
+        } else {
+            // The server notices the close asynchronously: retry until admitted (bounded).
+            var served = false
+            for _ in 0..<50 where !served {
+                let next = try server.connect()
+                try? next.send("again\n")
+                if let line = try? next.readLine() {
+                    served = line == "again"
+                    #expect(line == "again" || line == "! server full, try again later")
+                }
+            }
+            #expect(served)
+        }
+    }
+
+    @Test(arguments: Strategy.allCases)
+    func idleTimeoutInChat(strategy: Strategy) throws {
+        let server = try ServerProcess(["--mode", "chat", "--idle-timeout", "0.5"], strategy: strategy)
+        let (watcher, _) = try server.joinChat()
+        let (sleeper, nick) = try server.joinChat()
+        _ = try watcher.readLine()
+        // The watcher keeps talking (ping-pong with /who, no sleeping) until it
+        // sees the sleeper leave; the sleeper says nothing and is dropped.
+        let box = UncheckedBox(watcher)
+        let watching = Background<String?> {
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline {
+                try box.value.send("/who\n")
+                let lines = try box.value.readLines(until: { $0.hasPrefix("* #lobby:") })
+                if let left = lines.first(where: { $0.contains(" left ") }) { return left }
+            }
+            return nil
+        }
+        let started = Date()
+        #expect(try sleeper.readLine() == "* idle timeout")
+        #expect(try sleeper.isClosedByServer())
+        #expect(Date().timeIntervalSince(started) >= 0.3)
+        #expect(try watching.value(timeout: 15) == "* \(nick) left #lobby (idle timeout)")
+    }
+
+    @Test(arguments: Strategy.allCases)
+    func idleTimeoutInEcho(strategy: Strategy) throws {
+        let server = try ServerProcess(["--mode", "echo", "--idle-timeout", "0.5"], strategy: strategy)
+        let client = try server.connect()
+        try client.send("still here\n")
+        #expect(try client.readLine() == "still here")
+        #expect(try client.isClosedByServer())  // no notice in echo mode
+    }
+
+    @Test(arguments: Strategy.allCases)
+    func lineTimeoutInChat(strategy: Strategy) throws {
+        let server = try ServerProcess(["--mode", "chat", "--line-timeout", "0.5"], strategy: strategy)
+        let (watcher, _) = try server.joinChat()
+        let (slow, nick) = try server.joinChat()
+        _ = try watcher.readLine()
+        try slow.send("a complete line\nand half of anoth")
+        #expect(try watcher.readLine() == "<\(nick)> a complete line")
+        #expect(try slow.readLine() == "* line timeout")
+        #expect(try watcher.readLine() == "* \(nick) left #lobby (line timeout)")
+    }
+
+    /// A chat client that never reads is dropped once its queue passes
+    /// max-output; the sender and the rest of the room are not held up.
+    @Test(arguments: Strategy.allCases)
+    func slowConsumerIsDisconnected(strategy: Strategy) throws {
+        let server = try ServerProcess(["--mode", "chat", "--max-output", "64K"], strategy: strategy)
+        let (sender, _) = try server.joinChat()
+        let (listener, _) = try server.joinChat()
+        _ = try sender.readLine()
+        let (stuck, stuckNick) = try server.joinChat()
+        try stuck.socket.setReceiveBufferSmall()
+        _ = try sender.readLine()
+        _ = try listener.readLine()
+        let line = String(repeating: "x", count: 1000)
+        var senderSaw: String?
+        var listenerSaw: String?
+        // Bounded: 64 KiB of queue plus socket buffers is far below 20,000 lines.
+        var sent = 0
+        while sent < 20_000 && (senderSaw == nil || listenerSaw == nil) {
+            try sender.send("\(line) \(sent)\n")
+            var received = try listener.readLine()
+            if received.contains(" left ") {
+                listenerSaw = received
+                received = try listener.readLine()
+            }
+            #expect(received == "<guest1> \(line) \(sent)")  // nothing lost, in order
+            sent += 1
+            if sent % 100 == 0 && senderSaw == nil {
+                let reply = try sender.syncWho()
+                if reply.contains(" left ") {
+                    senderSaw = reply
+                    #expect(try sender.readLine() == "* #lobby: guest1, guest2 (2)")
+                }
+            }
+        }
+        #expect(senderSaw == "* \(stuckNick) left #lobby (slow consumer)")
+        #expect(listenerSaw == "* \(stuckNick) left #lobby (slow consumer)")
+    }
+}
+
+extension Socket {
+    /// A small SO_RCVBUF so a non-reading test client fills up quickly.
+    func setReceiveBufferSmall() throws {
+        try setReceiveBufferSize(4096)
+    }
+}

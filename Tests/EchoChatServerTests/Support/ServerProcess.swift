@@ -1,0 +1,140 @@
+import EchoChatPOSIX
+import EchoChatServer
+import Foundation
+import Synchronization
+import Testing
+
+/// Errors a test helper raises: they fail the test with a message, never hang it.
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The real `echochat-server` binary, started as a separate process on
+/// 127.0.0.1 port 0 (or as asked), with its stderr collected line by line.
+final class ServerProcess: Sendable {
+    let process: Process
+    let port: Int
+    let host: String
+    let log: LineCollector
+
+    /// The binary next to the test bundle (`swift test` builds it, since the
+    /// test target depends on it); `ECHOCHAT_SERVER` overrides.
+    static var binary: String {
+        if let path = ProcessInfo.processInfo.environment["ECHOCHAT_SERVER"] { return path }
+        let bundle = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        return bundle.appendingPathComponent("echochat-server").path
+    }
+
+    /// Starts the server and waits (on its log, not a clock) until it listens.
+    /// `openFileLimit` lowers RLIMIT_NOFILE for the server process only.
+    init(
+        _ arguments: [String], strategy: Strategy? = nil, host: String = "127.0.0.1",
+        openFileLimit: Int? = nil
+    ) throws {
+        Signals.ignoreBrokenPipe()
+        var full = ["--host", host, "--port", "0"]
+        if let strategy { full += ["--strategy", strategy.rawValue] }
+        full += arguments
+        let process = Process()
+        if let openFileLimit {
+            // The limit applies to the server alone, never to the test runner.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\"", Self.binary] + full
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.binary)
+            process.arguments = full
+        }
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        log = LineCollector(stderr.fileHandleForReading)
+        try process.run()
+        self.process = process
+        self.host = host
+        guard let line = log.waitFor({ $0.contains("listening on ") }, timeout: 10) else {
+            process.terminate()
+            throw TestFailure("server did not start; its log:\n\(log.text)")
+        }
+        guard let portText = line.split(separator: " ").first(where: { $0.contains(":") && $0.last?.isNumber == true })?
+            .split(separator: ":").last, let port = Int(portText)
+        else { throw TestFailure("no port in start line: \(line)") }
+        self.port = port
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    func connect(timeout: Double = 5) throws -> TestClient {
+        try TestClient(host: host, port: port, timeout: timeout)
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its status.
+    @discardableResult
+    func stop(_ signal: Signal = .terminate, timeout: Double = 10) throws -> Int32 {
+        if process.isRunning { Signals.send(signal, to: pid) }
+        return try waitForExit(timeout: timeout)
+    }
+
+    func waitForExit(timeout: Double) throws -> Int32 {
+        let exited = DispatchSemaphore(value: 0)
+        let watcher = Thread { [process] in
+            process.waitUntilExit()
+            exited.signal()
+        }
+        watcher.start()
+        guard exited.wait(timeout: .now() + timeout) == .success else {
+            Signals.send(.kill, to: pid)
+            throw TestFailure("server did not exit within \(timeout) s; log:\n\(log.text)")
+        }
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning {
+            Signals.send(.kill, to: process.processIdentifier)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Collects a pipe's lines on a background thread; tests wait for a line
+/// matching a condition (woken by each new line, bounded by a timeout).
+final class LineCollector: Sendable {
+    private let state = Mutex<[String]>([])
+    private let condition = NSCondition()
+
+    init(_ handle: FileHandle) {
+        let thread = Thread { [self] in
+            var pending = Data()
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                pending.append(chunk)
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                    pending.removeSubrange(pending.startIndex...newline)
+                    condition.lock()
+                    state.withLock { $0.append(line) }
+                    condition.broadcast()
+                    condition.unlock()
+                }
+            }
+        }
+        thread.start()
+    }
+
+    var lines: [String] { state.withLock { $0 } }
+    var text: String { lines.joined(separator: "\n") }
+
+    /// The first line satisfying `predicate`, waiting up to `timeout` seconds.
+    func waitFor(_ predicate: (String) -> Bool, timeout: Double) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let line = lines.first(where: predicate) { return line }
+            if !condition.wait(until: deadline) { return lines.first(where: predicate) }
+        }
+    }
+}
