@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,3 +48,27 @@ int cechochat_available_cpus(void) {
 }
 
 void cechochat_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+int cechochat_ppoll_unblocking(struct pollfd *fds, nfds_t count, int timeout_ms, int signo) {
+    sigset_t mask;
+    pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    sigdelset(&mask, signo);
+    struct timespec timeout;
+    struct timespec *timeout_pointer = NULL;
+    if (timeout_ms >= 0) {
+        timeout.tv_sec = timeout_ms / 1000;
+        timeout.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        timeout_pointer = &timeout;
+    }
+    return ppoll(fds, count, timeout_pointer, &mask);
+}
+
+static void cechochat_wakeup_handler(int signo) { (void)signo; }
+
+int cechochat_install_wakeup_handler(int signo) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = cechochat_wakeup_handler;
+    sigemptyset(&action.sa_mask);
+    return sigaction(signo, &action, NULL);
+}

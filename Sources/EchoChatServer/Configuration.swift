@@ -1,4 +1,5 @@
 import EchoChatCore
+import EchoChatPOSIX
 
 /// Every setting of `echochat-server`, with its default. Flags and the config
 /// file set the same fields through the same table (`ServerOptions.table`).
@@ -17,9 +18,16 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Seconds to deliver what is owed after SIGTERM/SIGINT.
     public var shutdownTimeout = 5.0
     public var logLevel: LogLevel = .info
+    /// Pool strategy: worker threads; nil = the CPUs this process may use, at least 2.
+    public var workers: Int?
+    /// Thread strategy: stack size of each client thread, in bytes.
+    public var threadStack = 256 * 1024
     public var configFile: String?
 
     public init() {}
+
+    /// The pool's worker count after applying the default.
+    public var effectiveWorkers: Int { workers ?? max(2, Threads.availableCores) }
 
     /// The limits the protocol core decides with.
     public var limits: Limits {

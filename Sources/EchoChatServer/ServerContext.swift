@@ -30,6 +30,7 @@ public struct ServerContext: Sendable {
     public func makeServer(listener: Socket) throws(SystemError) -> any ServerStrategy {
         switch configuration.strategy {
         case .epoll: try EpollServer(context: self, listener: listener)
+        case .thread: try ThreadServer(context: self, listener: listener)
         }
     }
 }

@@ -71,6 +71,14 @@ public enum ServerOptions {
                 defaultValue: { format($0.shutdownTimeout) }) { config, text, name throws(UsageError) in
             config.shutdownTimeout = try ValueParser.seconds(text, name)
         },
+        Setting(name: "workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
+                defaultValue: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
+            config.workers = text == "auto" ? nil : try ValueParser.integer(text, name, in: 1...1024)
+        },
+        Setting(name: "thread-stack", placeholder: "bytes", help: "Thread strategy: stack size per client thread",
+                defaultValue: { "\($0.threadStack / 1024)K" }) { config, text, name throws(UsageError) in
+            config.threadStack = try ValueParser.size(text, name, minimum: 64 * 1024)
+        },
         Setting(name: "log-level", placeholder: "level", help: "debug, info, warn or error",
                 defaultValue: { $0.logLevel.rawValue }) { config, text, name throws(UsageError) in
             config.logLevel = try ValueParser.choice(text, name, as: LogLevel.self)

@@ -3,4 +3,6 @@
 public enum Strategy: String, Sendable, CaseIterable {
     /// One thread, non-blocking sockets, epoll.
     case epoll
+    /// One thread per client, blocking in ppoll on its own socket.
+    case thread
 }

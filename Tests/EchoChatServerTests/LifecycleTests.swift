@@ -176,7 +176,7 @@ struct CommandLineTests {
         let (client, _) = try server.joinChat()  // mode came from the file
         try client.send("thirteen byte\n")
         #expect(try client.readLine() == "! line too long (max 12 bytes)")  // the flag beat the file
-        #expect(server.log.lines.contains { $0.contains(" DEBUG ") })
+        #expect(server.log.waitFor({ $0.contains(" DEBUG ") }, timeout: 5) != nil)
     }
 
     @Test func configFileErrorsNameTheLine() throws {

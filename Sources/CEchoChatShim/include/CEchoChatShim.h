@@ -50,7 +50,17 @@ int cechochat_available_cpus(void);
 // pthread_setname_np for the calling thread (15 bytes at most).
 void cechochat_set_thread_name(const char *name);
 
-// The calling thread's errno (a macro in glibc).
+// ppoll(2) with `signo` unblocked for the duration of the call only, so a
+// signal sent to this thread while it was blocked interrupts the wait (EINTR)
+// instead of being lost between a check and the wait.
+#include <poll.h>
+int cechochat_ppoll_unblocking(struct pollfd *fds, nfds_t count, int timeout_ms, int signo);
+
+// Installs a handler that does nothing for `signo` (so the signal interrupts
+// blocking calls instead of killing or being ignored), without SA_RESTART.
+int cechochat_install_wakeup_handler(int signo);
+
+// The calling thread's errno's errno (a macro in glibc).
 int cechochat_errno(void);
 
 #endif
