@@ -31,6 +31,7 @@ public struct ServerContext: Sendable {
         switch configuration.strategy {
         case .epoll: try EpollServer(context: self, listener: listener)
         case .thread: try ThreadServer(context: self, listener: listener)
+        case .pool: try PoolServer(context: self, listener: listener)
         }
     }
 }

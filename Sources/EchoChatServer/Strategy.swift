@@ -5,4 +5,6 @@ public enum Strategy: String, Sendable, CaseIterable {
     case epoll
     /// One thread per client, blocking in ppoll on its own socket.
     case thread
+    /// A dispatcher thread and a fixed pool of workers (`--workers`).
+    case pool
 }
