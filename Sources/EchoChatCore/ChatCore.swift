@@ -169,7 +169,7 @@ public final class ChatCore {
         let rest = line[space...]
         let arguments = rest.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
         let id = client.id
-        switch word.lowercased() {
+        switch word.asciiLowercased {
         case "/nick":
             guard arguments.count == 1 else { return send(Replies.usageNick, to: id, output) }
             changeNick(of: client, to: arguments[0], output)
@@ -199,8 +199,8 @@ public final class ChatCore {
 
     private func changeNick(of client: Client, to nick: String, _ output: some ChatOutput) {
         guard Self.isValidName(nick) else { return send(Replies.invalidNick(nick), to: client.id, output) }
-        let key = nick.lowercased()
-        let oldKey = client.nick.lowercased()
+        let key = nick.asciiLowercased
+        let oldKey = client.nick.asciiLowercased
         if key != oldKey && nicks[key] != nil { return send(Replies.nickTaken(nick), to: client.id, output) }
         let old = client.nick
         nicks[oldKey] = nil
@@ -214,7 +214,7 @@ public final class ChatCore {
     private func join(_ client: Client, _ argument: String, _ output: some ChatOutput) {
         let spelling = argument.hasPrefix("#") ? String(argument.dropFirst()) : argument
         guard Self.isValidName(spelling) else { return send(Replies.invalidRoom(argument), to: client.id, output) }
-        let key = spelling.lowercased()
+        let key = spelling.asciiLowercased
         if key == client.room.key { return send(Replies.alreadyIn(client.room.name), to: client.id, output) }
         leaveRoom(client, reason: nil, output)
         let room = findOrCreateRoom(key: key, spelling: spelling)
@@ -232,7 +232,7 @@ public final class ChatCore {
         let nick = String(decoding: afterCommand[..<nickEnd], as: UTF8.self)
         let text = Self.afterSpaces(afterCommand[nickEnd...])
         guard !nick.isEmpty, !text.isEmpty else { return send(Replies.usageMsg, to: client.id, output) }
-        guard let targetID = nicks[nick.lowercased()], let target = clients[targetID] else {
+        guard let targetID = nicks[nick.asciiLowercased], let target = clients[targetID] else {
             return send(Replies.noSuchNick(nick), to: client.id, output)
         }
         send(Replies.privateMessage(from: client.nick, text: text), to: targetID, output)
@@ -243,7 +243,7 @@ public final class ChatCore {
 
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
         leaveRoom(client, reason: reason, output)
-        let key = client.nick.lowercased()
+        let key = client.nick.asciiLowercased
         nicks[key] = nil
         releaseGuestNumber(key)
         clients[client.id] = nil
@@ -321,7 +321,7 @@ public final class ChatCore {
     }
 
     static func byLowercasedBytes(_ a: String, _ b: String) -> Bool {
-        bytesLess(a.lowercased(), b.lowercased())
+        bytesLess(a.asciiLowercased, b.asciiLowercased)
     }
 
     static func bytesLess(_ a: String, _ b: String) -> Bool {
@@ -331,4 +331,12 @@ public final class ChatCore {
 
 extension Character {
     fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
+}
+
+extension String {
+    /// Lower-cases A–Z only. Names and command words are ASCII; Unicode case
+    /// folding would let the Kelvin sign (U+212A) match `k`.
+    var asciiLowercased: String {
+        String(decoding: utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+    }
 }

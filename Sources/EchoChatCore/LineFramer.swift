@@ -65,6 +65,11 @@ public struct LineFramer: Sendable {
             discarding = false
         }
         guard !discarding, !partial.isEmpty else { return }
+        // No LF came, so a trailing CR is not "right before the LF": it counts.
+        if partial.count > maxLine {
+            _ = handle(.tooLong)
+            return
+        }
         _ = partial.withUnsafeBytes { handle(.line($0)) }
     }
 
