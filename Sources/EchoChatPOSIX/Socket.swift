@@ -180,6 +180,11 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
         try setOption(SOL_SOCKET, SO_RCVBUF, Int32(bytes), "setsockopt SO_RCVBUF")
     }
 
+    /// SO_SNDBUF (the kernel doubles it and stops auto-tuning this socket).
+    public func setSendBufferSize(_ bytes: Int) throws(SystemError) {
+        try setOption(SOL_SOCKET, SO_SNDBUF, Int32(bytes), "setsockopt SO_SNDBUF")
+    }
+
     /// SO_LINGER with a zero timeout: close(2) resets the connection.
     public func setResetOnClose() throws(SystemError) {
         var value = linger(l_onoff: 1, l_linger: 0)

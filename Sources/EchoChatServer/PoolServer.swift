@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// - Threads: the caller of `run()` is the dispatcher. It alone waits in
 ///   epoll_wait(2), accepts, and runs the timers. N workers take ready
-///   connections from a queue (a Mutex-protected FIFO and a semaphore: the
+///   connections from a queue (a lock-protected FIFO and a semaphore: the
 ///   listener/queue/workers shape of memcached's thread.c).
 /// - Ownership: a connection is *in service* from the moment the dispatcher
 ///   queues it until a worker re-arms it, and only that worker reads it or
@@ -27,7 +27,7 @@ import Synchronization
 ///   (serving events) until all are closed or `shutdown-timeout` passes; then
 ///   it stops the workers and joins them.
 public final class PoolServer: ServerStrategy, @unchecked Sendable {
-    // @unchecked Sendable: immutable properties, Atomics, Mutexes and
+    // @unchecked Sendable: immutable properties, Atomics, Locks and
     // thread-safe descriptors; `reserve`, `generation`, `stopDeadline` and
     // `acceptPausedUntil` belong to the dispatcher thread (inside `run`).
 
@@ -40,7 +40,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     private let hub: ChatHub?
     private let queue = WorkQueue<Task>()
     private let workerCount: Int
-    private let connections = Mutex<[UInt64: SharedConnection]>([:])
+    private let connections = Lock<[UInt64: SharedConnection]>([:])
     private let lingering = Atomic<Int>(0)
     private let shutdownRequested = Atomic<Bool>(false)
     /// Read by workers to bound lingering once shutdown has begun.
@@ -415,10 +415,10 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     }
 }
 
-/// A FIFO of tasks for the workers: a Mutex-protected array and a semaphore
+/// A FIFO of tasks for the workers: a lock-protected array and a semaphore
 /// that counts the items, so an idle worker sleeps until there is work.
 final class WorkQueue<Item: Sendable>: Sendable {
-    private let items = Mutex<Storage>(Storage())
+    private let items = Lock<Storage>(Storage())
     private let available = Semaphore()
 
     struct Storage {

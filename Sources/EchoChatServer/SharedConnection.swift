@@ -43,7 +43,7 @@ final class SharedConnection: Sendable {
     let id: ConnectionID
     /// False for a refused connection (it only receives the server-full line).
     let admitted: Bool
-    let state: Mutex<State>
+    let state: Lock<State>
     /// Asks whoever serves this connection to look at it again: queued output
     /// the kernel did not take, an abort, a requested close.
     let wake: @Sendable (SharedConnection) -> Void
@@ -117,7 +117,7 @@ final class SharedConnection: Sendable {
         self.token = token
         self.id = ConnectionID(Int(socket.descriptor))
         self.admitted = admitted
-        self.state = Mutex(State(now: now))
+        self.state = Lock(State(now: now))
         self.wake = wake
     }
 
@@ -296,18 +296,17 @@ final class SharedConnection: Sendable {
 }
 
 /// Chat for many threads: the core and the id -> connection registry behind
-/// one Mutex. Lines are queued on the recipients *inside* the lock, so every
+/// one lock. Lines are queued on the recipients *inside* the lock, so every
 /// recipient sees lines in the order the core produced them; the writes to the
 /// sockets happen *after* the lock is released, so no thread ever holds the
 /// registry while it waits for the kernel. Lock order: hub, then connection.
 final class ChatHub: Sendable {
-    private let registry: Mutex<Registry>
+    private let registry: Lock<Registry>
     private let limits: Limits
     private let counters: ServerCounters
     private let stats: @Sendable () -> TransportStats
 
-    /// @unchecked Sendable: only ever reached through `registry.withLock`.
-    struct Registry: ~Copyable, @unchecked Sendable {
+    struct Registry {
         let core: ChatCore
         var connections: [ConnectionID: SharedConnection] = [:]
     }
@@ -316,7 +315,7 @@ final class ChatHub: Sendable {
         self.limits = limits
         self.counters = counters
         self.stats = stats
-        self.registry = Mutex(Registry(core: ChatCore(maxLine: limits.maxLine)))
+        self.registry = Lock(Registry(core: ChatCore(maxLine: limits.maxLine)))
     }
 
     var clientCount: Int { registry.withLock { $0.core.clientCount } }

@@ -24,7 +24,7 @@ import Synchronization
 ///   client threads to deliver, linger and exit, up to `shutdown-timeout`.
 public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     // @unchecked Sendable: the stored properties are immutable (or Atomic,
-    // Mutex, eventfd); `reserve` and `refused` are touched by the acceptor
+    // Lock, eventfd); `reserve` and `refused` are touched by the acceptor
     // thread only (inside `run`).
 
     private let context: ServerContext

@@ -73,9 +73,13 @@ struct EchoTests {
     func backpressureLosesNothingAndSparesOthers(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo", "--max-output", "64K"], strategy: strategy)
         let flooder = try server.connect()
-        // 32 MiB is more than every socket buffer on the path holds, so the
-        // writer can only finish early if the server buffers without bound.
-        let payload = (0..<(32 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+        // With the client's buffers pinned small, what the path can hold
+        // without the server reading is far below 8 MiB (the server's queue,
+        // its un-grown receive buffer, ours): the writer can only finish
+        // without stalling if the server buffers without bound.
+        try flooder.socket.setReceiveBufferSize(64 * 1024)
+        try flooder.socket.setSendBufferSize(256 * 1024)
+        let payload = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
         try flooder.socket.setSendTimeout(seconds: 0.3)
         let writer = Writer(socket: flooder.socket, payload: payload)
         writer.start()

@@ -90,18 +90,33 @@ final class ServerProcess: Sendable {
         return process.terminationStatus
     }
 
+    /// Every server a test starts must also stop cleanly: SIGTERM ends it with
+    /// status 0 and a log free of sanitizer reports (TSan runs the server
+    /// binary instrumented too, and its races are in the server's threads).
     deinit {
         if process.isRunning {
-            Signals.send(.kill, to: process.processIdentifier)
-            process.waitUntilExit()
+            do {
+                let status = try stop(.terminate, timeout: 10)
+                if status != 0 { Issue.record("server exited with status \(status); log:\n\(log.text)") }
+            } catch {
+                Issue.record("\(error)")
+            }
         }
+        log.waitForEnd(timeout: 5)
+        let reports = log.lines.filter { line in
+            ["ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "Fatal error", "runtime error"].contains {
+                line.contains($0)
+            }
+        }
+        if !reports.isEmpty { Issue.record("server log has sanitizer or runtime reports:\n\(log.text)") }
     }
 }
 
 /// Collects a pipe's lines on a background thread; tests wait for a line
 /// matching a condition (woken by each new line, bounded by a timeout).
 final class LineCollector: Sendable {
-    private let state = Mutex<[String]>([])
+    private let state = Lock<[String]>([])
+    private let ended = Lock<Bool>(false)
     private let condition = NSCondition()
 
     init(_ handle: FileHandle) {
@@ -109,7 +124,13 @@ final class LineCollector: Sendable {
             var pending = Data()
             while true {
                 let chunk = handle.availableData
-                if chunk.isEmpty { break }
+                if chunk.isEmpty {
+                    condition.lock()
+                    ended.withLock { $0 = true }
+                    condition.broadcast()
+                    condition.unlock()
+                    break
+                }
                 pending.append(chunk)
                 while let newline = pending.firstIndex(of: 0x0A) {
                     let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
@@ -125,6 +146,19 @@ final class LineCollector: Sendable {
     }
 
     var lines: [String] { state.withLock { $0 } }
+
+    /// Waits until the writer closed the pipe (the process exited), so every
+    /// line it wrote has been collected.
+    @discardableResult
+    func waitForEnd(timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !ended.withLock({ $0 }) {
+            if !condition.wait(until: deadline) { return ended.withLock { $0 } }
+        }
+        return true
+    }
     var text: String { lines.joined(separator: "\n") }
 
     /// The first line satisfying `predicate`, waiting up to `timeout` seconds.
