@@ -75,11 +75,3 @@ public enum ServerMode: String, Sendable, CaseIterable {
     case echo
     case chat
 }
-
-/// Counts LF bytes (echo mode's "messages"): a plain loop the optimizer vectorizes.
-@inline(__always)
-public func countNewlines(_ bytes: UnsafeRawBufferPointer) -> Int {
-    var count = 0
-    for byte in bytes where byte == 0x0A { count &+= 1 }
-    return count
-}

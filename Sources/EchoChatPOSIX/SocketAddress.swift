@@ -1,3 +1,4 @@
+import CEchoChatShim
 import Glibc
 
 /// An IPv4 or IPv6 socket address (a `sockaddr_storage` and its length).

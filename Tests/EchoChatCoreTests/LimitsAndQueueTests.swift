@@ -117,17 +117,6 @@ struct LimitsAndQueueTests {
         #expect(ServerMode.allCases.count == 2)
     }
 
-    @Test(arguments: [("", 0), ("a", 0), ("\n", 1), ("a\nb\n\n", 3), ("\r\n\r", 1)])
-    func countNewlinesCountsLFBytes(input: String, count: Int) {
-        #expect(bytes(input).withUnsafeBytes { countNewlines($0) } == count)
-    }
-
-    @Test func countNewlinesOnALargeBuffer() {
-        var input = [UInt8](repeating: 0x61, count: 100_003)
-        for index in stride(from: 0, to: input.count, by: 7) { input[index] = 0x0A }
-        #expect(input.withUnsafeBytes { countNewlines($0) } == (100_003 + 6) / 7)
-    }
-
     // MARK: Replies the strategies send themselves
 
     @Test func fixedRepliesAreSpelledAsInTheProtocol() {
