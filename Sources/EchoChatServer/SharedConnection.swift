@@ -14,6 +14,8 @@ final class ServerCounters: Sendable {
     let messagesOut = Atomic<Int>(0)
     /// Echo mode: admitted clients whose session is not over.
     let echoClients = Atomic<Int>(0)
+    /// Thread strategy: client threads alive.
+    let liveThreads = Atomic<Int>(0)
 
     func transport(strategy: Strategy, uptimeSeconds: Int, extra: [TransportStats.Pair]) -> TransportStats {
         TransportStats(

@@ -39,7 +39,6 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     /// Rung when a client thread ends, so shutdown can wait without polling.
     private let exits: Wakeup
     private let shutdownRequested = Atomic<Bool>(false)
-    private let liveThreads = Atomic<Int>(0)
     private let shutdownDeadline = Atomic<Int64>(0)
 
     private var reserve = ReserveDescriptor()
@@ -57,9 +56,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         self.stop = try Wakeup()
         self.exits = try Wakeup()
         let counters = self.counters
-        let hubStats: @Sendable () -> TransportStats = {
-            counters.transport(strategy: .thread, uptimeSeconds: context.uptimeSeconds, extra: [])
-        }
+        let hubStats: @Sendable () -> TransportStats = { Self.transportStats(counters, context) }
         self.hub = context.configuration.mode == .chat
             ? ChatHub(limits: context.configuration.limits, counters: counters, stats: hubStats) : nil
         // Before any client thread exists, so they all inherit the blocked SIGUSR2.
@@ -85,10 +82,12 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
             messagesIn: transport.messagesIn, messagesOut: transport.messagesOut, transport: transport)
     }
 
-    private func transportStats() -> TransportStats {
+    private func transportStats() -> TransportStats { Self.transportStats(counters, context) }
+
+    private static func transportStats(_ counters: ServerCounters, _ context: ServerContext) -> TransportStats {
         counters.transport(
             strategy: .thread, uptimeSeconds: context.uptimeSeconds,
-            extra: [.init("threads", String(liveThreads.load(ordering: .relaxed)))])
+            extra: [.init("threads", String(counters.liveThreads.load(ordering: .relaxed)))])
     }
 
     // MARK: - Acceptor
@@ -154,7 +153,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         }
         guard admitted else { return refuse(socket) }
         counters.add(counters.connectionsTotal, 1)
-        liveThreads.wrappingAdd(1, ordering: .relaxed)
+        counters.liveThreads.wrappingAdd(1, ordering: .relaxed)
         do {
             try Threads.spawn(name: "echochat-client", stackSize: context.configuration.threadStack, detached: true) {
                 [self] in
@@ -163,7 +162,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
             context.logger.debug("accepted \(socket)")
         } catch {
             context.logger.warn("cannot start a thread for \(socket): \(error)")
-            liveThreads.wrappingSubtract(1, ordering: .relaxed)
+            counters.liveThreads.wrappingSubtract(1, ordering: .relaxed)
             if let hub { hub.disconnect(connection, reason: .connectionError) } else {
                 counters.echoClients.wrappingSubtract(1, ordering: .relaxed)
             }
@@ -233,7 +232,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         // Chat: queue the notice and ask for every close before waking anyone.
         hub?.shutdown()
         stop.ring()
-        while liveThreads.load(ordering: .acquiring) > 0 {
+        while counters.liveThreads.load(ordering: .acquiring) > 0 {
             let left = (deadline - Clock.monotonicNanoseconds()) / 1_000_000
             if left <= 0 { break }
             _ = try? Poll.readable([exits.descriptor], timeoutMilliseconds: Int32(min(left + 1, 1000)))
@@ -241,7 +240,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         }
         for entry in refused { entry.socket.close() }
         refused = []
-        let remaining = liveThreads.load(ordering: .acquiring)
+        let remaining = counters.liveThreads.load(ordering: .acquiring)
         if remaining > 0 { context.logger.warn("\(remaining) client threads still busy at the shutdown deadline") }
     }
 
@@ -254,7 +253,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         session.run()
         connection.closeSocket()
         if hub == nil { counters.echoClients.wrappingSubtract(1, ordering: .relaxed) }
-        liveThreads.wrappingSubtract(1, ordering: .releasing)
+        counters.liveThreads.wrappingSubtract(1, ordering: .releasing)
         exits.ring()
     }
 

@@ -106,6 +106,15 @@ struct ChatTests {
         #expect(stats["connections_total"] == "1")
         #expect(stats["messages_in"] == "1")
         #expect(Int(stats["bytes_in"] ?? "") == 7)
+        switch strategy {
+        case .pool:
+            #expect(stats["workers"] == "4")
+            #expect(Int(stats["queue_depth"] ?? "") != nil)
+        case .thread:
+            #expect(stats["threads"] == "1")
+        case .epoll:
+            break
+        }
         try alice.send("/help\n")
         let help = try alice.readLines(until: { $0 == "* end of help" })
         for command in ["/nick", "/join", "/who", "/rooms", "/msg", "/stats", "/help", "/quit"] {

@@ -35,6 +35,9 @@ final class ServerProcess: Sendable {
         Signals.ignoreBrokenPipe()
         var full = ["--host", host, "--port", "0"]
         if let strategy { full += ["--strategy", strategy.rawValue] }
+        // The pool runs with more workers than this machine has cores, so the
+        // suite exercises several workers contending (as issue 3 asks: --workers 4).
+        if strategy == .pool && !arguments.contains("--workers") { full += ["--workers", "4"] }
         full += arguments
         let process = Process()
         if let openFileLimit {
