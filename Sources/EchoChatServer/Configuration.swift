@@ -17,6 +17,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var lineTimeout = 0.0
     /// Seconds to deliver what is owed after SIGTERM/SIGINT.
     public var shutdownTimeout = 5.0
+    /// Seconds a client whose session is over (quit, EOF, timeout, refusal)
+    /// has to take its last output before the server closes it anyway.
+    public var closeTimeout = 30.0
     public var logLevel: LogLevel = .info
     /// Pool strategy: worker threads; nil = the CPUs this process may use, at least 2.
     public var workers: Int?

@@ -47,7 +47,9 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     private var echoClients = 0
     /// Connection objects not yet released (clients, refused, lingering).
     private var openConnections = 0
-    private var lingering = 0
+    /// Connections whose session is over (delivering, then lingering): they
+    /// need the sweep for their close-timeout and linger deadlines.
+    private var closing = 0
     private var acceptPausedUntil: Int64?
     private var shutdownDeadline: Int64?
     private var listenerOpen = true
@@ -57,6 +59,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     private static let wakeupToken: UInt64 = UInt64(UInt32.max) - 1
     private static let lingerNanoseconds: Int64 = 2_000_000_000
     private static let sweepInterval: Int64 = 100_000_000
+    private var closeTimeout: Int64 { Int64(context.configuration.closeTimeout * 1e9) }
 
     /// One client socket and what the loop knows about it.
     private final class Connection {
@@ -73,6 +76,8 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         var paused = false
         /// Close once `output` is empty.
         var closeWhenFlushed = false
+        /// The session ended: the client has until then to take its last output.
+        var closeDeadline: Int64?
         /// Output is done and the sending side is shut; reading until the peer closes.
         var lingerDeadline: Int64?
         var closed = false
@@ -144,7 +149,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     /// Wait forever unless a timer is running: timeouts, lingering closes, a
     /// paused listener or a shutdown deadline.
     private func waitTimeout() -> Int32 {
-        if limits.hasTimers || lingering > 0 || acceptPausedUntil != nil || shutdownDeadline != nil {
+        if limits.hasTimers || closing > 0 || acceptPausedUntil != nil || shutdownDeadline != nil {
             return Int32(max(1, (nextSweep - now) / 1_000_000 + 1))
         }
         return -1
@@ -215,7 +220,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         if !admitted {
             stats.refused += 1
             connection.output.append(Replies.serverFull)
-            connection.closeWhenFlushed = true
+            beginClosing(connection)
             markDirty(connection)
             context.logger.debug("refused \(socket): server full (\(clients) clients)")
             return
@@ -265,7 +270,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         case .endOfFile:
             connection.inputClosed = true
             setInterest(connection, connection.output.isEmpty ? [] : .writable)
-            connection.closeWhenFlushed = true
+            beginClosing(connection)
             if connection.output.isEmpty { finishClose(connection) }
         case .bytes(let count):
             connection.lastInput = now
@@ -382,6 +387,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         var wanted = connection.interest.subtracting(.writable)
         if connection.paused && limits.echoMayResume(queuedBytes: 0) && !connection.inputClosed && !connection.closeWhenFlushed {
             connection.paused = false
+            connection.lastInput = now  // its idle clock was stopped while not reading
             wanted.insert(.readable)
         }
         setInterest(connection, wanted)
@@ -410,9 +416,18 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         if let shutdownDeadline { deadline = min(deadline, shutdownDeadline) }
         connection.lingerDeadline = deadline
         connection.paused = false
-        lingering += 1
         retire(connection)
         setInterest(connection, .readable)
+    }
+
+    /// The session is over: deliver what is queued, then close, all within
+    /// `close-timeout` (a client that stops reading cannot hold it forever).
+    private func beginClosing(_ connection: Connection) {
+        connection.closeWhenFlushed = true
+        if connection.closeDeadline == nil {
+            connection.closeDeadline = now + closeTimeout
+            closing += 1
+        }
     }
 
     /// A connection stops counting as an echo client (its session is over);
@@ -436,11 +451,8 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     /// Closes the descriptor and forgets the connection.
     private func release(_ connection: Connection) {
         guard !connection.closed else { return }
-        if connection.lingerDeadline != nil {
-            lingering -= 1
-        } else {
-            retire(connection)
-        }
+        if connection.lingerDeadline == nil { retire(connection) }
+        if connection.closeDeadline != nil { closing -= 1 }
         connection.closed = true
         openConnections -= 1
         connection.socket.close()
@@ -457,7 +469,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
 
     public func close(_ id: ConnectionID) {
         guard let connection = connections[id.rawValue], !connection.closed else { return }
-        connection.closeWhenFlushed = true
+        beginClosing(connection)
         setInterest(connection, connection.interest.subtracting(.readable))
         markDirty(connection)
     }
@@ -484,11 +496,16 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
             acceptPausedUntil = nil
             try? poller.modify(listener.descriptor, for: .readable, data: Self.listenerToken)
         }
-        guard limits.hasTimers || lingering > 0 || shutdownDeadline != nil else { return }
+        guard limits.hasTimers || closing > 0 || shutdownDeadline != nil else { return }
         for index in connections.indices {
             guard let connection = connections[index], !connection.closed else { continue }
             if let deadline = connection.lingerDeadline {
                 if now >= deadline { release(connection) }
+                continue
+            }
+            if let deadline = connection.closeDeadline, now >= deadline, shutdownDeadline == nil {
+                context.logger.debug("closing \(connection.socket): its last output was not taken within the close timeout")
+                release(connection)
                 continue
             }
             if shutdownDeadline != nil || !connection.admitted || connection.closeWhenFlushed { continue }

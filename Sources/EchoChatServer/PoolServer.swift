@@ -54,6 +54,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     private static let requestsToken = UInt64(UInt32.max) - 1
     private static let lingerNanoseconds: Int64 = 2_000_000_000
     private static let sweepInterval: Int64 = 100_000_000
+    private static let coarseSweepInterval: Int64 = 1_000_000_000
     private static let readSize = 64 * 1024
 
     enum Task: Sendable {
@@ -117,7 +118,10 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
             let now = Clock.monotonicNanoseconds()
             let timed = limits.hasTimers || lingering.load(ordering: .relaxed) > 0 || stopDeadline != nil
                 || acceptPausedUntil != nil
-            let timeout = timed ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
+            // Close timeouts need only a coarse sweep, while anyone is connected.
+            let coarse = !timed && !connections.withLock { $0.isEmpty }
+            if coarse { nextSweep = max(nextSweep, now + Self.coarseSweepInterval) }
+            let timeout = timed || coarse ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
             let count = try poller.wait(into: &events, timeoutMilliseconds: timeout)
             for index in 0..<count {
                 let token = events.data(at: index)
@@ -266,12 +270,23 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
             acceptPausedUntil = nil
             try? poller.modify(listener.descriptor, for: .readable, data: Self.listenerToken)
         }
-        guard limits.hasTimers || lingering.load(ordering: .relaxed) > 0 || stopDeadline != nil else { return }
+        let closeTimeout = Int64(context.configuration.closeTimeout * 1e9)
         for connection in connections.withLock({ Array($0.values) }) {
             let expiry = connection.state.withLock { state -> DisconnectReason?? in
                 guard !state.closed, !state.inService else { return nil }
                 if let deadline = state.lingerDeadline {
                     guard now >= deadline || (stopDeadline.map { now >= $0 } ?? false) else { return nil }
+                    state.inService = true
+                    return .some(nil)
+                }
+                if state.closeRequested && stopDeadline == nil {
+                    guard let deadline = state.closeDeadline else {
+                        state.closeDeadline = now + closeTimeout
+                        return nil
+                    }
+                    guard now >= deadline else { return nil }
+                    context.logger.debug(
+                        "closing \(connection.socket): its last output was not taken within the close timeout")
                     state.inService = true
                     return .some(nil)
                 }

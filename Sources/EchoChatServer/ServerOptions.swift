@@ -71,6 +71,11 @@ public enum ServerOptions {
                 defaultValue: { format($0.shutdownTimeout) }) { config, text, name throws(UsageError) in
             config.shutdownTimeout = try ValueParser.seconds(text, name)
         },
+        Setting(name: "close-timeout", placeholder: "seconds",
+                help: "Time a finished session has to take its last output before it is closed anyway",
+                defaultValue: { format($0.closeTimeout) }) { config, text, name throws(UsageError) in
+            config.closeTimeout = try ValueParser.seconds(text, name)
+        },
         Setting(name: "workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
                 defaultValue: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try ValueParser.integer(text, name, in: 1...1024)

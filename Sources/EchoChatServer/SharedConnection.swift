@@ -64,6 +64,9 @@ final class SharedConnection: Sendable {
         var paused = false
         /// Output done, sending side shut, reading until the peer closes.
         var lingerDeadline: Int64?
+        /// Pool strategy: set by the dispatcher's sweep once it sees the
+        /// session over; past it, an undelivered queue is given up.
+        var closeDeadline: Int64?
         var lastInput: Int64
         var partialSince: Int64?
         /// Thread strategy: the thread that serves this connection.

@@ -266,6 +266,9 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         let buffer: UnsafeMutableRawBufferPointer
         var sawStop = false
         var stopDeadline: Int64?
+        /// Set when this thread first sees its session over: the client has
+        /// until then to take its last output (`--close-timeout`).
+        var closeDeadline: Int64?
 
         init(server: ThreadServer, connection: SharedConnection) {
             self.server = server
@@ -292,6 +295,13 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
                     return
                 }
                 var lingerDeadline = view.lingerDeadline
+                if view.closeRequested && closeDeadline == nil {
+                    closeDeadline = now + Int64(server.context.configuration.closeTimeout * 1e9)
+                }
+                if let closeDeadline, now >= closeDeadline, lingerDeadline == nil, stopDeadline == nil {
+                    server.context.logger.debug("closing \(socket): its last output was not taken within the close timeout")
+                    return
+                }
                 if view.closeRequested && view.queued == 0 && lingerDeadline == nil {
                     // Delivered. If the peer may still send, shut our side and
                     // read until it closes: unread input would turn close(2)
@@ -308,6 +318,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
                 let reading = lingering || view.isReading
                 var deadline = lingerDeadline ?? Int64.max
                 if let stopDeadline { deadline = min(deadline, stopDeadline) }
+                if let closeDeadline, !lingering { deadline = min(deadline, closeDeadline) }
                 if reading && !lingering {
                     if limits.idleTimeoutNanoseconds > 0 {
                         deadline = min(deadline, view.lastInput + limits.idleTimeoutNanoseconds)

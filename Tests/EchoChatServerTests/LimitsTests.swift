@@ -140,3 +140,27 @@ extension Socket {
         try setReceiveBufferSize(4096)
     }
 }
+
+/// A session that is over cannot hold its connection forever by not reading.
+@Suite("Close timeout")
+struct CloseTimeoutTests {
+    @Test(arguments: Strategy.allCases)
+    func aClientThatNeverReadsItsLastOutputIsClosed(strategy: Strategy) throws {
+        let server = try ServerProcess(
+            ["--mode", "chat", "--close-timeout", "0.5", "--max-output", "64M", "--log-level", "debug"],
+            strategy: strategy)
+        let (watcher, _) = try server.joinChat()
+        let (stuck, nick) = try server.joinChat()
+        _ = try watcher.readLine()
+        try stuck.socket.setReceiveBufferSize(4096)
+        // About 5 MB of /help replies, more than the kernel buffers hold while
+        // this client reads nothing; then it quits.
+        let requests = String(repeating: "/help\n", count: 12_000)
+        try stuck.send(requests + "/quit\n")
+        #expect(try watcher.readLine() == "* \(nick) left #lobby")
+        let gaveUp = server.log.waitFor({ $0.contains("its last output was not taken within the close timeout") }, timeout: 20)
+        #expect(gaveUp != nil, "log:\n\(server.log.text.suffix(2000))")
+        // The server still serves everyone else.
+        #expect(try watcher.syncWho() == "* #lobby: guest1 (1)")
+    }
+}
