@@ -56,6 +56,13 @@ public struct ServerStats: Sendable, Equatable {
         self.transport = transport
     }
 
+    /// Echo mode's counters: no rooms; messages are the transport's LF counts.
+    public static func echo(clients: Int, transport: TransportStats) -> ServerStats {
+        ServerStats(
+            mode: .echo, clients: clients, rooms: 0,
+            messagesIn: transport.messagesIn, messagesOut: transport.messagesOut, transport: transport)
+    }
+
     /// `mode=chat strategy=epoll clients=2 …`: single spaces, plain integers or words.
     public var keyValues: String {
         var pairs: [(String, String)] = [

@@ -39,7 +39,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     private var events = PollEvents(capacity: 1024)
     private let readBuffer: UnsafeMutableRawBufferPointer
     private let chat: ChatCore?
-    private var reserve = ReserveDescriptor()
+    private var acceptor: Acceptor
 
     private var now: Int64 = 0
     private var nextSweep: Int64 = 0
@@ -100,6 +100,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         self.context = context
         self.limits = context.configuration.limits
         self.listener = listener
+        self.acceptor = Acceptor(listener: listener, logger: context.logger)
         self.poller = try Poller()
         self.wakeup = try Wakeup()
         self.readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
@@ -179,24 +180,9 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     // MARK: - Accepting
 
     private func acceptConnections() {
-        for _ in 0..<64 where listenerOpen {
-            do {
-                switch try listener.accept(nonBlocking: true) {
-                case .wouldBlock: return
-                case .done(let socket): admit(socket)
-                }
-            } catch {
-                if error.errno.isDescriptorExhaustion {
-                    refuseWithReserve()
-                } else if error.errno == .connectionAborted {
-                    continue
-                } else {
-                    context.logger.warn("accept failed: \(error); pausing accepts for 100 ms")
-                    pauseAccepting()
-                    return
-                }
-            }
-        }
+        guard listenerOpen else { return }
+        let keepGoing = acceptor.acceptPending(admit: { admit($0) }, refused: { stats.refused += 1 })
+        if !keepGoing { pauseAccepting() }
     }
 
     private func admit(_ socket: Socket) {
@@ -232,23 +218,6 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
             echoClients += 1
         }
         context.logger.debug("accepted \(socket)")
-    }
-
-    /// EMFILE/ENFILE: spend the reserve descriptor on the waiting client so it
-    /// hears "server full" instead of hanging in the backlog, then take the
-    /// reserve back. If that is impossible, stop polling the listener briefly.
-    private func refuseWithReserve() {
-        guard reserve.isHeld else { return pauseAccepting() }
-        reserve.release()
-        defer {
-            if !reserve.reacquire() { pauseAccepting() }
-        }
-        guard case .done(let socket)? = try? listener.accept(nonBlocking: true) else { return }
-        stats.refused += 1
-        Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
-        socket.shutdownWrite()
-        socket.close()
-        context.logger.warn("out of file descriptors: refused a client (server full)")
     }
 
     private func pauseAccepting() {
@@ -482,10 +451,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
 
     public func serverStats() -> ServerStats {
         if let chat { return chat.stats(transport: transportStats()) }
-        let transport = transportStats()
-        return ServerStats(
-            mode: .echo, clients: echoClients, rooms: 0,
-            messagesIn: transport.messagesIn, messagesOut: transport.messagesOut, transport: transport)
+        return .echo(clients: echoClients, transport: transportStats())
     }
 
     // MARK: - Timers and shutdown

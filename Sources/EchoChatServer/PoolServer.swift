@@ -28,7 +28,7 @@ import Synchronization
 ///   it stops the workers and joins them.
 public final class PoolServer: ServerStrategy, @unchecked Sendable {
     // @unchecked Sendable: immutable properties, Atomics, Locks and
-    // thread-safe descriptors; `reserve`, `generation`, `stopDeadline` and
+    // thread-safe descriptors; `acceptor`, `generation`, `stopDeadline` and
     // `acceptPausedUntil` belong to the dispatcher thread (inside `run`).
 
     private let context: ServerContext
@@ -46,7 +46,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     /// Read by workers to bound lingering once shutdown has begun.
     private let shutdownDeadline = Atomic<Int64>(0)
 
-    private var reserve = ReserveDescriptor()
+    private var acceptor: Acceptor
     private var generation: UInt32 = 0
     private var acceptPausedUntil: Int64?
 
@@ -67,6 +67,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
         self.context = context
         self.limits = context.configuration.limits
         self.listener = listener
+        self.acceptor = Acceptor(listener: listener, logger: context.logger)
         self.poller = try Poller()
         self.requests = try Wakeup()
         self.workerCount = context.configuration.effectiveWorkers
@@ -75,9 +76,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
         let workers = workerCount
         self.hub = context.configuration.mode == .chat
             ? ChatHub(limits: context.configuration.limits, counters: counters) {
-                counters.transport(
-                    strategy: .pool, uptimeSeconds: context.uptimeSeconds,
-                    extra: [.init("workers", String(workers)), .init("queue_depth", String(queue.depth))])
+                Self.transportStats(counters, context, workers: workers, queue: queue)
             } : nil
         try poller.register(listener.descriptor, for: .readable, data: Self.listenerToken)
         try poller.register(requests.descriptor, for: .readable, data: Self.requestsToken)
@@ -95,12 +94,17 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
 
     public func serverStats() -> ServerStats {
         if let hub { return hub.serverStats() }
-        let transport = counters.transport(
+        return .echo(
+            clients: counters.echoClients.load(ordering: .relaxed),
+            transport: Self.transportStats(counters, context, workers: workerCount, queue: queue))
+    }
+
+    private static func transportStats(
+        _ counters: ServerCounters, _ context: ServerContext, workers: Int, queue: WorkQueue<Task>
+    ) -> TransportStats {
+        counters.transport(
             strategy: .pool, uptimeSeconds: context.uptimeSeconds,
-            extra: [.init("workers", String(workerCount)), .init("queue_depth", String(queue.depth))])
-        return ServerStats(
-            mode: .echo, clients: counters.echoClients.load(ordering: .relaxed), rooms: 0,
-            messagesIn: transport.messagesIn, messagesOut: transport.messagesOut, transport: transport)
+            extra: [.init("workers", String(workers)), .init("queue_depth", String(queue.depth))])
     }
 
     // MARK: - Dispatcher
@@ -180,21 +184,9 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     }
 
     private func acceptConnections() {
-        for _ in 0..<64 {
-            do {
-                switch try listener.accept(nonBlocking: true) {
-                case .wouldBlock: return
-                case .done(let socket): admit(socket)
-                }
-            } catch {
-                if error.errno.isDescriptorExhaustion {
-                    if !refuseWithReserve() { return pauseAccepting() }
-                } else if error.errno != .connectionAborted {
-                    context.logger.warn("accept failed: \(error); pausing accepts for 100 ms")
-                    return pauseAccepting()
-                }
-            }
-        }
+        let counters = self.counters
+        let keepGoing = acceptor.acceptPending(admit: { admit($0) }, refused: { counters.add(counters.refused, 1) })
+        if !keepGoing { pauseAccepting() }
     }
 
     private func admit(_ socket: Socket) {
@@ -242,19 +234,6 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
             connection.fail(.connectionError)
             schedule(connection)
         }
-    }
-
-    private func refuseWithReserve() -> Bool {
-        guard reserve.isHeld else { return false }
-        reserve.release()
-        if case .done(let socket)? = try? listener.accept(nonBlocking: true) {
-            counters.add(counters.refused, 1)
-            Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
-            socket.shutdownWrite()
-            socket.close()
-            context.logger.warn("out of file descriptors: refused a client (server full)")
-        }
-        return reserve.reacquire()
     }
 
     private func pauseAccepting() {

@@ -24,7 +24,7 @@ import Synchronization
 ///   client threads to deliver, linger and exit, up to `shutdown-timeout`.
 public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     // @unchecked Sendable: the stored properties are immutable (or Atomic,
-    // Lock, eventfd); `reserve` and `refused` are touched by the acceptor
+    // Lock, eventfd); `acceptor` and `refused` are touched by the acceptor
     // thread only (inside `run`).
 
     private let context: ServerContext
@@ -41,7 +41,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     private let shutdownRequested = Atomic<Bool>(false)
     private let shutdownDeadline = Atomic<Int64>(0)
 
-    private var reserve = ReserveDescriptor()
+    private var acceptor: Acceptor
     private var refused: [(socket: Socket, deadline: Int64)] = []
 
     static let readSize = 16 * 1024
@@ -52,6 +52,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         self.context = context
         self.limits = context.configuration.limits
         self.listener = listener
+        self.acceptor = Acceptor(listener: listener, logger: context.logger)
         self.requests = try Wakeup()
         self.stop = try Wakeup()
         self.exits = try Wakeup()
@@ -76,13 +77,8 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
 
     public func serverStats() -> ServerStats {
         if let hub { return hub.serverStats() }
-        let transport = transportStats()
-        return ServerStats(
-            mode: .echo, clients: counters.echoClients.load(ordering: .relaxed), rooms: 0,
-            messagesIn: transport.messagesIn, messagesOut: transport.messagesOut, transport: transport)
+        return .echo(clients: counters.echoClients.load(ordering: .relaxed), transport: Self.transportStats(counters, context))
     }
-
-    private func transportStats() -> TransportStats { Self.transportStats(counters, context) }
 
     private static func transportStats(_ counters: ServerCounters, _ context: ServerContext) -> TransportStats {
         counters.transport(
@@ -114,22 +110,8 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
 
     /// Accepts what is waiting; false if accepting must pause.
     private func acceptConnections() -> Bool {
-        for _ in 0..<64 {
-            do {
-                switch try listener.accept(nonBlocking: true) {
-                case .wouldBlock: return true
-                case .done(let socket): admit(socket)
-                }
-            } catch {
-                if error.errno.isDescriptorExhaustion {
-                    if !refuseWithReserve() { return false }
-                } else if error.errno != .connectionAborted {
-                    context.logger.warn("accept failed: \(error); pausing accepts for 100 ms")
-                    return false
-                }
-            }
-        }
-        return true
+        let counters = self.counters
+        return acceptor.acceptPending(admit: { admit($0) }, refused: { counters.add(counters.refused, 1) })
     }
 
     private func admit(_ socket: Socket) {
@@ -182,19 +164,6 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         } else {
             refused.append((socket, Clock.monotonicNanoseconds() + Self.lingerNanoseconds))
         }
-    }
-
-    private func refuseWithReserve() -> Bool {
-        guard reserve.isHeld else { return false }
-        reserve.release()
-        if case .done(let socket)? = try? listener.accept(nonBlocking: true) {
-            counters.add(counters.refused, 1)
-            Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
-            socket.shutdownWrite()
-            socket.close()
-            context.logger.warn("out of file descriptors: refused a client (server full)")
-        }
-        return reserve.reacquire()
     }
 
     private func drainRefusals(ready: [Bool]) {

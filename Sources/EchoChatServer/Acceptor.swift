@@ -1,0 +1,61 @@
+import EchoChatCore
+import EchoChatPOSIX
+
+/// Accepting, as every strategy does it: a bounded batch per readiness event,
+/// and a policy for running out of descriptors that neither spins nor leaves
+/// clients hanging in the backlog.
+///
+/// On EMFILE/ENFILE the reserve descriptor (held open on /dev/null) is
+/// released, the waiting client is accepted, told `! server full, try again
+/// later` and closed, and the reserve is taken back: the trick libev and
+/// nginx describe. If the reserve cannot be had, the caller pauses accepting
+/// for a moment (its listener stays in the backlog's hands meanwhile).
+struct Acceptor: ~Copyable {
+    let listener: Socket
+    private let logger: Logger
+    private var reserve = ReserveDescriptor()
+
+    /// How many connections one call accepts at most, so a connect storm
+    /// cannot starve the clients already connected.
+    static let batch = 64
+
+    init(listener: Socket, logger: Logger) {
+        self.listener = listener
+        self.logger = logger
+    }
+
+    /// Accepts what is waiting and hands each socket to `admit`; `refused`
+    /// runs for each client turned away for lack of descriptors. Returns false
+    /// when accepting should pause (about 100 ms) before being tried again.
+    mutating func acceptPending(admit: (Socket) -> Void, refused: () -> Void) -> Bool {
+        for _ in 0..<Self.batch {
+            do {
+                switch try listener.accept(nonBlocking: true) {
+                case .wouldBlock: return true
+                case .done(let socket): admit(socket)
+                }
+            } catch {
+                if error.errno.isDescriptorExhaustion {
+                    if !refuseWithReserve(refused) { return false }
+                } else if error.errno != .connectionAborted {
+                    logger.warn("accept failed: \(error); pausing accepts for 100 ms")
+                    return false
+                }
+            }
+        }
+        return true
+    }
+
+    private mutating func refuseWithReserve(_ refused: () -> Void) -> Bool {
+        guard reserve.isHeld else { return false }
+        reserve.release()
+        if case .done(let socket)? = try? listener.accept(nonBlocking: true) {
+            refused()
+            Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
+            socket.shutdownWrite()
+            socket.close()
+            logger.warn("out of file descriptors: refused a client (server full)")
+        }
+        return reserve.reacquire()
+    }
+}
