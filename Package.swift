@@ -20,10 +20,16 @@ let package = Package(
         .executableTarget(name: "echochat-server", dependencies: ["EchoChatServer"]),
 
         .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),
+        // Helpers every end-to-end test target shares: start the real server,
+        // talk to it with timeouts, run programs.
+        .target(
+            name: "EchoChatTestSupport", dependencies: ["EchoChatPOSIX", "EchoChatServer"],
+            path: "Tests/EchoChatTestSupport"),
         .testTarget(
             name: "EchoChatServerTests",
-            dependencies: ["EchoChatServer", "EchoChatPOSIX", "EchoChatCore", "echochat-server"]
+            dependencies: ["EchoChatServer", "EchoChatPOSIX", "EchoChatCore", "EchoChatTestSupport", "echochat-server"]
         ),
+
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,5 +1,6 @@
 import EchoChatPOSIX
 import EchoChatServer
+import EchoChatTestSupport
 import Foundation
 import Testing
 

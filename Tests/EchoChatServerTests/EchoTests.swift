@@ -1,5 +1,6 @@
 import EchoChatPOSIX
 import EchoChatServer
+import EchoChatTestSupport
 import Foundation
 import Testing
 
@@ -169,25 +170,4 @@ struct SeededGenerator: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-}
-
-/// Runs netcat-openbsd (`nc -N`) with `input` on stdin and returns its stdout.
-/// netcat is the user's tool, so the test runs the real one (CI installs it).
-func runNetcat(host: String = "127.0.0.1", port: Int, input: String, arguments: [String] = ["-N"]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    // -w bounds how long nc waits, so a server bug cannot hang the test.
-    process.arguments = ["nc"] + arguments + ["-w", "10", host, String(port)]
-    let stdin = Pipe()
-    let stdout = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    stdin.fileHandleForWriting.write(Data(input.utf8))
-    try stdin.fileHandleForWriting.close()
-    let data = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw TestFailure("nc exited with \(process.terminationStatus)") }
-    return String(decoding: data, as: UTF8.self)
 }

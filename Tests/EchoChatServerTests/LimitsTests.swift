@@ -1,6 +1,7 @@
 import EchoChatCore
 import EchoChatPOSIX
 import EchoChatServer
+import EchoChatTestSupport
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
 import EchoChatPOSIX
+import EchoChatTestSupport
 import Foundation
 import Testing
 

@@ -4,7 +4,7 @@ import Foundation
 extension ServerProcess {
     /// Connects a chat client and reads its welcome line; returns the client
     /// and its guest nick. Others in #lobby must read the join notice.
-    func joinChat() throws -> (client: TestClient, nick: String) {
+    public func joinChat() throws -> (client: TestClient, nick: String) {
         let client = try connect()
         let welcome = try client.readLine()
         guard welcome.hasPrefix("* welcome "), let comma = welcome.firstIndex(of: ",") else {
@@ -18,14 +18,14 @@ extension ServerProcess {
 extension TestClient {
     /// Sends `/who` and returns its reply: proof that nothing else was queued
     /// for this client before it (the server answers in order).
-    func syncWho() throws -> String {
+    public func syncWho() throws -> String {
         try send("/who\n")
         return try readLine()
     }
 }
 
 /// The `key=value` pairs of a `* stats: ` line.
-func parseStats(_ line: String) throws -> [String: String] {
+public func parseStats(_ line: String) throws -> [String: String] {
     guard line.hasPrefix("* stats: ") else { throw TestFailure("not a stats line: \(line)") }
     var pairs: [String: String] = [:]
     for field in line.dropFirst(9).split(separator: " ") {
@@ -38,12 +38,12 @@ func parseStats(_ line: String) throws -> [String: String] {
 
 /// Runs `body` on its own thread; `value(timeout:)` waits for its result.
 /// For a test that must keep one client busy while it waits on another.
-final class Background<T>: @unchecked Sendable {
+public final class Background<T>: @unchecked Sendable {
     // `result` is written once by the worker thread, then read after `done` signals.
     private var result: Result<T, any Error>?
     private let done = DispatchSemaphore(value: 0)
 
-    init(_ body: @escaping () throws -> T) {
+    public init(_ body: @escaping () throws -> T) {
         let box = UncheckedBox(body)
         Thread { [self] in
             result = Result { try box.value() }
@@ -51,7 +51,7 @@ final class Background<T>: @unchecked Sendable {
         }.start()
     }
 
-    func value(timeout: Double) throws -> T {
+    public func value(timeout: Double) throws -> T {
         guard done.wait(timeout: .now() + timeout) == .success, let result else {
             throw TestFailure("background work did not finish within \(timeout) s")
         }
@@ -60,7 +60,7 @@ final class Background<T>: @unchecked Sendable {
 }
 
 /// Hands a non-Sendable value to exactly one other thread, which then owns it.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
 }

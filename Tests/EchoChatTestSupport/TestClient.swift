@@ -3,13 +3,13 @@ import Foundation
 
 /// A blocking TCP client with a receive timeout on every read, so a server bug
 /// fails the test instead of hanging it.
-final class TestClient {
-    let socket: Socket
+public final class TestClient {
+    public let socket: Socket
     private var buffer: [UInt8] = []
     private var closed = false
-    let timeout: Double
+    public let timeout: Double
 
-    init(host: String = "127.0.0.1", port: Int, timeout: Double = 5) throws {
+    public init(host: String = "127.0.0.1", port: Int, timeout: Double = 5) throws {
         Signals.ignoreBrokenPipe()
         socket = try Socket.connect(host: host, port: port, timeout: timeout)
         self.timeout = timeout
@@ -19,7 +19,7 @@ final class TestClient {
 
     deinit { close() }
 
-    func close() {
+    public func close() {
         if !closed {
             closed = true
             socket.close()
@@ -27,15 +27,15 @@ final class TestClient {
     }
 
     /// Closes with a TCP reset (SO_LINGER 0): the server sees a connection error.
-    func reset() throws {
+    public func reset() throws {
         try socket.setResetOnClose()
         close()
     }
 
-    func send(_ text: String) throws { try send(Array(text.utf8)) }
-    func send(_ bytes: [UInt8]) throws { try socket.writeAll(bytes) }
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+    public func send(_ bytes: [UInt8]) throws { try socket.writeAll(bytes) }
 
-    func shutdownWrite() { socket.shutdownWrite() }
+    public func shutdownWrite() { socket.shutdownWrite() }
 
     /// Reads more bytes into the buffer; false at end of file.
     private func fill() throws -> Bool {
@@ -53,7 +53,7 @@ final class TestClient {
     }
 
     /// The next line without its LF.
-    func readLine() throws -> String {
+    public func readLine() throws -> String {
         while true {
             if let newline = buffer.firstIndex(of: 0x0A) {
                 let line = String(decoding: buffer[0..<newline], as: UTF8.self)
@@ -66,12 +66,12 @@ final class TestClient {
         }
     }
 
-    func readLines(_ count: Int) throws -> [String] {
+    public func readLines(_ count: Int) throws -> [String] {
         try (0..<count).map { _ in try readLine() }
     }
 
     /// Reads lines until one satisfies `predicate`; returns all of them.
-    func readLines(until predicate: (String) -> Bool) throws -> [String] {
+    public func readLines(until predicate: (String) -> Bool) throws -> [String] {
         var lines: [String] = []
         while true {
             let line = try readLine()
@@ -81,7 +81,7 @@ final class TestClient {
     }
 
     /// Exactly `count` bytes.
-    func read(count: Int) throws -> [UInt8] {
+    public func read(count: Int) throws -> [UInt8] {
         while buffer.count < count {
             guard try fill() else { throw TestFailure("connection closed after \(buffer.count) of \(count) bytes") }
         }
@@ -91,14 +91,14 @@ final class TestClient {
     }
 
     /// Everything until the server closes.
-    func readToEnd() throws -> [UInt8] {
+    public func readToEnd() throws -> [UInt8] {
         while try fill() {}
         defer { buffer = [] }
         return buffer
     }
 
     /// True if the server closed the connection with nothing further to read.
-    func isClosedByServer() throws -> Bool {
+    public func isClosedByServer() throws -> Bool {
         try buffer.isEmpty && !fill()
     }
 }

@@ -4,31 +4,35 @@ import Foundation
 import Synchronization
 import Testing
 
+/// A product built beside the test bundle (`echochat-server`, `echochat`, …),
+/// or the path in the environment variable `override` if it is set.
+public func builtProduct(_ name: String, override: String? = nil) -> String {
+    if let override, let path = ProcessInfo.processInfo.environment[override] { return path }
+    let bundle = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    return bundle.appendingPathComponent(name).path
+}
+
 /// Errors a test helper raises: they fail the test with a message, never hang it.
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// The real `echochat-server` binary, started as a separate process on
 /// 127.0.0.1 port 0 (or as asked), with its stderr collected line by line.
-final class ServerProcess: Sendable {
-    let process: Process
-    let port: Int
-    let host: String
-    let log: LineCollector
+public final class ServerProcess: Sendable {
+    public let process: Process
+    public let port: Int
+    public let host: String
+    public let log: LineCollector
 
-    /// The binary next to the test bundle (`swift test` builds it, since the
-    /// test target depends on it); `ECHOCHAT_SERVER` overrides.
-    static var binary: String {
-        if let path = ProcessInfo.processInfo.environment["ECHOCHAT_SERVER"] { return path }
-        let bundle = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        return bundle.appendingPathComponent("echochat-server").path
-    }
+    /// The server binary next to the test bundle (`swift test` builds it,
+    /// since the test targets depend on it); `ECHOCHAT_SERVER` overrides.
+    public static var binary: String { builtProduct("echochat-server", override: "ECHOCHAT_SERVER") }
 
     /// Starts the server and waits (on its log, not a clock) until it listens.
     /// `openFileLimit` lowers RLIMIT_NOFILE for the server process only.
-    init(
+    public init(
         _ arguments: [String], strategy: Strategy? = nil, host: String = "127.0.0.1",
         openFileLimit: Int? = nil
     ) throws {
@@ -66,20 +70,20 @@ final class ServerProcess: Sendable {
         self.port = port
     }
 
-    var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.processIdentifier }
 
-    func connect(timeout: Double = 5) throws -> TestClient {
+    public func connect(timeout: Double = 5) throws -> TestClient {
         try TestClient(host: host, port: port, timeout: timeout)
     }
 
     /// Sends `signal` and waits for the process to exit; returns its status.
     @discardableResult
-    func stop(_ signal: Signal = .terminate, timeout: Double = 10) throws -> Int32 {
+    public func stop(_ signal: Signal = .terminate, timeout: Double = 10) throws -> Int32 {
         if process.isRunning { Signals.send(signal, to: pid) }
         return try waitForExit(timeout: timeout)
     }
 
-    func waitForExit(timeout: Double) throws -> Int32 {
+    public func waitForExit(timeout: Double) throws -> Int32 {
         let exited = DispatchSemaphore(value: 0)
         let watcher = Thread { [process] in
             process.waitUntilExit()
@@ -117,12 +121,12 @@ final class ServerProcess: Sendable {
 
 /// Collects a pipe's lines on a background thread; tests wait for a line
 /// matching a condition (woken by each new line, bounded by a timeout).
-final class LineCollector: Sendable {
+public final class LineCollector: Sendable {
     private let state = Lock<[String]>([])
     private let ended = Lock<Bool>(false)
     private let condition = NSCondition()
 
-    init(_ handle: FileHandle) {
+    public init(_ handle: FileHandle) {
         let thread = Thread { [self] in
             var pending = Data()
             while true {
@@ -148,12 +152,12 @@ final class LineCollector: Sendable {
         thread.start()
     }
 
-    var lines: [String] { state.withLock { $0 } }
+    public var lines: [String] { state.withLock { $0 } }
 
     /// Waits until the writer closed the pipe (the process exited), so every
     /// line it wrote has been collected.
     @discardableResult
-    func waitForEnd(timeout: Double) -> Bool {
+    public func waitForEnd(timeout: Double) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
         defer { condition.unlock() }
@@ -162,10 +166,10 @@ final class LineCollector: Sendable {
         }
         return true
     }
-    var text: String { lines.joined(separator: "\n") }
+    public var text: String { lines.joined(separator: "\n") }
 
     /// The first line satisfying `predicate`, waiting up to `timeout` seconds.
-    func waitFor(_ predicate: (String) -> Bool, timeout: Double) -> String? {
+    public func waitFor(_ predicate: (String) -> Bool, timeout: Double) -> String? {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
         defer { condition.unlock() }
