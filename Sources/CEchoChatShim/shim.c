@@ -5,6 +5,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,4 +73,25 @@ int cechochat_install_wakeup_handler(int signo) {
     action.sa_handler = cechochat_wakeup_handler;
     sigemptyset(&action.sa_mask);
     return sigaction(signo, &action, NULL);
+}
+
+int cechochat_fork(void) { return fork(); }
+
+static int cechochat_close_range(unsigned int first, unsigned int last) {
+#ifdef SYS_close_range
+    return (int)syscall(SYS_close_range, first, last, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+void cechochat_close_all_from_3_except(int keep) {
+    if (keep < 3) keep = 3;
+    int ok = (keep == 3 || cechochat_close_range(3, (unsigned int)keep - 1) == 0)
+          && cechochat_close_range((unsigned int)keep + 1, ~0U) == 0;
+    if (ok) return;
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 1048576) max = 1048576;
+    for (int fd = 3; fd < max; fd++) if (fd != keep) close(fd);
 }

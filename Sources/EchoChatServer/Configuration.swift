@@ -26,6 +26,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Thread strategy: stack size of each client thread, in bytes.
     public var threadStack = 256 * 1024
     public var configFile: String?
+    /// Detach and run in the background (the launcher exits once it listens).
+    public var daemon = false
+    /// Written after the listener is bound, locked while running, removed at exit.
+    public var pidFile: String?
+    /// Log lines (and anything else on stderr) go here; SIGHUP reopens it.
+    public var logFile: String?
 
     public init() {}
 
@@ -90,6 +96,21 @@ enum ValueParser {
             throw UsageError("invalid value '\(text)' for \(name): expected one of \(names)")
         }
         return value
+    }
+
+    static func boolean(_ text: String, _ name: String) throws(UsageError) -> Bool {
+        switch text.lowercased() {
+        case "yes", "true", "on", "1": return true
+        case "no", "false", "off", "0": return false
+        default: throw UsageError("invalid value '\(text)' for \(name): expected yes or no")
+        }
+    }
+
+    static func path(_ text: String, _ name: String) throws(UsageError) -> String {
+        guard !text.isEmpty, !text.contains("\0") else {
+            throw UsageError("invalid value '\(text)' for \(name): expected a file path")
+        }
+        return text
     }
 
     static func host(_ text: String, _ name: String) throws(UsageError) -> String {

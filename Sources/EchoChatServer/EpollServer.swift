@@ -24,15 +24,16 @@ import Synchronization
 ///   sending side and wait for the peers to close, all within `shutdown-timeout`.
 public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable {
     // @unchecked Sendable: every stored property is confined to the loop thread
-    // except `shutdownRequested` (an Atomic) and `wakeup` (an eventfd, whose
+    // except `requests` (Atomics and an eventfd, whose
     // write is thread-safe), the only two things `requestShutdown` touches.
 
     private let context: ServerContext
-    private let limits: Limits
+    /// The settings SIGHUP may change, refreshed once per loop iteration.
+    private var live: LiveSettings
+    private var limits: Limits { live.limits }
     private let listener: Socket
     private let poller: Poller
-    private let wakeup: Wakeup
-    private let shutdownRequested = Atomic<Bool>(false)
+    private let requests: ControlRequests
 
     private var connections: [Connection?] = []
     private var dirty: [Connection] = []
@@ -59,7 +60,6 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     private static let wakeupToken: UInt64 = UInt64(UInt32.max) - 1
     private static let lingerNanoseconds: Int64 = 2_000_000_000
     private static let sweepInterval: Int64 = 100_000_000
-    private var closeTimeout: Int64 { Int64(context.configuration.closeTimeout * 1e9) }
 
     /// One client socket and what the loop knows about it.
     private final class Connection {
@@ -98,26 +98,28 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         self.context = context
-        self.limits = context.configuration.limits
+        self.live = LiveSettings(context.settings)
         self.listener = listener
         self.acceptor = Acceptor(listener: listener, logger: context.logger)
         self.poller = try Poller()
-        self.wakeup = try Wakeup()
+        self.requests = try ControlRequests()
         self.readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
-        self.chat = context.configuration.mode == .chat ? ChatCore(maxLine: limits.maxLine) : nil
+        self.chat = context.configuration.mode == .chat ? ChatCore(maxLine: context.configuration.maxLine) : nil
         try poller.register(listener.descriptor, for: .readable, data: Self.listenerToken)
-        try poller.register(wakeup.descriptor, for: .readable, data: Self.wakeupToken)
+        try poller.register(requests.wakeup.descriptor, for: .readable, data: Self.wakeupToken)
     }
 
     deinit {
         readBuffer.deallocate()
         poller.close()
-        wakeup.close()
     }
 
     public func requestShutdown() {
-        shutdownRequested.store(true, ordering: .releasing)
-        wakeup.ring()
+        requests.requestShutdown()
+    }
+
+    public func requestStatsReport() {
+        requests.requestStats()
     }
 
     // MARK: - The loop
@@ -128,14 +130,16 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
         while true {
             let count = try poller.wait(into: &events, timeoutMilliseconds: waitTimeout())
             now = Clock.monotonicNanoseconds()
+            live.refresh()
             for index in 0..<count {
                 let token = events.data(at: index)
                 let ready = events.events(at: index)
                 switch token {
                 case Self.listenerToken: acceptConnections()
                 case Self.wakeupToken:
-                    wakeup.drain()
-                    if shutdownRequested.load(ordering: .acquiring) && shutdownDeadline == nil { beginShutdown() }
+                    requests.wakeup.drain()
+                    if requests.takeStatsRequest() { context.logger.info("stats: \(serverStats().keyValues)") }
+                    if requests.shutdownRequested && shutdownDeadline == nil { beginShutdown() }
                 default: handle(ready, token: token)
                 }
             }
@@ -394,7 +398,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     private func beginClosing(_ connection: Connection) {
         connection.closeWhenFlushed = true
         if connection.closeDeadline == nil {
-            connection.closeDeadline = now + closeTimeout
+            connection.closeDeadline = now + live.closeTimeout
             closing += 1
         }
     }
@@ -494,7 +498,7 @@ public final class EpollServer: ServerStrategy, ChatOutput, @unchecked Sendable 
     }
 
     private func beginShutdown() {
-        shutdownDeadline = now + Int64(context.configuration.shutdownTimeout * 1e9)
+        shutdownDeadline = now + live.shutdownTimeout
         nextSweep = now
         if listenerOpen {
             listenerOpen = false

@@ -1,4 +1,5 @@
 import EchoChatPOSIX
+import Synchronization
 
 public enum LogLevel: String, Sendable, CaseIterable, Comparable {
     case debug, info, warn, error
@@ -19,10 +20,16 @@ public enum LogLevel: String, Sendable, CaseIterable, Comparable {
 /// output). Each line is one write(2), so lines from different threads never
 /// interleave.
 public final class Logger: Sendable {
-    public let level: LogLevel
+    private let currentLevel: Atomic<Int>
 
     public init(level: LogLevel) {
-        self.level = level
+        currentLevel = Atomic(level.rank)
+    }
+
+    /// The least severe level written; SIGHUP may change it.
+    public var level: LogLevel {
+        get { LogLevel.allCases[currentLevel.load(ordering: .relaxed)] }
+        set { currentLevel.store(newValue.rank, ordering: .relaxed) }
     }
 
     public func debug(_ message: @autoclosure () -> String) { log(.debug, message) }

@@ -28,21 +28,21 @@ import Synchronization
 ///   it stops the workers and joins them.
 public final class PoolServer: ServerStrategy, @unchecked Sendable {
     // @unchecked Sendable: immutable properties, Atomics, Locks and
-    // thread-safe descriptors; `acceptor`, `generation`, `stopDeadline` and
+    // thread-safe descriptors; `live`, `acceptor`, `generation`, `stopDeadline` and
     // `acceptPausedUntil` belong to the dispatcher thread (inside `run`).
 
     private let context: ServerContext
-    private let limits: Limits
+    /// The dispatcher's copy of the settings SIGHUP may change (workers keep their own).
+    private var live: LiveSettings
     private let listener: Socket
     private let poller: Poller
-    private let requests: Wakeup
+    private let requests: ControlRequests
     private let counters = ServerCounters()
     private let hub: ChatHub?
     private let queue = WorkQueue<Task>()
     private let workerCount: Int
     private let connections = Lock<[UInt64: SharedConnection]>([:])
     private let lingering = Atomic<Int>(0)
-    private let shutdownRequested = Atomic<Bool>(false)
     /// Read by workers to bound lingering once shutdown has begun.
     private let shutdownDeadline = Atomic<Int64>(0)
 
@@ -65,11 +65,11 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         self.context = context
-        self.limits = context.configuration.limits
+        self.live = LiveSettings(context.settings)
         self.listener = listener
         self.acceptor = Acceptor(listener: listener, logger: context.logger)
         self.poller = try Poller()
-        self.requests = try Wakeup()
+        self.requests = try ControlRequests()
         self.workerCount = context.configuration.effectiveWorkers
         let counters = self.counters
         let queue = self.queue
@@ -79,17 +79,19 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
                 Self.transportStats(counters, context, workers: workers, queue: queue)
             } : nil
         try poller.register(listener.descriptor, for: .readable, data: Self.listenerToken)
-        try poller.register(requests.descriptor, for: .readable, data: Self.requestsToken)
+        try poller.register(requests.wakeup.descriptor, for: .readable, data: Self.requestsToken)
     }
 
     deinit {
         poller.close()
-        requests.close()
     }
 
     public func requestShutdown() {
-        shutdownRequested.store(true, ordering: .releasing)
-        requests.ring()
+        requests.requestShutdown()
+    }
+
+    public func requestStatsReport() {
+        requests.requestStats()
     }
 
     public func serverStats() -> ServerStats {
@@ -120,21 +122,23 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
         var listening = true
         while true {
             let now = Clock.monotonicNanoseconds()
-            let timed = limits.hasTimers || lingering.load(ordering: .relaxed) > 0 || stopDeadline != nil
+            let timed = live.limits.hasTimers || lingering.load(ordering: .relaxed) > 0 || stopDeadline != nil
                 || acceptPausedUntil != nil
             // Close timeouts need only a coarse sweep, while anyone is connected.
             let coarse = !timed && !connections.withLock { $0.isEmpty }
             if coarse { nextSweep = max(nextSweep, now + Self.coarseSweepInterval) }
             let timeout = timed || coarse ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
             let count = try poller.wait(into: &events, timeoutMilliseconds: timeout)
+            live.refresh()  // a SIGHUP may have changed the settings while we waited
             for index in 0..<count {
                 let token = events.data(at: index)
                 switch token {
                 case Self.listenerToken:
                     if listening { acceptConnections() }
                 case Self.requestsToken:
-                    requests.drain()
-                    if shutdownRequested.load(ordering: .acquiring) && stopDeadline == nil {
+                    requests.wakeup.drain()
+                    if requests.takeStatsRequest() { context.logger.info("stats: \(serverStats().keyValues)") }
+                    if requests.shutdownRequested && stopDeadline == nil {
                         listening = false
                         stopDeadline = beginShutdown()
                         nextSweep = 0
@@ -197,7 +201,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
         // Only this thread admits, and the client count can only fall
         // meanwhile, so checking here and connecting below cannot over-admit.
         let clients = hub?.clientCount ?? counters.echoClients.load(ordering: .relaxed)
-        let admitted = limits.admits(connectedClients: clients)
+        let admitted = live.limits.admits(connectedClients: clients)
         let connection = SharedConnection(socket: socket, admitted: admitted, now: now, token: token) {
             [unowned self] in schedule($0)
         }
@@ -217,7 +221,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
         // always finds the registration it re-arms.
         arm(connection)
         if let hub {
-            _ = hub.admit(connection)
+            _ = hub.admit(connection, limits: live.limits)
         } else {
             counters.echoClients.wrappingAdd(1, ordering: .relaxed)
         }
@@ -249,7 +253,8 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
             acceptPausedUntil = nil
             try? poller.modify(listener.descriptor, for: .readable, data: Self.listenerToken)
         }
-        let closeTimeout = Int64(context.configuration.closeTimeout * 1e9)
+        let closeTimeout = live.closeTimeout
+        let limits = live.limits
         for connection in connections.withLock({ Array($0.values) }) {
             let expiry = connection.state.withLock { state -> DisconnectReason?? in
                 guard !state.closed, !state.inService else { return nil }
@@ -286,7 +291,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     }
 
     private func beginShutdown() -> Int64 {
-        let deadline = Clock.monotonicNanoseconds() + Int64(context.configuration.shutdownTimeout * 1e9)
+        let deadline = Clock.monotonicNanoseconds() + live.shutdownTimeout
         shutdownDeadline.store(deadline, ordering: .relaxed)
         listener.close()
         hub?.shutdown()
@@ -302,12 +307,15 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     private func work() {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readSize, alignment: 16)
         defer { buffer.deallocate() }
+        var live = LiveSettings(context.settings)
         while true {
-            switch queue.pop() {
+            let task = queue.pop()
+            live.refresh()
+            switch task {
             case .stop:
                 return
             case .ready(let connection, let ready):
-                serve(connection, ready, buffer)
+                serve(connection, ready, buffer, live.limits)
             case .expire(let connection, let reason):
                 if let reason {
                     context.logger.debug("closing \(connection.socket): \(reason)")
@@ -316,7 +324,7 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
                     } else {
                         connection.state.withLock { $0.closeRequested = true }
                     }
-                    serve(connection, [], buffer)
+                    serve(connection, [], buffer, live.limits)
                 } else {
                     close(connection)  // lingered long enough
                 }
@@ -326,10 +334,12 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
 
     /// Serves a connection this worker holds, then gives it back to epoll
     /// (or handles what arrived meanwhile).
-    private func serve(_ connection: SharedConnection, _ ready: Poller.Events, _ buffer: UnsafeMutableRawBufferPointer) {
+    private func serve(
+        _ connection: SharedConnection, _ ready: Poller.Events, _ buffer: UnsafeMutableRawBufferPointer, _ limits: Limits
+    ) {
         var ready = ready
         while true {
-            if !handle(connection, ready, buffer) { return close(connection) }
+            if !handle(connection, ready, buffer, limits) { return close(connection) }
             let next = connection.state.withLock { state -> Poller.Events? in
                 if state.closed { return nil }
                 if !state.pendingEvents.isEmpty {
@@ -360,7 +370,9 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     }
 
     /// One round of I/O. False when the connection is finished and must close.
-    private func handle(_ connection: SharedConnection, _ ready: Poller.Events, _ buffer: UnsafeMutableRawBufferPointer) -> Bool {
+    private func handle(
+        _ connection: SharedConnection, _ ready: Poller.Events, _ buffer: UnsafeMutableRawBufferPointer, _ limits: Limits
+    ) -> Bool {
         let view = connection.state.withLock { $0.snapshot }
         if let reason = view.abort {
             context.logger.debug("closing \(connection.socket): \(reason)")

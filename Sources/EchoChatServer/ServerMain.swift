@@ -1,67 +1,199 @@
 import EchoChatCore
 import EchoChatPOSIX
 
-/// `echochat-server`: parse options, bind, start the chosen strategy, wire the
-/// signals, run until shut down. Returns the exit status.
+/// `echochat-server`: parse options, detach if asked, bind, start the chosen
+/// strategy, wire the signals, run until shut down. Returns the exit status.
 public enum ServerMain {
+    /// Descriptors the server needs besides its clients: stdio, the listener,
+    /// epoll, eventfds, the pid file, the reserve descriptor, lingering refusals.
+    static let reservedDescriptors = 16
+
     public static func run(_ arguments: [String]) -> Int32 {
-        let command: ServerOptions.Command
-        do {
-            command = try ServerOptions.parse(arguments) { path in
-                String(decoding: try System.readFile(path), as: UTF8.self)
-            }
-        } catch {
+        var configuration: ServerConfiguration
+        switch parse(arguments) {
+        case .failure(let error):
             System.writeToStandardError(ServerOptions.errorText(error))
             return 64
-        }
-        let configuration: ServerConfiguration
-        switch command {
-        case .help:
+        case .success(.help):
             System.writeToStandardOutput(ServerOptions.helpText)
             return 0
-        case .version:
+        case .success(.version):
             System.writeToStandardOutput("echochat-server \(ServerOptions.version)\n")
             return 0
-        case .run(let settings):
+        case .success(.checkConfig(let settings)):
+            System.writeToStandardOutput(ServerOptions.render(settings))
+            return 0
+        case .success(.run(let settings)):
             configuration = settings
+        }
+        // A daemon changes directory to /; relative paths must keep meaning
+        // the same files (and the config file is re-read on SIGHUP).
+        configuration.pidFile = configuration.pidFile.map(System.absolutePath)
+        configuration.logFile = configuration.logFile.map(System.absolutePath)
+        configuration.configFile = configuration.configFile.map(System.absolutePath)
+
+        // From here on, failures go to the launcher when detached.
+        var readiness: Daemon.Readiness?
+        if configuration.daemon {
+            do {
+                readiness = try Daemon.detach()
+            } catch {
+                System.writeToStandardError("Error: cannot start a daemon: \(error)\n")
+                return 1
+            }
+        }
+        func fail(_ message: String) -> Int32 {
+            if let readiness {
+                readiness.failed(message)
+            } else {
+                System.writeToStandardError("Error: \(message)\n")
+            }
+            return 1
+        }
+        let logFile: LogFile?
+        do {
+            logFile = try configuration.logFile.map { (path) throws(SystemError) in try LogFile(path: path) }
+        } catch {
+            return fail("cannot open the log file: \(error)")
         }
 
         // Before any thread exists, so every thread inherits the mask and only
         // the watcher thread receives these signals.
         Signals.ignoreBrokenPipe()
-        let handled: [Signal] = [.interrupt, .terminate]
+        let handled: [Signal] = [.interrupt, .terminate, .hangup, .user1]
         Signals.block(handled)
 
         let logger = Logger(level: configuration.logLevel)
+        fitMaxClientsToDescriptors(&configuration, logger: logger)
+        let pidFile: PidFile?
+        do {
+            pidFile = try configuration.pidFile.map { (path) throws(SystemError) in try PidFile(path: path) }
+        } catch {
+            return fail("\(error)")
+        }
         let listener: Socket
         do {
             listener = try Socket.listen(host: configuration.host, port: configuration.port)
         } catch {
-            System.writeToStandardError("Error: cannot listen on \(configuration.host):\(configuration.port): \(error.errno)\n")
-            return 1
+            pidFile?.remove()
+            return fail("cannot listen on \(configuration.host):\(configuration.port): \(error.errno)")
         }
         let context = ServerContext(configuration: configuration, logger: logger)
         let server: any ServerStrategy
         do {
+            try pidFile?.write()
             server = try context.makeServer(listener: listener)
+            let reload = Reloader(arguments: arguments, context: context, logFile: logFile)
             try Signals.watch(handled) { signal in
-                logger.info("received \(signal), shutting down")
-                server.requestShutdown()
+                switch signal {
+                case .hangup:
+                    reload.reload()
+                case .user1:
+                    server.requestStatsReport()
+                default:
+                    logger.info("received \(signal), shutting down")
+                    server.requestShutdown()
+                }
             }
         } catch {
-            System.writeToStandardError("Error: cannot start the server: \(error)\n")
-            return 1
+            pidFile?.remove()
+            return fail("cannot start the server: \(error)")
         }
         let address = (try? listener.localAddress())?.description ?? "\(configuration.host):\(configuration.port)"
         logger.info(
-            "listening on \(address) (mode=\(configuration.mode.rawValue) strategy=\(configuration.strategy.rawValue) pid=\(System.processID))")
+            "listening on \(address) (mode=\(configuration.mode.rawValue) strategy=\(configuration.strategy.rawValue) pid=\(System.processID))"
+        )
+        readiness?.ready()
+        var status: Int32 = 0
         do {
             try server.run()
+            logger.info("stopped: \(server.serverStats().keyValues)")
         } catch {
             logger.error("server failed: \(error)")
-            return 1
+            status = 1
         }
-        logger.info("stopped: \(server.serverStats().keyValues)")
-        return 0
+        pidFile?.remove()
+        return status
+    }
+
+    static func parse(_ arguments: [String]) -> Result<ServerOptions.Command, UsageError> {
+        Result { () throws(UsageError) in
+            try ServerOptions.parse(arguments) { path in
+                String(decoding: try System.readFile(System.absolutePath(path)), as: UTF8.self)
+            }
+        }
+    }
+
+    /// The start-up self-check: if RLIMIT_NOFILE cannot hold `max-clients`
+    /// plus the server's own descriptors, raise the soft limit (up to the hard
+    /// limit); if that is still too low, lower `max-clients` to fit and say so.
+    static func fitMaxClientsToDescriptors(_ configuration: inout ServerConfiguration, logger: Logger) {
+        let needed = configuration.maxClients + reservedDescriptors
+        var limit = System.openFileLimit()
+        if limit.soft < needed && limit.soft < limit.hard {
+            let raised = min(limit.hard, needed)
+            if (try? System.setOpenFileLimit(soft: raised)) != nil {
+                logger.info("raised the open-file limit from \(limit.soft) to \(raised)")
+            }
+            limit = System.openFileLimit()
+        }
+        guard limit.soft < needed else { return }
+        let fitted = max(1, limit.soft - reservedDescriptors)
+        logger.warn(
+            "the open-file limit (\(limit.soft), hard \(limit.hard)) cannot hold max-clients \(configuration.maxClients) "
+                + "plus \(reservedDescriptors) for the server: lowering max-clients to \(fitted)")
+        configuration.maxClients = fitted
+    }
+}
+
+/// SIGHUP: reopen the log file (logrotate's rename-then-signal) and re-read
+/// the config file, keeping the command-line flags on top of it as at start.
+/// Only the settings in `RuntimeSettings.reloadable` change while running.
+final class Reloader: Sendable {
+    let arguments: [String]
+    let context: ServerContext
+    let logFile: LogFile?
+
+    init(arguments: [String], context: ServerContext, logFile: LogFile?) {
+        self.arguments = arguments
+        self.context = context
+        self.logFile = logFile
+    }
+
+    func reload() {
+        let logger = context.logger
+        if let logFile {
+            do {
+                try logFile.reopen()
+                logger.info("SIGHUP: reopened the log file \(logFile.path)")
+            } catch {
+                logger.error("SIGHUP: cannot reopen the log file: \(error)")
+            }
+        }
+        guard context.configuration.configFile != nil else {
+            logger.info("SIGHUP: no config file to re-read")
+            return
+        }
+        switch ServerMain.parse(arguments) {
+        case .failure(let error):
+            logger.error("SIGHUP: config not reloaded, keeping the running settings: \(error.message)")
+        case .success(.run(var new)), .success(.checkConfig(var new)):
+            new.pidFile = new.pidFile.map(System.absolutePath)
+            new.logFile = new.logFile.map(System.absolutePath)
+            new.configFile = new.configFile.map(System.absolutePath)
+            ServerMain.fitMaxClientsToDescriptors(&new, logger: logger)
+            let ignored = context.settings.apply(new)
+            logger.level = new.logLevel
+            let now = context.settings.configuration
+            logger.info(
+                "SIGHUP: reloaded log-level=\(now.logLevel.rawValue) max-clients=\(now.maxClients) "
+                    + "idle-timeout=\(ServerOptions.format(now.idleTimeout)) line-timeout=\(ServerOptions.format(now.lineTimeout)) "
+                    + "close-timeout=\(ServerOptions.format(now.closeTimeout)) shutdown-timeout=\(ServerOptions.format(now.shutdownTimeout))")
+            if !ignored.isEmpty {
+                logger.warn("SIGHUP: changed but only applied after a restart: \(ignored.joined(separator: ", "))")
+            }
+        case .success:
+            break
+        }
     }
 }

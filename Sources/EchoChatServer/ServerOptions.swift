@@ -11,6 +11,8 @@ public enum ServerOptions {
     /// What the command line asks for.
     public enum Command: Equatable {
         case run(ServerConfiguration)
+        /// `--check-config`: validate, print the effective settings, exit 0.
+        case checkConfig(ServerConfiguration)
         case help
         case version
     }
@@ -21,7 +23,11 @@ public enum ServerOptions {
         let name: String
         let placeholder: String
         let help: String
-        let defaultValue: @Sendable (ServerConfiguration) -> String
+        /// The setting's value in `config`, as a config file would spell it.
+        let value: @Sendable (ServerConfiguration) -> String
+        /// A switch takes no value on the command line (`--daemon`); in a
+        /// config file it takes yes/no.
+        var isSwitch = false
         /// Applies a value; the third argument names the setting in errors
         /// (`--port` for a flag, `'port'` for a config key).
         let apply: @Sendable (inout ServerConfiguration, String, String) throws(UsageError) -> Void
@@ -30,62 +36,74 @@ public enum ServerOptions {
     static let table: [Setting] = [
         Setting(name: "host", placeholder: "host",
                 help: "Address to bind; 0.0.0.0 or :: for all interfaces",
-                defaultValue: { $0.host }) { config, text, name throws(UsageError) in config.host = try ValueParser.host(text, name) },
+                value: { $0.host }) { config, text, name throws(UsageError) in config.host = try ValueParser.host(text, name) },
         Setting(name: "port", placeholder: "port", help: "TCP port; 0 picks a free one (logged at start)",
-                defaultValue: { String($0.port) }) { config, text, name throws(UsageError) in
+                value: { String($0.port) }) { config, text, name throws(UsageError) in
             config.port = try ValueParser.integer(text, name, in: 0...65535)
         },
         Setting(name: "mode", placeholder: "mode", help: "echo or chat",
-                defaultValue: { $0.mode.rawValue }) { config, text, name throws(UsageError) in
+                value: { $0.mode.rawValue }) { config, text, name throws(UsageError) in
             config.mode = try ValueParser.choice(text, name, as: ServerMode.self)
         },
         Setting(name: "strategy", placeholder: "strategy",
                 help: "Concurrency strategy: " + Strategy.allCases.map(\.rawValue).joined(separator: ", "),
-                defaultValue: { $0.strategy.rawValue }) { config, text, name throws(UsageError) in
+                value: { $0.strategy.rawValue }) { config, text, name throws(UsageError) in
             config.strategy = try ValueParser.choice(text, name, as: Strategy.self)
         },
         Setting(name: "max-clients", placeholder: "n", help: "Clients connected at once; more are refused",
-                defaultValue: { String($0.maxClients) }) { config, text, name throws(UsageError) in
+                value: { String($0.maxClients) }) { config, text, name throws(UsageError) in
             config.maxClients = try ValueParser.integer(text, name, in: 1...1_000_000)
         },
         Setting(name: "max-line", placeholder: "bytes", help: "Longest chat line, without its line end",
-                defaultValue: { String($0.maxLine) }) { config, text, name throws(UsageError) in
+                value: { String($0.maxLine) }) { config, text, name throws(UsageError) in
             config.maxLine = try ValueParser.size(text, name, minimum: 1)
         },
         Setting(name: "max-output", placeholder: "bytes",
                 help: "Output queued per client: echo stops reading, chat drops a slow consumer",
-                defaultValue: { String($0.maxOutput) }) { config, text, name throws(UsageError) in
+                value: { String($0.maxOutput) }) { config, text, name throws(UsageError) in
             config.maxOutput = try ValueParser.size(text, name, minimum: 1)
         },
         Setting(name: "idle-timeout", placeholder: "seconds", help: "Close clients silent this long; 0 = off",
-                defaultValue: { format($0.idleTimeout) }) { config, text, name throws(UsageError) in
+                value: { format($0.idleTimeout) }) { config, text, name throws(UsageError) in
             config.idleTimeout = try ValueParser.seconds(text, name)
         },
         Setting(name: "line-timeout", placeholder: "seconds",
                 help: "Chat: close clients that leave a line unfinished this long; 0 = off",
-                defaultValue: { format($0.lineTimeout) }) { config, text, name throws(UsageError) in
+                value: { format($0.lineTimeout) }) { config, text, name throws(UsageError) in
             config.lineTimeout = try ValueParser.seconds(text, name)
         },
         Setting(name: "shutdown-timeout", placeholder: "seconds",
                 help: "On SIGTERM/SIGINT, time allowed to deliver pending output",
-                defaultValue: { format($0.shutdownTimeout) }) { config, text, name throws(UsageError) in
+                value: { format($0.shutdownTimeout) }) { config, text, name throws(UsageError) in
             config.shutdownTimeout = try ValueParser.seconds(text, name)
         },
         Setting(name: "close-timeout", placeholder: "seconds",
                 help: "Time a finished session has to take its last output before it is closed anyway",
-                defaultValue: { format($0.closeTimeout) }) { config, text, name throws(UsageError) in
+                value: { format($0.closeTimeout) }) { config, text, name throws(UsageError) in
             config.closeTimeout = try ValueParser.seconds(text, name)
         },
         Setting(name: "workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
-                defaultValue: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
+                value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try ValueParser.integer(text, name, in: 1...1024)
         },
         Setting(name: "thread-stack", placeholder: "bytes", help: "Thread strategy: stack size per client thread",
-                defaultValue: { "\($0.threadStack / 1024)K" }) { config, text, name throws(UsageError) in
+                value: { "\($0.threadStack / 1024)K" }) { config, text, name throws(UsageError) in
             config.threadStack = try ValueParser.size(text, name, minimum: 64 * 1024)
         },
+        Setting(name: "daemon", placeholder: "", help: "Detach and run in the background; exits once listening",
+                value: { $0.daemon ? "yes" : "no" }, isSwitch: true) { config, text, name throws(UsageError) in
+            config.daemon = try ValueParser.boolean(text, name)
+        },
+        Setting(name: "pidfile", placeholder: "file", help: "Write the pid here once listening; a second instance refuses it",
+                value: { $0.pidFile ?? "" }) { config, text, name throws(UsageError) in
+            config.pidFile = try ValueParser.path(text, name)
+        },
+        Setting(name: "log-file", placeholder: "file", help: "Append logs here instead of stderr; SIGHUP reopens it",
+                value: { $0.logFile ?? "" }) { config, text, name throws(UsageError) in
+            config.logFile = try ValueParser.path(text, name)
+        },
         Setting(name: "log-level", placeholder: "level", help: "debug, info, warn or error",
-                defaultValue: { $0.logLevel.rawValue }) { config, text, name throws(UsageError) in
+                value: { $0.logLevel.rawValue }) { config, text, name throws(UsageError) in
             config.logLevel = try ValueParser.choice(text, name, as: LogLevel.self)
         },
     ]
@@ -106,6 +124,7 @@ public enum ServerOptions {
     ) throws(UsageError) -> Command {
         var flags: [(Setting, String)] = []
         var configFile: String?
+        var checkOnly = false
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
@@ -113,6 +132,9 @@ public enum ServerOptions {
             switch argument {
             case "-h", "--help": return .help
             case "--version": return .version
+            case "--check-config":
+                checkOnly = true
+                continue
             default: break
             }
             guard argument.hasPrefix("--"), argument.count > 2 else {
@@ -127,6 +149,9 @@ public enum ServerOptions {
             }
             guard name == "config" || table.contains(where: { $0.name == name }) else {
                 throw UsageError("unknown option '--\(name)'")
+            }
+            if value == nil, table.first(where: { $0.name == name })?.isSwitch == true {
+                value = "yes"
             }
             if value == nil {
                 guard index < arguments.count else { throw UsageError("missing value for '--\(name)'") }
@@ -150,7 +175,7 @@ public enum ServerOptions {
             config.configFile = configFile
         }
         for (setting, value) in flags { try setting.apply(&config, value, "--\(setting.name)") }
-        return .run(config)
+        return checkOnly ? .checkConfig(config) : .run(config)
     }
 
     /// Applies `key = value` lines; `#` starts a comment; blank lines are fine.
@@ -184,14 +209,17 @@ public enum ServerOptions {
     // MARK: - Help
 
     public static let usageLine =
-        "echochat-server [--host <host>] [--port <port>] [--mode <mode>] [--strategy <strategy>] [--config <file>] [<options>]"
+        "echochat-server [--host <host>] [--port <port>] [--mode <mode>] [--strategy <strategy>] [--config <file>] [--daemon] [<options>]"
 
     public static var helpText: String {
         let defaults = ServerConfiguration()
         var rows: [(String, String)] = table.map { setting in
-            ("--\(setting.name) <\(setting.placeholder)>", "\(setting.help) (default: \(setting.defaultValue(defaults)))")
+            if setting.isSwitch { return ("--\(setting.name)", setting.help) }
+            let shown = setting.value(defaults)
+            return ("--\(setting.name) <\(setting.placeholder)>", setting.help + (shown.isEmpty ? "" : " (default: \(shown))"))
         }
         rows.append(("--config <file>", "Read settings from a config file (key = value); flags override it"))
+        rows.append(("--check-config", "Validate the flags and config file, print the effective settings, exit"))
         rows.append(("--version", "Show the version."))
         rows.append(("-h, --help", "Show help information."))
         let width = rows.map(\.0.count).max()! + 2
@@ -205,6 +233,18 @@ public enum ServerOptions {
             \(options)
 
             """
+    }
+
+    /// The settings in config-file syntax, one `key = value` per line (what
+    /// `--check-config` prints); unset paths are left out.
+    public static func render(_ config: ServerConfiguration) -> String {
+        var lines: [String] = []
+        if let file = config.configFile { lines.append("# effective settings: defaults < \(file) < flags") }
+        for setting in table {
+            let value = setting.value(config)
+            if !value.isEmpty { lines.append("\(setting.name) = \(value)") }
+        }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     /// What bad usage prints on stderr before exiting with 64.

@@ -307,6 +307,7 @@ final class SharedConnection: Sendable {
 /// registry while it waits for the kernel. Lock order: hub, then connection.
 final class ChatHub: Sendable {
     private let registry: Lock<Registry>
+    /// The start-up limits: max-line and max-output never change at run time.
     private let limits: Limits
     private let counters: ServerCounters
     private let stats: @Sendable () -> TransportStats
@@ -327,7 +328,7 @@ final class ChatHub: Sendable {
 
     /// Admission and welcome in one step, so two acceptors can never both see
     /// room for one more client. False: the server is full.
-    func admit(_ connection: SharedConnection) -> Bool {
+    func admit(_ connection: SharedConnection, limits: Limits) -> Bool {
         let admitted = run { registry, output in
             guard limits.admits(connectedClients: registry.core.clientCount) else { return false }
             registry.connections[connection.id] = connection

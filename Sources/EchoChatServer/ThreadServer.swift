@@ -28,17 +28,17 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     // thread only (inside `run`).
 
     private let context: ServerContext
-    private let limits: Limits
+    /// The acceptor's copy of the settings SIGHUP may change.
+    private var live: LiveSettings
     private let listener: Socket
     private let counters = ServerCounters()
     private let hub: ChatHub?
     /// Rung by `requestShutdown` (any thread); read by the acceptor.
-    private let requests: Wakeup
+    private let requests: ControlRequests
     /// Rung once at shutdown and never drained: every client thread sees it.
     private let stop: Wakeup
     /// Rung when a client thread ends, so shutdown can wait without polling.
     private let exits: Wakeup
-    private let shutdownRequested = Atomic<Bool>(false)
     private let shutdownDeadline = Atomic<Int64>(0)
 
     private var acceptor: Acceptor
@@ -50,10 +50,10 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         self.context = context
-        self.limits = context.configuration.limits
+        self.live = LiveSettings(context.settings)
         self.listener = listener
         self.acceptor = Acceptor(listener: listener, logger: context.logger)
-        self.requests = try Wakeup()
+        self.requests = try ControlRequests()
         self.stop = try Wakeup()
         self.exits = try Wakeup()
         let counters = self.counters
@@ -65,14 +65,16 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     }
 
     deinit {
-        requests.close()
         stop.close()
         exits.close()
     }
 
     public func requestShutdown() {
-        shutdownRequested.store(true, ordering: .releasing)
-        requests.ring()
+        requests.requestShutdown()
+    }
+
+    public func requestStatsReport() {
+        requests.requestStats()
     }
 
     public func serverStats() -> ServerStats {
@@ -90,16 +92,20 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
 
     public func run() throws(SystemError) {
         var acceptPausedUntil: Int64?
-        while !shutdownRequested.load(ordering: .acquiring) {
+        while !requests.shutdownRequested {
             let now = Clock.monotonicNanoseconds()
             expireRefusals(now: now)
             if let until = acceptPausedUntil, now >= until { acceptPausedUntil = nil }
-            var descriptors = [requests.descriptor] + refused.map(\.socket.descriptor)
+            var descriptors = [requests.wakeup.descriptor] + refused.map(\.socket.descriptor)
             if acceptPausedUntil == nil { descriptors.append(listener.descriptor) }
             let timeout: Int32 = acceptPausedUntil != nil || !refused.isEmpty ? 100 : -1
             let ready = try Poll.readable(descriptors, timeoutMilliseconds: timeout)
+            live.refresh()  // a SIGHUP may have changed max-clients while we waited
             guard !ready.isEmpty else { continue }
-            if ready[0] { requests.drain() }
+            if ready[0] {
+                requests.wakeup.drain()
+                if requests.takeStatsRequest() { context.logger.info("stats: \(serverStats().keyValues)") }
+            }
             drainRefusals(ready: Array(ready[1..<(1 + refused.count)]))
             if acceptPausedUntil == nil && ready.last == true {
                 if !acceptConnections() { acceptPausedUntil = Clock.monotonicNanoseconds() + 100_000_000 }
@@ -128,9 +134,9 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         }
         let admitted: Bool
         if let hub {
-            admitted = hub.admit(connection)
+            admitted = hub.admit(connection, limits: live.limits)
         } else {
-            admitted = limits.admits(connectedClients: counters.echoClients.load(ordering: .relaxed))
+            admitted = live.limits.admits(connectedClients: counters.echoClients.load(ordering: .relaxed))
             if admitted { counters.echoClients.wrappingAdd(1, ordering: .relaxed) }
         }
         guard admitted else { return refuse(socket) }
@@ -195,7 +201,8 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
     }
 
     private func shutDown() {
-        let deadline = Clock.monotonicNanoseconds() + Int64(context.configuration.shutdownTimeout * 1e9)
+        live.refresh()
+        let deadline = Clock.monotonicNanoseconds() + live.shutdownTimeout
         shutdownDeadline.store(deadline, ordering: .relaxed)
         listener.close()
         // Chat: queue the notice and ask for every close before waking anyone.
@@ -231,7 +238,8 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         let server: ThreadServer
         let connection: SharedConnection
         let socket: Socket
-        let limits: Limits
+        var live: LiveSettings
+        var limits: Limits { live.limits }
         let buffer: UnsafeMutableRawBufferPointer
         var sawStop = false
         var stopDeadline: Int64?
@@ -243,7 +251,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
             self.server = server
             self.connection = connection
             self.socket = connection.socket
-            self.limits = server.limits
+            self.live = LiveSettings(server.context.settings)
             self.buffer = .allocate(byteCount: ThreadServer.readSize, alignment: 16)
         }
 
@@ -254,6 +262,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
         func run() {
             while true {
                 let now = Clock.monotonicNanoseconds()
+                live.refresh()
                 let view = connection.state.withLock { state in
                     state.wakePending = false
                     return state.snapshot
@@ -265,7 +274,7 @@ public final class ThreadServer: ServerStrategy, @unchecked Sendable {
                 }
                 var lingerDeadline = view.lingerDeadline
                 if view.closeRequested && closeDeadline == nil {
-                    closeDeadline = now + Int64(server.context.configuration.closeTimeout * 1e9)
+                    closeDeadline = now + live.closeTimeout
                 }
                 if let closeDeadline, now >= closeDeadline, lingerDeadline == nil, stopDeadline == nil {
                     server.context.logger.debug("closing \(socket): its last output was not taken within the close timeout")

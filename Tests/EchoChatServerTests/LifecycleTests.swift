@@ -66,7 +66,8 @@ struct LifecycleTests {
     /// accepts again once descriptors free up.
     @Test(arguments: Strategy.allCases)
     func survivesDescriptorExhaustion(strategy: Strategy) throws {
-        let server = try ServerProcess(["--mode", "echo"], strategy: strategy, openFileLimit: 48)
+        let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
+        try server.lowerOpenFileLimit(to: 48)
         var clients: [TestClient] = []
         var refusals = 0
         for index in 0..<80 {

@@ -31,7 +31,8 @@ public final class ServerProcess: Sendable {
     public static var binary: String { builtProduct("echochat-server", override: "ECHOCHAT_SERVER") }
 
     /// Starts the server and waits (on its log, not a clock) until it listens.
-    /// `openFileLimit` lowers RLIMIT_NOFILE for the server process only.
+    /// `openFileLimit` lowers RLIMIT_NOFILE for the server process only, from
+    /// its start (so its start-up self-check sees it).
     public init(
         _ arguments: [String], strategy: Strategy? = nil, host: String = "127.0.0.1",
         openFileLimit: Int? = nil
@@ -71,6 +72,13 @@ public final class ServerProcess: Sendable {
     }
 
     public var pid: Int32 { process.processIdentifier }
+
+    /// Lowers the running server's RLIMIT_NOFILE with prlimit(1) (util-linux):
+    /// after its start-up self-check, so the server meets real EMFILE.
+    public func lowerOpenFileLimit(to limit: Int) throws {
+        let result = try runProgram("/usr/bin/env", ["prlimit", "--pid", String(pid), "--nofile=\(limit):\(limit)"])
+        guard result.status == 0 else { throw TestFailure("prlimit failed: \(result.stderr)") }
+    }
 
     public func connect(timeout: Double = 5) throws -> TestClient {
         try TestClient(host: host, port: port, timeout: timeout)

@@ -60,6 +60,14 @@ int cechochat_ppoll_unblocking(struct pollfd *fds, nfds_t count, int timeout_ms,
 // blocking calls instead of killing or being ignored), without SA_RESTART.
 int cechochat_install_wakeup_handler(int signo);
 
+// fork(2); Swift marks it unavailable because forking a multi-threaded
+// process is hazardous. The server forks only at start, before any thread.
+int cechochat_fork(void);
+
+// Closes every descriptor >= 3 except `keep` (close_range(2) where the
+// kernel has it, else one close(2) per possible descriptor).
+void cechochat_close_all_from_3_except(int keep);
+
 // The calling thread's errno's errno (a macro in glibc).
 int cechochat_errno(void);
 

@@ -1,0 +1,240 @@
+import EchoChatCore
+import EchoChatPOSIX
+import EchoChatServer
+import EchoChatTestSupport
+import Foundation
+import Testing
+
+/// Running as operators do: daemon mode, pid file, log file, signals,
+/// --check-config and the descriptor self-check. Real processes throughout.
+@Suite("Daemon and operations")
+struct DaemonTests {
+    /// A scratch directory for pid and log files, removed at the end.
+    final class Scratch {
+        let path: String
+        init() throws {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+        func file(_ name: String) -> String { path + "/" + name }
+    }
+
+    /// A daemon started by a test: killed for sure at the end, whatever failed.
+    final class Daemon {
+        let pid: Int32
+        let port: Int
+        init(pid: Int32, port: Int) {
+            self.pid = pid
+            self.port = port
+        }
+        deinit { if isAlive { Signals.send(.kill, to: pid) } }
+        var isAlive: Bool { kill(pid, 0) == 0 }
+
+        /// Waits (bounded) until the process has gone.
+        func waitUntilGone(timeout: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while isAlive && Date() < deadline {
+                // The daemon is not our child: nothing to wait(2) on, so poll
+                // kill(pid, 0) with a short pause between looks.
+                _ = try? Poll.readable([], timeoutMilliseconds: 20)
+            }
+            return !isAlive
+        }
+    }
+
+    let server = ServerProcess.binary
+
+    /// Launches `--daemon`; returns once the launcher has exited (it waits for
+    /// the daemon to listen), with the daemon's pid and port from its files.
+    func startDaemon(_ arguments: [String], scratch: Scratch) throws -> (ProgramResult, Daemon?) {
+        let pidFile = scratch.file("echochat.pid")
+        let logFile = scratch.file("echochat.log")
+        let launcher = try runProgram(
+            server, ["--daemon", "--pidfile", pidFile, "--log-file", logFile, "--host", "127.0.0.1", "--port", "0"] + arguments)
+        guard launcher.status == 0 else { return (launcher, nil) }
+        let pidText = try String(contentsOfFile: pidFile, encoding: .utf8)
+        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let log = try String(contentsOfFile: logFile, encoding: .utf8)
+        let line = try #require(log.split(separator: "\n").first { $0.contains("listening on 127.0.0.1:") })
+        let port = try #require(Int(line.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }!.dropFirst(10)))
+        return (launcher, Daemon(pid: pid, port: port))
+    }
+
+    func waitForLog(_ path: String, _ predicate: (String) -> Bool, timeout: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8),
+               text.split(separator: "\n").contains(where: { predicate(String($0)) })
+            {
+                return true
+            }
+            _ = try? Poll.readable([], timeoutMilliseconds: 20)
+        }
+        return false
+    }
+
+    @Test(arguments: Strategy.allCases)
+    func daemonLifecycle(strategy: Strategy) throws {
+        let scratch = try Scratch()
+        let (launcher, started) = try startDaemon(["--mode", "chat", "--strategy", strategy.rawValue], scratch: scratch)
+        #expect(launcher.status == 0, "\(launcher.stderr)")
+        #expect(launcher.stdout.isEmpty && launcher.stderr.isEmpty)
+        let daemon = try #require(started)
+        #expect(daemon.isAlive, "the pid file names a live process")
+        #expect(daemon.pid != getpid())
+        // Clients work.
+        let alice = try TestClient(port: daemon.port)
+        #expect(try alice.readLine() == "* welcome guest1, you are in #lobby (1 here); /help lists commands")
+        let bob = try TestClient(port: daemon.port)
+        _ = try bob.readLine()
+        #expect(try alice.readLine() == "* guest2 joined #lobby")
+        // SIGTERM: the notice, the close, the process gone, the pid file removed, the exit logged.
+        Signals.send(.terminate, to: daemon.pid)
+        for client in [alice, bob] {
+            #expect(try client.readLine() == "* server shutting down")
+            #expect(try client.isClosedByServer())
+        }
+        #expect(daemon.waitUntilGone(timeout: 10))
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("echochat.pid")))
+        #expect(waitForLog(scratch.file("echochat.log")) { $0.contains("INFO  stopped: mode=chat strategy=\(strategy.rawValue)") })
+    }
+
+    @Test func aSecondInstanceIsRefused() throws {
+        let scratch = try Scratch()
+        let (_, started) = try startDaemon(["--mode", "echo"], scratch: scratch)
+        let daemon = try #require(started)
+        // Same pid file: refused by the lock, naming the running pid.
+        let samePidFile = try runProgram(
+            server, ["--daemon", "--pidfile", scratch.file("echochat.pid"), "--port", "0"])
+        #expect(samePidFile.status == 1)
+        #expect(samePidFile.stderr.contains("is locked by a running instance (pid \(daemon.pid))"), "\(samePidFile.stderr)")
+        // Same port: the bind error, reported by the launching process.
+        let samePort = try runProgram(
+            server, ["--daemon", "--pidfile", scratch.file("other.pid"), "--port", String(daemon.port)])
+        #expect(samePort.status == 1)
+        #expect(samePort.stderr == "Error: cannot listen on 127.0.0.1:\(daemon.port): Address already in use\n")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("other.pid")))
+        // The first one is untouched.
+        #expect(daemon.isAlive)
+        let client = try TestClient(port: daemon.port)
+        try client.send("still mine\n")
+        #expect(try client.readLine() == "still mine")
+        Signals.send(.terminate, to: daemon.pid)
+        #expect(daemon.waitUntilGone(timeout: 10))
+    }
+
+    @Test func bindFailureIsReportedByTheLauncher() throws {
+        let holder = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { holder.close() }
+        let port = try holder.localAddress().port
+        let scratch = try Scratch()
+        let result = try runProgram(
+            server, ["--daemon", "--pidfile", scratch.file("p.pid"), "--log-file", scratch.file("l.log"), "--port", String(port)])
+        #expect(result.status == 1)
+        #expect(result.stderr == "Error: cannot listen on 127.0.0.1:\(port): Address already in use\n")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("p.pid")))
+    }
+
+    /// logrotate renames the file and sends SIGHUP: the next lines go to a
+    /// fresh file at the old path. SIGUSR1 writes a stats line.
+    @Test func sighupReopensARotatedLogFileAndSigusr1LogsStats() throws {
+        let scratch = try Scratch()
+        let (_, started) = try startDaemon(["--mode", "echo"], scratch: scratch)
+        let daemon = try #require(started)
+        let log = scratch.file("echochat.log")
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        Signals.send(.hangup, to: daemon.pid)
+        #expect(waitForLog(log) { $0.contains("SIGHUP: reopened the log file") })
+        let client = try TestClient(port: daemon.port)
+        try client.send("x\n")
+        _ = try client.readLine()
+        Signals.send(.user1, to: daemon.pid)
+        #expect(waitForLog(log) { $0.contains("INFO  stats: mode=echo strategy=epoll clients=1 ") })
+        let old = try String(contentsOfFile: log + ".1", encoding: .utf8)
+        #expect(old.contains("listening on"))
+        #expect(!old.contains("stats:"), "nothing more is written to the rotated file")
+        Signals.send(.terminate, to: daemon.pid)
+        #expect(daemon.waitUntilGone(timeout: 10))
+    }
+
+    /// SIGHUP re-reads the config file: reloadable settings change at once,
+    /// the others are reported as needing a restart; a bad file changes nothing.
+    @Test(arguments: Strategy.allCases)
+    func sighupReloadsTheConfigFile(strategy: Strategy) throws {
+        let scratch = try Scratch()
+        let config = scratch.file("echochat.conf")
+        try "mode = chat\nmax-clients = 5\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(["--config", config], strategy: strategy)
+        var clients: [TestClient] = []
+        for _ in 0..<2 {
+            let (client, _) = try server.joinChat()
+            clients.append(client)
+        }
+        #expect(try clients[0].readLine() == "* guest2 joined #lobby")
+        try "mode = echo\nmax-clients = 2\nlog-level = debug\n".write(toFile: config, atomically: true, encoding: .utf8)
+        Signals.send(.hangup, to: server.pid)
+        #expect(server.log.waitFor({ $0.contains("SIGHUP: reloaded log-level=debug max-clients=2") }, timeout: 10) != nil)
+        #expect(server.log.waitFor({ $0.contains("only applied after a restart: mode") }, timeout: 10) != nil)
+        let refused = try server.connect()
+        #expect(try refused.readLine() == "! server full, try again later")
+        // A broken file keeps the running settings.
+        try "max-clients = many\n".write(toFile: config, atomically: true, encoding: .utf8)
+        Signals.send(.hangup, to: server.pid)
+        #expect(server.log.waitFor({ $0.contains("config not reloaded") && $0.contains(":1: invalid value 'many'") }, timeout: 10) != nil)
+        try clients[0].send("/stats\n")
+        let stats = try parseStats(try clients[0].readLine())
+        #expect(stats["mode"] == "chat")
+        #expect(stats["refused"] == "1")
+    }
+
+    @Test func checkConfigPrintsTheEffectiveSettings() throws {
+        let scratch = try Scratch()
+        let config = scratch.file("good.conf")
+        try "mode = chat\nmax-line = 1K\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let good = try runProgram(server, ["--check-config", "--config", config, "--port", "9000"])
+        #expect(good.status == 0, "\(good.stderr)")
+        let lines = good.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("mode = chat"))
+        #expect(lines.contains("max-line = 1024"))
+        #expect(lines.contains("port = 9000"))
+        #expect(lines.contains("strategy = epoll"))
+        #expect(lines.contains("daemon = no"))
+        // Every printed line is itself valid config: feed it back.
+        let echoed = scratch.file("echoed.conf")
+        try good.stdout.write(toFile: echoed, atomically: true, encoding: .utf8)
+        #expect(try runProgram(server, ["--check-config", "--config", echoed]).stdout.contains("port = 9000"))
+
+        try "mode = chat\nmax-lines = 1K\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let bad = try runProgram(server, ["--check-config", "--config", config])
+        #expect(bad.status == 64)
+        #expect(bad.stderr.hasPrefix("Error: \(config):2: unknown key 'max-lines'"))
+        #expect(bad.stdout.isEmpty)
+    }
+
+    @Test func theShippedConfigFilePassesCheckConfig() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let result = try runProgram(server, ["--check-config", "--config", root.appendingPathComponent("Configs/echochat.conf").path])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("host = 127.0.0.1"))
+    }
+
+    /// Started with a descriptor limit too low for max-clients (and a hard
+    /// limit it cannot raise past), the server says so and lowers max-clients.
+    @Test(arguments: Strategy.allCases)
+    func aLowDescriptorLimitLowersMaxClients(strategy: Strategy) throws {
+        let server = try ServerProcess(["--mode", "echo", "--max-clients", "1000"], strategy: strategy, openFileLimit: 40)
+        let warning = try #require(server.log.lines.first { $0.contains("lowering max-clients to 24") })
+        #expect(warning.contains(" WARN "))
+        #expect(warning.contains("open-file limit (40, hard 40)"))
+        var admitted: [TestClient] = []
+        for index in 0..<24 {
+            let client = try server.connect()
+            try client.send("\(index)\n")
+            #expect(try client.readLine() == "\(index)")
+            admitted.append(client)
+        }
+        let extra = try server.connect()
+        #expect(try extra.readLine() == "! server full, try again later")
+    }
+}
