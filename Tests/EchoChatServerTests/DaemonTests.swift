@@ -238,3 +238,57 @@ struct DaemonTests {
         #expect(try extra.readLine() == "! server full, try again later")
     }
 }
+
+/// The files in Configs/ that operators install, exercised for real.
+@Suite("Shipped operations files")
+struct ShippedFilesTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    func shipped(_ name: String) throws -> String {
+        try String(contentsOf: Self.root.appendingPathComponent("Configs/\(name)"), encoding: .utf8)
+    }
+
+    /// logrotate (installed by CI) rotates a running daemon's log with the
+    /// shipped rules, pointed at a scratch directory: the old lines move to
+    /// the rotated file and the server keeps logging to a fresh one.
+    @Test func logrotateRotatesARunningDaemonsLog() throws {
+        let scratch = try DaemonTests.Scratch()
+        let rules = try shipped("echochat.logrotate")
+            .replacingOccurrences(of: "/var/log/echochat/echochat.log", with: scratch.file("echochat.log"))
+            .replacingOccurrences(of: "/run/echochat/echochat.pid", with: scratch.file("echochat.pid"))
+        #expect(rules.contains(scratch.file("echochat.pid")), "the rules should signal through the pid file")
+        try rules.write(toFile: scratch.file("logrotate.conf"), atomically: true, encoding: .utf8)
+        let (_, started) = try DaemonTests().startDaemon(["--mode", "echo"], scratch: scratch)
+        let daemon = try #require(started)
+        let rotate = try runProgram(
+            "/usr/bin/env", ["logrotate", "-f", "-s", scratch.file("state"), scratch.file("logrotate.conf")])
+        #expect(rotate.status == 0, "\(rotate.stderr)")
+        let log = scratch.file("echochat.log")
+        #expect(try String(contentsOfFile: log + ".1", encoding: .utf8).contains("listening on"))
+        #expect(DaemonTests().waitForLog(log) { $0.contains("SIGHUP: reopened the log file") })
+        Signals.send(.terminate, to: daemon.pid)
+        #expect(daemon.waitUntilGone(timeout: 10))
+        #expect(DaemonTests().waitForLog(log) { $0.contains("stopped:") })
+    }
+
+    /// systemd-analyze (installed by CI) accepts the unit, with ExecStart
+    /// pointed at the binary under test.
+    @Test func systemdUnitVerifies() throws {
+        let scratch = try DaemonTests.Scratch()
+        let unit = try shipped("echochat.service")
+        #expect(unit.contains("ExecStart=/usr/local/bin/echochat-server --config /etc/echochat/echochat.conf\n"))
+        #expect(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"))
+        let execStart = unit.split(separator: "\n").filter { $0.hasPrefix("ExecStart=") }
+        #expect(execStart.count == 1 && !execStart[0].contains("--daemon"), "systemd runs the server in the foreground")
+        for option in ["NoNewPrivileges=yes", "ProtectSystem=strict", "LimitNOFILE=", "Restart=on-failure"] {
+            #expect(unit.contains(option), "the unit lacks \(option)")
+        }
+        let path = scratch.file("echochat.service")
+        try unit.replacingOccurrences(of: "/usr/local/bin/echochat-server", with: ServerProcess.binary)
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let verify = try runProgram("/usr/bin/env", ["systemd-analyze", "verify", path])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        #expect(verify.stderr.isEmpty, "\(verify.stderr)")
+    }
+}
