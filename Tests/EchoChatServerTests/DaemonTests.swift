@@ -61,6 +61,15 @@ struct DaemonTests {
         return (launcher, Daemon(pid: pid, port: port))
     }
 
+    /// A daemon's stderr is its log file: sanitizer or runtime reports land
+    /// there, so the tests look for them once the daemon has stopped.
+    func expectCleanLog(_ path: String) {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        for marker in ["ThreadSanitizer", "AddressSanitizer", "Fatal error", "runtime error"] {
+            #expect(!text.contains(marker), "the daemon's log has a \(marker) report:\n\(text)")
+        }
+    }
+
     func waitForLog(_ path: String, _ predicate: (String) -> Bool, timeout: Double = 10) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -98,6 +107,7 @@ struct DaemonTests {
         #expect(daemon.waitUntilGone(timeout: 10))
         #expect(!FileManager.default.fileExists(atPath: scratch.file("echochat.pid")))
         #expect(waitForLog(scratch.file("echochat.log")) { $0.contains("INFO  stopped: mode=chat strategy=\(strategy.rawValue)") })
+        expectCleanLog(scratch.file("echochat.log"))
     }
 
     @Test func aSecondInstanceIsRefused() throws {
@@ -156,6 +166,8 @@ struct DaemonTests {
         #expect(!old.contains("stats:"), "nothing more is written to the rotated file")
         Signals.send(.terminate, to: daemon.pid)
         #expect(daemon.waitUntilGone(timeout: 10))
+        expectCleanLog(log)
+        expectCleanLog(log + ".1")
     }
 
     /// SIGHUP re-reads the config file: reloadable settings change at once,
