@@ -7,6 +7,7 @@ let package = Package(
     name: "EchoChat",
     products: [
         .executable(name: "echochat-server", targets: ["echochat-server"]),
+        .executable(name: "echochat", targets: ["echochat"]),
     ],
     targets: [
         // The protocol as a pure state machine: no libc, no clock, no I/O.
@@ -18,6 +19,9 @@ let package = Package(
         // Options, logging and the concurrency strategies (plumbing around the core).
         .target(name: "EchoChatServer", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
         .executableTarget(name: "echochat-server", dependencies: ["EchoChatServer"]),
+        // The interactive client: terminal handling, line editing, colours.
+        .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
+        .executableTarget(name: "echochat", dependencies: ["EchoChatClient"]),
 
         .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),
         // Helpers every end-to-end test target shares: start the real server,
@@ -28,6 +32,10 @@ let package = Package(
         .testTarget(
             name: "EchoChatServerTests",
             dependencies: ["EchoChatServer", "EchoChatPOSIX", "EchoChatCore", "EchoChatTestSupport", "echochat-server"]
+        ),
+        .testTarget(
+            name: "EchoChatClientTests",
+            dependencies: ["EchoChatClient", "EchoChatPOSIX", "EchoChatTestSupport", "echochat", "echochat-server"]
         ),
 
     ],
