@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "echochat-server", targets: ["echochat-server"]),
         .executable(name: "echochat", targets: ["echochat"]),
+        .executable(name: "echochat-load", targets: ["echochat-load"]),
     ],
     targets: [
         // The protocol as a pure state machine: no libc, no clock, no I/O.
@@ -22,6 +23,9 @@ let package = Package(
         // The interactive client: terminal handling, line editing, colours.
         .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
         .executableTarget(name: "echochat", dependencies: ["EchoChatClient"]),
+        // The load client: per-thread epoll workers, verification, histograms, reports.
+        .target(name: "EchoChatLoad", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
+        .executableTarget(name: "echochat-load", dependencies: ["EchoChatLoad"]),
 
         .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),
         // Helpers every end-to-end test target shares: start the real server,
@@ -37,7 +41,10 @@ let package = Package(
             name: "EchoChatClientTests",
             dependencies: ["EchoChatClient", "EchoChatPOSIX", "EchoChatTestSupport", "echochat", "echochat-server"]
         ),
-
+        .testTarget(
+            name: "EchoChatLoadTests",
+            dependencies: ["EchoChatLoad", "EchoChatPOSIX", "EchoChatTestSupport", "echochat-load", "echochat-server"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,199 @@
+import EchoChatPOSIX
+
+/// One of the benchmark's workloads.
+public struct BenchWorkload: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case echo(connections: Int, size: Int, pipeline: Int)
+        case hold(connections: Int)
+        case chat(clients: Int, senders: Int, rate: Double)
+    }
+
+    public var name: String
+    public var title: String
+    public var kind: Kind
+
+    public static let all: [BenchWorkload] = [
+        BenchWorkload(name: "pp1", title: "ping-pong 64 B, 1 connection", kind: .echo(connections: 1, size: 64, pipeline: 1)),
+        BenchWorkload(name: "pp10", title: "ping-pong 64 B, 10 connections", kind: .echo(connections: 10, size: 64, pipeline: 1)),
+        BenchWorkload(name: "pp100", title: "ping-pong 64 B, 100 connections", kind: .echo(connections: 100, size: 64, pipeline: 1)),
+        BenchWorkload(name: "pp1000", title: "ping-pong 64 B, 1,000 connections", kind: .echo(connections: 1000, size: 64, pipeline: 1)),
+        BenchWorkload(name: "pipe16x100", title: "16 in flight x 100 connections, 64 B", kind: .echo(connections: 100, size: 64, pipeline: 16)),
+        BenchWorkload(name: "4k10", title: "ping-pong 4 KiB, 10 connections", kind: .echo(connections: 10, size: 4096, pipeline: 1)),
+        BenchWorkload(name: "hold10k", title: "10,000 idle connections", kind: .hold(connections: 10_000)),
+        BenchWorkload(name: "chat100", title: "chat fan-out, 100 clients, 10 senders x 1,000 lines/s", kind: .chat(clients: 100, senders: 10, rate: 1000)),
+    ]
+}
+
+/// What one workload run against one strategy measured.
+public struct BenchMeasurement: Sendable, Equatable {
+    public var workload: String
+    public var strategy: String
+    /// msgs/s (echo) or deliveries/s (chat); 0 for hold.
+    public var rate: Double = 0
+    public var p99Micros: Double = 0
+    /// Server CPU time per message (echo) or delivery (chat), µs.
+    public var serverMicrosPerMessage: Double = 0
+    /// hold: server VmRSS before and while holding, bytes; threads while holding.
+    public var rssBefore = 0
+    public var rssHolding = 0
+    public var threadsHolding = 0
+    public var connections = 0
+    /// The run verified: no mismatch, loss or error.
+    public var passed = true
+    public var note = ""
+
+    public init(workload: String, strategy: String) {
+        self.workload = workload
+        self.strategy = strategy
+    }
+
+    public var bytesPerConnection: Double {
+        connections > 0 ? Double(rssHolding - rssBefore) / Double(connections) : 0
+    }
+}
+
+/// /proc/PID/status and /proc/PID/stat, parsed (pure, for tests).
+public enum ProcFacts {
+    /// `VmRSS` and `Threads` from a /proc/PID/status text: (bytes, threads).
+    public static func status(_ text: String) -> (rss: Int, threads: Int) {
+        var rss = 0
+        var threads = 0
+        for line in text.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count >= 2 else { continue }
+            if fields[0] == "VmRSS:" { rss = (Int(fields[1]) ?? 0) * 1024 }
+            if fields[0] == "Threads:" { threads = Int(fields[1]) ?? 0 }
+        }
+        return (rss, threads)
+    }
+
+    /// utime + stime in clock ticks from a /proc/PID/stat text (fields 14 and
+    /// 15; the command name in parentheses may contain spaces).
+    public static func cpuTicks(_ text: String) -> Int {
+        guard let close = text.lastIndex(of: ")") else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is the state (field 3), so utime (14) is fields[11].
+        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return 0 }
+        return user + system
+    }
+}
+
+/// An `echochat-server` started for a benchmark run: on CPU 0 when pinning,
+/// port 0, its stderr read until it logs its port, then drained in the background.
+final class BenchServer {
+    let process: ChildProcess
+    let port: Int
+    let log: Lock<[String]>
+
+    init(binary: String, arguments: [String], pinCPU: Int?) throws(LoadRunError) {
+        let full = ["--host", "127.0.0.1", "--port", "0"] + arguments
+        do {
+            if let pinCPU {
+                process = try ChildProcess("taskset", ["-c", String(pinCPU), binary] + full, stdout: .discard, stderr: .pipe)
+            } else {
+                process = try ChildProcess(binary, full, stdout: .discard, stderr: .pipe)
+            }
+        } catch {
+            throw LoadRunError("cannot start \(binary): \(error)")
+        }
+        var seen: [String] = []
+        var port: Int?
+        while port == nil, let line = process.readLine(timeout: 10) {
+            seen.append(line)
+            if let rest = line.suffix(after: "listening on ") {
+                let address = rest.prefix(while: { $0 != " " })
+                port = address.split(separator: ":").last.flatMap { Int($0) }
+            }
+        }
+        guard let port else {
+            process.terminate(grace: 2)
+            throw LoadRunError("the server did not start; its log:\n" + seen.joined(separator: "\n"))
+        }
+        self.port = port
+        let log = Lock<[String]>(seen)
+        self.log = log
+        try? process.drainStandardError { line in
+            log.withLock { lines in
+                lines.append(line)
+                if lines.count > 200 { lines.removeFirst(100) }
+            }
+        }
+    }
+
+    var pid: Int32 { process.pid }
+
+    /// VmRSS (bytes) and thread count.
+    func status() -> (rss: Int, threads: Int) {
+        guard let bytes = try? System.readFile("/proc/\(pid)/status") else { return (0, 0) }
+        return ProcFacts.status(String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// CPU seconds the server has used.
+    func cpuSeconds() -> Double {
+        guard let bytes = try? System.readFile("/proc/\(pid)/stat") else { return 0 }
+        return Double(ProcFacts.cpuTicks(String(decoding: bytes, as: UTF8.self))) / Double(System.clockTicksPerSecond)
+    }
+
+    /// SIGTERM and wait; false if it had to be killed or exited non-zero.
+    @discardableResult
+    func stop() -> Bool {
+        process.terminate(grace: 15) == 0
+    }
+}
+
+/// CPU pinning for the benchmark commands: the load on CPU 1, servers on CPU 0.
+enum Pinning {
+    /// On a machine with two or more CPUs, re-executes this program under
+    /// `taskset -c 1` unless it already runs on a single CPU (then returns).
+    /// Returns the CPU servers should use, or nil when not pinning.
+    static func pinSelf(arguments: [String]) -> Int? {
+        guard System.onlineCores >= 2 else { return nil }
+        if Threads.availableCores == 1 { return 0 }
+        guard let executable = System.executablePath else { return nil }
+        let error = ChildProcess.replaceCurrentProcess(with: "taskset", ["-c", "1", executable] + arguments)
+        System.writeToStandardError("echochat-load: cannot pin to CPU 1 (\(error)); running unpinned\n")
+        return nil
+    }
+
+    static var description: String {
+        System.onlineCores >= 2 && Threads.availableCores == 1
+            ? "server on CPU 0, load client on CPU 1 (taskset)" : "not pinned (\(System.onlineCores) CPU online)"
+    }
+}
+
+/// The machine, for the record.
+enum MachineFacts {
+    static var summary: String {
+        var model = "unknown CPU"
+        if let bytes = try? System.readFile("/proc/cpuinfo") {
+            let text = String(decoding: bytes, as: UTF8.self)
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+               let colon = line.firstIndex(of: ":") {
+                model = line[line.index(after: colon)...].trimmingCharacters()
+            }
+        }
+        var memory = ""
+        if let bytes = try? System.readFile("/proc/meminfo") {
+            let text = String(decoding: bytes, as: UTF8.self)
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }) {
+                let kib = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+                memory = ", \(Format.fixed(Double(kib) / 1024 / 1024, decimals: 0)) GiB RAM"
+            }
+        }
+        return "\(System.onlineCores) x \(model)\(memory), \(System.kernelDescription)"
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count); 0 when empty.
+public func median(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted()
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}

@@ -1,0 +1,55 @@
+import EchoChatPOSIX
+
+/// `echochat-load`: parse, run, report. Returns the exit status.
+public enum LoadMain {
+    public static func run(_ arguments: [String]) -> Int32 {
+        let command: LoadCommand
+        do {
+            command = try LoadCommandLine.parse(arguments)
+        } catch {
+            let name = arguments.first.map { ["bench", "bench-loadgen"].contains($0) ? "echochat-load \($0)" : "echochat-load" }
+            System.writeToStandardError(LoadCommandLine.errorText(error, command: name ?? "echochat-load"))
+            return 64
+        }
+        switch command {
+        case .help(let text):
+            System.writeToStandardOutput(text)
+            return 0
+        case .version:
+            System.writeToStandardOutput("echochat-load \(LoadCommandLine.version)\n")
+            return 0
+        case .bench(let options):
+            return StrategyBench.run(options, arguments: Array(arguments.dropFirst()))
+        case .compare(let options):
+            return LoadgenComparison.run(options, arguments: Array(arguments.dropFirst()))
+        case .run(let options):
+            return runLoad(options)
+        }
+    }
+
+    static func runLoad(_ options: LoadOptions) -> Int32 {
+        let progress = !options.quiet && System.isTerminal(System.standardErrorDescriptor)
+        let report: LoadReport
+        do {
+            report = try LoadRunner.run(options, progress: progress)
+        } catch {
+            System.writeToStandardError("Error: \(error)\n")
+            return 1
+        }
+        let jsonToStdout = options.jsonPath == "-"
+        // With --json -, stdout carries the JSON alone and the summary goes to stderr.
+        if jsonToStdout {
+            System.writeToStandardError(report.summary)
+            System.writeToStandardOutput(report.json.text + "\n")
+        } else {
+            System.writeToStandardOutput(report.summary)
+            if let path = options.jsonPath {
+                do { try System.writeFile(path, report.json.text + "\n") } catch {
+                    System.writeToStandardError("Error: cannot write \(path): \(error)\n")
+                    return 1
+                }
+            }
+        }
+        return report.exitStatus
+    }
+}

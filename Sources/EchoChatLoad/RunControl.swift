@@ -1,0 +1,118 @@
+import EchoChatPOSIX
+import Synchronization
+
+/// What a worker publishes while it runs, for the progress line and for the
+/// phase hand-offs. Workers store their own counters once per batch of
+/// events (relaxed atomics: one plain store each on x86), the main thread reads.
+final class WorkerShared: Sendable {
+    let messages = Atomic<Int>(0)
+    let bytes = Atomic<Int>(0)
+    let errors = Atomic<Int>(0)
+    let alive = Atomic<Int>(0)
+    /// p99 latency of this worker so far, in nanoseconds (refreshed about once a second).
+    let p99 = Atomic<Int>(0)
+    /// Chat: the largest "(K here)" among this worker's welcome lines.
+    let maxWelcome = Atomic<Int>(0)
+    /// Chat: lines this worker's senders have written, once no more will be (-1 before).
+    let sentFinal = Atomic<Int>(-1)
+}
+
+/// Everything one worker hands back at the end.
+final class WorkerResult {
+    var connectFailed = 0
+    var connected = 0
+    let connectLatency = Histogram()
+    let latency = Histogram()
+    var windowMessages = 0
+    var totalMessages = 0
+    var windowBytes = 0
+    var errors = 0
+    var unexpectedCloses = 0
+    var mismatches = 0
+    var lost = 0
+    // hold
+    var aliveAfterConnect = 0
+    var dropped = 0
+    var aliveAtEnd = 0
+    var heldNanoseconds: Int64 = 0
+    // chat
+    var tracker: ChatTracker?
+    var sentBySender: [(id: Int, lines: Int)] = []
+    var windowDeliveries = 0
+    var deliveredBytes = 0
+    var sendSkipped = 0
+    var maxSendLag: Int64 = 0
+    var notices = 0
+}
+
+/// The state shared by the main thread and the workers of one run, and the
+/// phase hand-offs: every worker `arrive`s, the main thread waits for all of
+/// them (`waitForArrivals`), publishes what the next phase needs (a start
+/// time, the room size) and lets them `go`.
+final class RunControl: Sendable {
+    let options: LoadOptions
+    let address: SocketAddress
+    /// Connections per loopback source address; nil = no explicit source.
+    let perSource: Int?
+    let pattern: EchoPattern?
+    let workerCount: Int
+    let shared: [WorkerShared]
+    let results: Lock<[Int: UncheckedResult]>
+    let startTime = Atomic<Int64>(0)
+    let roomSize = Atomic<Int>(0)
+    private let arrivals = Doorbell()
+    /// One per worker, so a fast worker can never take a slow one's go.
+    private let goBells: [Doorbell]
+    let finished = Doorbell()
+    /// Called by the main thread once every worker holds its connections (--hold).
+    let onHolding: (@Sendable () -> Void)?
+
+    init(
+        options: LoadOptions, address: SocketAddress, perSource: Int?, pattern: EchoPattern?, workers: Int,
+        onHolding: (@Sendable () -> Void)?
+    ) {
+        self.options = options
+        self.address = address
+        self.perSource = perSource
+        self.pattern = pattern
+        self.workerCount = workers
+        self.shared = (0..<workers).map { _ in WorkerShared() }
+        self.goBells = (0..<workers).map { _ in Doorbell() }
+        self.results = Lock([:])
+        self.onHolding = onHolding
+    }
+
+    /// A worker reached the end of a phase; blocks until the main thread says go.
+    func arriveAndWait(worker: Int) {
+        arrivals.ring()
+        _ = goBells[worker].wait(untilMonotonicNanoseconds: Int64.max / 2)
+    }
+
+    /// Main thread: waits until every worker has arrived (or the deadline passed: false).
+    func waitForArrivals(deadline: Int64) -> Bool {
+        for _ in 0..<workerCount where !arrivals.wait(untilMonotonicNanoseconds: deadline) { return false }
+        return true
+    }
+
+    func letGo() {
+        for bell in goBells { bell.ring() }
+    }
+
+    func deliver(_ result: WorkerResult, worker: Int) {
+        results.withLock { $0[worker] = UncheckedResult(result) }
+        finished.ring()
+    }
+
+    /// Which 127.0.0.x a connection binds to, if any.
+    func source(forConnection id: Int) -> SocketAddress? {
+        guard let perSource else { return nil }
+        return SocketAddress.loopbackSource(1 + id / perSource)
+    }
+}
+
+/// A worker's result crossing to the main thread once, under the results lock,
+/// after the worker has stopped touching it.
+struct UncheckedResult: @unchecked Sendable {
+    let value: WorkerResult
+    init(_ value: WorkerResult) { self.value = value }
+}

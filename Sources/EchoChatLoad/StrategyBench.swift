@@ -1,0 +1,260 @@
+import EchoChatPOSIX
+
+/// `echochat-load bench`: each strategy in turn against the fixed workloads,
+/// a fresh server per run, results as markdown, SVG and JSON.
+enum StrategyBench {
+    static func run(_ options: BenchOptions, arguments: [String]) -> Int32 {
+        let serverCPU = Pinning.pinSelf(arguments: ["bench"] + arguments)
+        Signals.ignoreBrokenPipe()
+        // Servers inherit this limit; 10,000 held connections need it.
+        let limit = System.openFileLimit()
+        if limit.soft < limit.hard { try? System.setOpenFileLimit(soft: limit.hard) }
+        guard let server = serverBinary(options.server) else { return 1 }
+        let workloads = options.workloads.map { names in BenchWorkload.all.filter { names.contains($0.name) } } ?? BenchWorkload.all
+        let duration = options.effectiveDuration
+        var measurements: [BenchMeasurement] = []
+        let started = Clock.monotonicNanoseconds()
+        for run in 1...options.effectiveRuns {
+            for workload in workloads {
+                for strategy in options.strategies {
+                    var measurement: BenchMeasurement
+                    do {
+                        measurement = try measure(
+                            workload, strategy: strategy, server: server, pin: serverCPU, duration: duration,
+                            quick: options.quick)
+                    } catch {
+                        measurement = BenchMeasurement(workload: workload.name, strategy: strategy)
+                        measurement.passed = false
+                        measurement.note = error.description
+                    }
+                    measurements.append(measurement)
+                    System.writeToStandardError(progressLine(workload, measurement, run: run, of: options.effectiveRuns))
+                }
+            }
+        }
+        let summary = BenchSummary(
+            strategies: options.strategies, workloads: workloads, measurements: measurements,
+            machine: MachineFacts.summary, pinning: Pinning.description, runs: options.effectiveRuns,
+            duration: duration, date: String(Clock.timestamp().prefix(10)))
+        do {
+            try System.makeDirectory(options.outputDirectory)
+            try System.writeFile(options.outputDirectory + "/strategies.md", summary.markdown)
+            try System.writeFile(options.outputDirectory + "/strategies.svg", summary.svg)
+            try System.writeFile(options.outputDirectory + "/strategies.json", summary.json.text + "\n")
+        } catch {
+            System.writeToStandardError("Error: \(error)\n")
+            return 1
+        }
+        System.writeToStandardOutput(summary.markdown)
+        let minutes = Double(Clock.monotonicNanoseconds() - started) / 60e9
+        System.writeToStandardError(
+            "wrote \(options.outputDirectory)/strategies.md, .svg and .json in \(Format.fixed(minutes, decimals: 1)) min\n")
+        return 0
+    }
+
+    static func serverBinary(_ given: String?) -> String? {
+        var path = given
+        if path == nil, let executable = System.executablePath, let slash = executable.lastIndex(of: "/") {
+            path = String(executable[...slash]) + "echochat-server"
+        }
+        guard let path, System.isExecutable(path) else {
+            System.writeToStandardError("Error: no server binary at \(path ?? "?"); pass --server PATH\n")
+            return nil
+        }
+        return path
+    }
+
+    static func progressLine(_ workload: BenchWorkload, _ m: BenchMeasurement, run: Int, of runs: Int) -> String {
+        var text = "[\(run)/\(runs)] \(Format.pad(workload.name, 11)) \(Format.pad(m.strategy, 7)) "
+        switch workload.kind {
+        case .hold:
+            text += "RSS \(Format.bytes(Double(m.rssBefore))) -> \(Format.bytes(Double(m.rssHolding))), "
+                + "\(Format.bytes(m.bytesPerConnection))/conn, \(m.threadsHolding) threads"
+        case .chat:
+            text += "\(Format.compact(m.rate)) deliveries/s, p99 \(Format.micros(m.p99Micros))"
+        case .echo:
+            text += "\(Format.compact(m.rate)) msgs/s, p99 \(Format.micros(m.p99Micros)), server \(Format.fixed(m.serverMicrosPerMessage, decimals: 1)) µs/msg"
+        }
+        if !m.passed { text += "  FAILED \(m.note)" }
+        return text + "\n"
+    }
+
+    static func measure(
+        _ workload: BenchWorkload, strategy: String, server binary: String, pin: Int?, duration: Double, quick: Bool
+    ) throws(LoadRunError) -> BenchMeasurement {
+        var m = BenchMeasurement(workload: workload.name, strategy: strategy)
+        var options = LoadOptions()
+        options.quiet = true
+        options.duration = duration
+        options.timeout = 60
+        let mode: String
+        switch workload.kind {
+        case .echo(let connections, let size, let pipeline):
+            mode = "echo"
+            options.connections = connections
+            options.size = size
+            options.pipeline = pipeline
+            options.warmup = quick ? 0.5 : 1
+        case .hold(let connections):
+            mode = "echo"
+            options.connections = connections
+            options.hold = true
+            options.duration = quick ? 1 : 3
+        case .chat(let clients, let senders, let rate):
+            mode = "chat"
+            options.mode = .chat
+            options.connections = clients
+            options.senders = senders
+            options.rate = rate
+        }
+        let server = try BenchServer(
+            binary: binary, arguments: ["--mode", mode, "--strategy", strategy, "--max-clients", "20000"], pinCPU: pin)
+        options.port = server.port
+        let before = server.status()
+        let cpuBefore = server.cpuSeconds()
+        let pid = server.pid
+        let holding = Lock<(rss: Int, threads: Int)>((0, 0))
+        let report: LoadReport
+        do {
+            report = try LoadRunner.run(options, progress: false) {
+                let status = readStatus(pid: pid)
+                holding.withLock { $0 = status }
+            }
+        } catch {
+            server.stop()
+            throw error
+        }
+        let cpu = server.cpuSeconds() - cpuBefore
+        if !server.stop() { m.note = "server did not stop cleanly" }
+        m.passed = report.passed
+        if !report.passed {
+            m.note += (m.note.isEmpty ? "" : "; ")
+                + "errors \(report.errors), mismatches \(report.mismatches), lost \(report.lost)"
+        }
+        m.p99Micros = report.latency.p99
+        switch workload.kind {
+        case .echo:
+            m.rate = report.msgsPerSecond
+            m.serverMicrosPerMessage = report.messagesTotal > 0 ? cpu * 1e6 / Double(report.messagesTotal) : 0
+        case .chat:
+            m.rate = report.deliveriesPerSecond
+            m.serverMicrosPerMessage = report.deliveries > 0 ? cpu * 1e6 / Double(report.deliveries) : 0
+        case .hold:
+            let status = holding.withLock { $0 }
+            m.rssBefore = before.rss
+            m.rssHolding = status.rss
+            m.threadsHolding = status.threads
+            m.connections = report.aliveAfterConnect
+        }
+        return m
+    }
+
+    static func readStatus(pid: Int32) -> (rss: Int, threads: Int) {
+        guard let bytes = try? System.readFile("/proc/\(pid)/status") else { return (0, 0) }
+        return ProcFacts.status(String(decoding: bytes, as: UTF8.self))
+    }
+}
+
+/// `echochat-load bench-loadgen`: this client and the C reference against the
+/// same server, alternating, same pinning; prints both rates and the ratio.
+enum LoadgenComparison {
+    static func run(_ options: CompareOptions, arguments: [String]) -> Int32 {
+        let serverCPU = Pinning.pinSelf(arguments: ["bench-loadgen"] + arguments)
+        Signals.ignoreBrokenPipe()
+        guard System.isExecutable(options.loadgen) else {
+            System.writeToStandardError(
+                "Error: no load generator at \(options.loadgen); build it first:\n  gcc -O2 -pthread -o /tmp/loadgen ../shared/bench/loadgen.c\n")
+            return 1
+        }
+        guard let binary = StrategyBench.serverBinary(options.server) else { return 1 }
+        let server: BenchServer
+        do {
+            server = try BenchServer(binary: binary, arguments: ["--mode", "echo", "--strategy", "epoll"], pinCPU: serverCPU)
+        } catch {
+            System.writeToStandardError("Error: \(error)\n")
+            return 1
+        }
+        defer { server.stop() }
+        let workloads: [(name: String, pipeline: Int)] = [("pp100", 1), ("pipe16x100", 16)]
+        var loadgenRates: [String: [Double]] = [:]
+        var ourRates: [String: [Double]] = [:]
+        // CPU time each tool spent per message, µs: the tool's own cost, which
+        // the server's speed does not hide.
+        var loadgenCPU: [String: [Double]] = [:]
+        var ourCPU: [String: [Double]] = [:]
+        var failed = false
+        System.writeToStandardError("server: epoll on port \(server.port); \(Pinning.description)\n")
+        for run in 1...options.runs {
+            for workload in workloads {
+                // Alternate which tool goes first, so drift on a shared machine hits both.
+                for ours in run % 2 == 1 ? [false, true] : [true, false] {
+                    if ours {
+                        var load = LoadOptions()
+                        load.port = server.port
+                        load.connections = 100
+                        load.pipeline = workload.pipeline
+                        load.duration = options.duration
+                        load.warmup = 1
+                        load.quiet = true
+                        do {
+                            let report = try LoadRunner.run(load)
+                            if !report.passed { failed = true }
+                            ourRates[workload.name, default: []].append(report.msgsPerSecond)
+                            if report.messagesTotal > 0 {
+                                ourCPU[workload.name, default: []].append(report.loadCPUSeconds * 1e6 / Double(report.messagesTotal))
+                            }
+                            System.writeToStandardError("[\(run)] \(workload.name) echochat-load: \(Format.compact(report.msgsPerSecond)) msgs/s, \(report.threads) thread, CPU \(Format.fixed(report.loadCPUPercent, decimals: 0))%\n")
+                        } catch {
+                            System.writeToStandardError("echochat-load failed: \(error)\n")
+                            failed = true
+                        }
+                    } else {
+                        let arguments = ["-c", "100", "-d", Format.fixed(options.duration, decimals: 3), "-w", "1", "-s", "64",
+                                         "-p", String(workload.pipeline), "-H", "127.0.0.1", "-P", String(server.port)]
+                        let measured = runLoadgen(options.loadgen, arguments, pin: serverCPU != nil, timeout: options.duration + 60)
+                        if let (rate, cpuPercent) = measured {
+                            loadgenRates[workload.name, default: []].append(rate)
+                            if rate > 0 { loadgenCPU[workload.name, default: []].append(cpuPercent / 100 / rate * 1e6) }
+                            System.writeToStandardError("[\(run)] \(workload.name) loadgen:       \(Format.compact(rate)) msgs/s\n")
+                        } else {
+                            failed = true
+                        }
+                    }
+                }
+            }
+        }
+        var table = "| workload | loadgen (C) msgs/s | echochat-load msgs/s | ratio | CPU per msg, loadgen | CPU per msg, echochat-load |\n|---|---:|---:|---:|---:|---:|\n"
+        for workload in workloads {
+            let theirs = median(loadgenRates[workload.name] ?? [])
+            let mine = median(ourRates[workload.name] ?? [])
+            let runs = (loadgenRates[workload.name] ?? []).map { Format.compact($0) }.joined(separator: ", ")
+            let ourRuns = (ourRates[workload.name] ?? []).map { Format.compact($0) }.joined(separator: ", ")
+            table += "| \(workload.name) | \(Format.compact(theirs)) (\(runs)) | \(Format.compact(mine)) (\(ourRuns)) | "
+                + "\(theirs > 0 ? Format.fixed(100 * mine / theirs, decimals: 1) + "%" : "–") | "
+                + "\(Format.fixed(median(loadgenCPU[workload.name] ?? []), decimals: 2)) µs | "
+                + "\(Format.fixed(median(ourCPU[workload.name] ?? []), decimals: 2)) µs |\n"
+        }
+        System.writeToStandardOutput(
+            "echochat-load vs loadgen, same epoll server, medians of \(options.runs) runs of \(Format.fixed(options.duration, decimals: 1)) s after 1 s warmup; \(Pinning.description)\n\n" + table)
+        return failed ? 1 : 0
+    }
+
+    /// Runs loadgen; its msgs/s and its CPU% over the measured window.
+    static func runLoadgen(_ path: String, _ arguments: [String], pin: Bool, timeout: Double) -> (Double, Double)? {
+        do {
+            let child = pin
+                ? try ChildProcess("taskset", ["-c", "1", path] + arguments, stdout: .pipe, stderr: .discard)
+                : try ChildProcess(path, arguments, stdout: .pipe, stderr: .discard)
+            let output = child.readAllStandardOutput(timeout: timeout)
+            if child.wait(timeout: 5) == nil { child.terminate(grace: 1) }
+            guard let rate = JSONValue.number(forKey: "msgs_per_s", in: output) else {
+                System.writeToStandardError("loadgen printed no msgs_per_s: \(output)\n")
+                return nil
+            }
+            return (rate, JSONValue.number(forKey: "loadgen_cpu_pct", in: output) ?? 0)
+        } catch {
+            System.writeToStandardError("cannot run \(path): \(error)\n")
+            return nil
+        }
+    }
+}

@@ -1,0 +1,108 @@
+@testable import EchoChatLoad
+import Testing
+
+@Suite("Options")
+struct OptionsTests {
+    func options(_ arguments: [String]) throws -> LoadOptions {
+        guard case .run(let options) = try LoadCommandLine.parse(arguments) else {
+            throw LoadUsageError("not a run: \(arguments)")
+        }
+        return options
+    }
+
+    func usageError(_ arguments: [String]) -> String? {
+        do {
+            _ = try LoadCommandLine.parse(arguments)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    @Test func defaultsMakeSenseForAFirstRun() throws {
+        let defaults = try options([])
+        #expect(defaults.host == "127.0.0.1" && defaults.port == 7007)
+        #expect(defaults.threads == nil)  // = the CPUs this process may use
+        #expect(defaults.connections == 10 && defaults.duration == 5 && defaults.messages == nil)
+        #expect(defaults.size == 64 && defaults.pipeline == 1 && defaults.rate == nil)
+        #expect(defaults.effectiveWarmup == 1 && defaults.mode == .echo && !defaults.hold && !defaults.quiet)
+    }
+
+    @Test func everyFlagInEveryForm() throws {
+        let parsed = try options([
+            "--host", "::1", "--port=7100", "--threads", "3", "-c", "1_000", "--messages", "50", "-s", "4096",
+            "-p", "16", "--rate", "250.5", "--connect-rate", "1000", "--warmup", "0", "--mode", "chat",
+            "--senders", "4", "--json", "-", "-q", "--per-source", "500", "--timeout", "9",
+        ])
+        #expect(parsed.host == "::1" && parsed.port == 7100 && parsed.threads == 3 && parsed.connections == 1000)
+        #expect(parsed.messages == 50 && parsed.size == 4096 && parsed.pipeline == 16 && parsed.rate == 250.5)
+        #expect(parsed.connectRate == 1000 && parsed.warmup == 0 && parsed.mode == .chat && parsed.senders == 4)
+        #expect(parsed.jsonPath == "-" && parsed.quiet && parsed.connectionsPerSource == 500 && parsed.timeout == 9)
+        #expect(try options(["--hold", "-d", "2"]).hold)
+    }
+
+    @Test func helpAndVersion() throws {
+        guard case .help(let text) = try LoadCommandLine.parse(["-c", "5", "--help"]) else {
+            Issue.record("no help")
+            return
+        }
+        #expect(text.contains("USAGE: echochat-load"))
+        #expect(text.contains("OPTIONS:"))
+        #expect(text.contains("--pipeline <n>"))
+        #expect(text.contains("(default: 64)"))
+        #expect(try LoadCommandLine.parse(["--version"]) == .version)
+        guard case .help(let bench) = try LoadCommandLine.parse(["bench", "-h"]) else {
+            Issue.record("no bench help")
+            return
+        }
+        #expect(bench.contains("hold10k"))
+    }
+
+    @Test(arguments: [
+        (["--bogus"], "unknown option '--bogus'"),
+        (["-x"], "unknown option '-x'"),
+        (["extra"], "unexpected argument 'extra'"),
+        (["--port"], "missing value for '--port'"),
+        (["--port", "70000"], "invalid value '70000' for --port"),
+        (["-c", "0"], "invalid value '0' for --connections"),
+        (["--duration", "0"], "invalid value '0' for --duration"),
+        (["--rate", "-3"], "invalid value '-3' for --rate"),
+        (["--mode", "fanout"], "invalid value 'fanout' for --mode: expected one of echo, chat"),
+        (["--duration", "2", "--messages", "5"], "--duration and --messages cannot be used together"),
+        (["--hold", "--mode", "chat"], "--hold works with --mode echo only"),
+        (["--hold", "--messages", "3"], "--hold takes --duration, not --messages"),
+        (["--mode", "chat", "-s", "20"], "--mode chat needs --size from 48"),
+        (["--mode", "chat", "-c", "1"], "--mode chat needs at least 2 connections"),
+        (["--quiet=yes"], "'--quiet' takes no value"),
+        (["bench", "--workloads", "pp1,nope"], "unknown workload 'nope'"),
+        (["bench", "--runs", "0"], "invalid value '0' for --runs"),
+        (["bench-loadgen", "--frob"], "unknown option '--frob'"),
+    ])
+    func badUsageIsExplained(arguments: [String], message: String) {
+        let error = usageError(arguments)
+        #expect(error?.contains(message) == true, "\(arguments): \(error ?? "accepted")")
+    }
+
+    @Test func benchOptions() throws {
+        guard case .bench(let bench) = try LoadCommandLine.parse(
+            ["bench", "--quick", "--out", "/tmp/x", "--strategies", "epoll,pool", "--workloads", "pp1,hold10k", "--server", "/s"])
+        else {
+            Issue.record("not bench")
+            return
+        }
+        #expect(bench.quick && bench.effectiveRuns == 1 && bench.effectiveDuration == 1)
+        #expect(bench.outputDirectory == "/tmp/x" && bench.strategies == ["epoll", "pool"])
+        #expect(bench.workloads == ["pp1", "hold10k"] && bench.server == "/s")
+        guard case .compare(let compare) = try LoadCommandLine.parse(["bench-loadgen", "--loadgen", "/l", "--runs", "5"]) else {
+            Issue.record("not bench-loadgen")
+            return
+        }
+        #expect(compare.loadgen == "/l" && compare.runs == 5 && compare.duration == 5)
+    }
+
+    @Test func errorTextFollowsArgumentParserConventions() {
+        let text = LoadCommandLine.errorText(LoadUsageError("unknown option '--x'"))
+        #expect(text.hasPrefix("Error: unknown option '--x'\nUsage: echochat-load "))
+        #expect(text.hasSuffix("See 'echochat-load --help' for more information.\n"))
+    }
+}
