@@ -50,14 +50,30 @@ struct DaemonTests {
     func startDaemon(_ arguments: [String], scratch: Scratch) throws -> (ProgramResult, Daemon?) {
         let pidFile = scratch.file("echochat.pid")
         let logFile = scratch.file("echochat.log")
-        let launcher = try runProgram(
-            server, ["--daemon", "--pidfile", pidFile, "--log-file", logFile, "--host", "127.0.0.1", "--port", "0"] + arguments)
+        // Whatever goes wrong below, a daemon that wrote its pid file is killed:
+        // it is not our child, so nothing else would ever stop it.
+        var daemonPid: Int32?
+        defer { if let daemonPid { Signals.send(.kill, to: daemonPid) } }
+        func readPid() -> Int32? {
+            (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+        let launcher: ProgramResult
+        do {
+            launcher = try runProgram(
+                server, ["--daemon", "--pidfile", pidFile, "--log-file", logFile, "--host", "127.0.0.1", "--port", "0"] + arguments)
+        } catch {
+            daemonPid = readPid()
+            throw error
+        }
+        daemonPid = readPid()
         guard launcher.status == 0 else { return (launcher, nil) }
-        let pidText = try String(contentsOfFile: pidFile, encoding: .utf8)
-        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let pid = try #require(daemonPid)
         let log = try String(contentsOfFile: logFile, encoding: .utf8)
         let line = try #require(log.split(separator: "\n").first { $0.contains("listening on 127.0.0.1:") })
         let port = try #require(Int(line.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }!.dropFirst(10)))
+        daemonPid = nil  // handed over: Daemon kills it in its deinit if still alive
         return (launcher, Daemon(pid: pid, port: port))
     }
 
