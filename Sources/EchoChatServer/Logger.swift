@@ -37,8 +37,6 @@ public final class Logger: Sendable {
     public func warn(_ message: @autoclosure () -> String) { log(.warn, message) }
     public func error(_ message: @autoclosure () -> String) { log(.error, message) }
 
-    public func isEnabled(_ level: LogLevel) -> Bool { level >= self.level }
-
     private func log(_ level: LogLevel, _ message: () -> String) {
         guard level >= self.level else { return }
         let tag = level.rawValue.uppercased()

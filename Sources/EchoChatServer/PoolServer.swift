@@ -164,7 +164,6 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
     /// Hands a ready connection to a worker unless one already holds it.
     private func dispatch(_ connection: SharedConnection, _ ready: Poller.Events) {
         let schedule = connection.state.withLock { state -> Bool in
-            state.armed = false
             if state.closed { return false }
             if state.inService {
                 state.pendingEvents.formUnion(ready)
@@ -230,7 +229,6 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
 
     /// First registration, EPOLLONESHOT.
     private func arm(_ connection: SharedConnection) {
-        connection.state.withLock { $0.armed = true }
         do {
             try poller.register(connection.socket.descriptor, for: [.readable, .oneShot], data: connection.token)
         } catch {
@@ -353,7 +351,6 @@ public final class PoolServer: ServerStrategy, @unchecked Sendable {
                 if state.lingerDeadline != nil || state.isReading { interest.insert(.readable) }
                 if !state.output.isEmpty && state.lingerDeadline == nil { interest.insert(.writable) }
                 state.inService = false
-                state.armed = true
                 // Under the lock, so a concurrent schedule() sees a consistent state.
                 do {
                     try poller.modify(connection.socket.descriptor, for: interest.union(.oneShot), data: connection.token)

@@ -77,8 +77,6 @@ final class SharedConnection: Sendable {
         var inService = false
         /// Pool strategy: readiness that arrived while in service.
         var pendingEvents: Poller.Events = []
-        /// Pool strategy: the current epoll registration is armed.
-        var armed = false
 
         init(now: Int64) { lastInput = now }
 
