@@ -14,6 +14,7 @@ public struct Errno: Hashable, Sendable, CustomStringConvertible {
     public static let interrupted = Errno(rawValue: EINTR)
     public static let wouldBlock = Errno(rawValue: EAGAIN)
     public static let badFileDescriptor = Errno(rawValue: EBADF)
+    public static let badAddress = Errno(rawValue: EFAULT)
     public static let invalidArgument = Errno(rawValue: EINVAL)
     public static let tooManyOpenFiles = Errno(rawValue: EMFILE)
     public static let tooManyOpenFilesInSystem = Errno(rawValue: ENFILE)

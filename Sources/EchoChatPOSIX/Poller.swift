@@ -54,7 +54,7 @@ public struct Poller: Sendable {
         return Int(count)
     }
 
-    public func close() { _ = Glibc.close(descriptor) }
+    public func close() { closeDescriptor(descriptor) }
 
     private func control(_ op: Int32, _ fd: Int32, _ events: Events, _ data: UInt64, _ name: StaticString) throws(SystemError) {
         let epfd = descriptor
@@ -98,14 +98,15 @@ public struct Wakeup: Sendable {
     /// Adds one to the counter; safe from any thread, and from a signal-watcher thread.
     public func ring() {
         var one: UInt64 = 1
-        _ = Glibc.write(descriptor, &one, 8)
+        if Glibc.write(descriptor, &one, 8) < 0 { assertNotProgrammingError(.current, "ring eventfd \(descriptor)") }
     }
 
     /// Resets the counter, so level-triggered polling stops reporting it.
     public func drain() {
         var value: UInt64 = 0
-        _ = Glibc.read(descriptor, &value, 8)
+        // EAGAIN (nothing to drain) is fine; EBADF is a use after close.
+        if Glibc.read(descriptor, &value, 8) < 0 { assertNotProgrammingError(.current, "drain eventfd \(descriptor)") }
     }
 
-    public func close() { _ = Glibc.close(descriptor) }
+    public func close() { closeDescriptor(descriptor) }
 }

@@ -145,9 +145,10 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
         _ = Glibc.shutdown(descriptor, Int32(SHUT_RD))
     }
 
-    /// close(2), never retried (see `syscall`).
+    /// close(2), never retried; closing a socket twice traps in debug builds
+    /// (see `closeDescriptor`).
     public func close() {
-        _ = Glibc.close(descriptor)
+        closeDescriptor(descriptor)
     }
 
     // MARK: - Options
