@@ -28,7 +28,7 @@ public enum LoadMain {
     }
 
     static func runLoad(_ options: LoadOptions) -> Int32 {
-        let progress = !options.quiet && System.isTerminal(System.standardErrorDescriptor)
+        let progress = !options.quiet && Terminal.isTerminal(FileDescriptor.standardError.rawValue)
         let report: LoadReport
         do {
             report = try LoadRunner.run(options, progress: progress)

@@ -26,4 +26,15 @@ public enum Clock {
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(millis, 3))Z"
     }
+
+    /// Sleeps until the monotonic clock reads `deadline` (clock_nanosleep(2),
+    /// TIMER_ABSTIME: no drift from being interrupted and restarted).
+    public static func sleep(untilMonotonicNanoseconds deadline: Int64) {
+        var target = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR {}
+    }
+
+    public static func sleep(nanoseconds: Int64) {
+        sleep(untilMonotonicNanoseconds: monotonicNanoseconds() + nanoseconds)
+    }
 }

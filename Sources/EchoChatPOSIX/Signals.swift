@@ -11,6 +11,8 @@ public struct Signal: Hashable, Sendable, CustomStringConvertible {
     public static let user1 = Signal(rawValue: SIGUSR1)
     public static let user2 = Signal(rawValue: SIGUSR2)
     public static let kill = Signal(rawValue: SIGKILL)
+    /// SIGWINCH: the terminal was resized.
+    public static let windowChange = Signal(rawValue: SIGWINCH)
 
     public var description: String {
         switch rawValue {

@@ -72,9 +72,9 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
         guard errno == .inProgress || errno == .interrupted else {
             throw SystemError("connect \(address)", errno)
         }
-        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        let ready = try syscallNoWait("poll") { poll(&entry, 1, Int32(timeout * 1000)) }
-        guard ready == 1 else { throw SystemError("connect \(address)", .timedOut) }
+        guard try Poll.waitUntilWritable(fd, timeoutMilliseconds: Int32(timeout * 1000)) else {
+            throw SystemError("connect \(address)", .timedOut)
+        }
         let pending = try getIntOption(SOL_SOCKET, SO_ERROR, "getsockopt SO_ERROR")
         if pending != 0 { throw SystemError("connect \(address)", Errno(rawValue: pending)) }
     }
@@ -115,14 +115,12 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
 
     /// Writes all of `bytes` on a blocking socket (or fails). Used by clients
     /// and by the blocking strategies.
+    /// A would-block here means SO_SNDTIMEO ran out: `.timedOut`.
     public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
-        var offset = 0
-        while offset < bytes.count {
-            switch try write(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
-            case .done(let count): offset += count
-            case .wouldBlock: throw SystemError("write", .timedOut)
-            }
-        }
+        try writeUntilDone(
+            bytes,
+            writeSome: { rest throws(SystemError) in try write(rest) },
+            whenBlocked: { () throws(SystemError) in throw SystemError("write", .timedOut) })
     }
 
     public func writeAll(_ bytes: [UInt8]) throws(SystemError) {

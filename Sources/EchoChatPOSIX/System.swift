@@ -1,8 +1,30 @@
 import Glibc
 
-/// Process-wide facts and small file operations.
+/// Facts about this process, its limits, its standard streams and its exit.
+/// Files are in Files.swift, the machine in Machine.swift.
 public enum System {
     public static var processID: Int32 { getpid() }
+
+    /// CPU time this process has used, user and system, in seconds (getrusage(2)).
+    public static func processCPUSeconds() -> (user: Double, system: Double) {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return (seconds(usage.ru_utime), seconds(usage.ru_stime))
+    }
+
+    /// The path of the running executable (readlink(2) of /proc/self/exe).
+    public static var executablePath: String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The environment variable `name`, or nil when it is not set (getenv(3)).
+    public static func environmentVariable(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
 
     /// RLIMIT_NOFILE: (soft, hard).
     public static func openFileLimit() -> (soft: Int, hard: Int) {
@@ -23,21 +45,6 @@ public enum System {
         value > rlim_t(Int.max) ? Int.max : Int(value)
     }
 
-    /// The whole file at `path`.
-    public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
-        let fd = try syscallNoWait("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { _ = Glibc.close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = try syscallNoWait("read \(path)") {
-                chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            }
-            if count == 0 { return bytes }
-            bytes.append(contentsOf: chunk[0..<count])
-        }
-    }
-
     /// Writes `text` to standard error in one write(2) where it fits, so lines
     /// from different threads do not interleave.
     public static func writeToStandardError(_ text: String) {
@@ -52,15 +59,14 @@ public enum System {
     private static func write(_ text: String, to fd: Int32) {
         var text = text
         text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 {
-                    if Errno.current == .interrupted { continue }
-                    return
-                }
-                offset += written
-            }
+            // Best effort: on any failure, a would-block included, the rest
+            // is dropped, since the text has nowhere else to go.
+            try? writeUntilDone(
+                UnsafeRawBufferPointer(bytes),
+                writeSome: { rest throws(SystemError) in
+                    try syscall("write", { Glibc.write(fd, rest.baseAddress, rest.count) })
+                },
+                whenBlocked: { () throws(SystemError) in throw SystemError("write", .wouldBlock) })
         }
     }
 
@@ -68,34 +74,4 @@ public enum System {
     public static func exit(_ status: Int32) -> Never {
         Glibc.exit(status)
     }
-}
-
-/// One descriptor held in reserve (on /dev/null) for the moment accept(2)
-/// fails with EMFILE: releasing it lets the server accept the waiting client,
-/// tell it the server is full and close it, instead of leaving it in the
-/// backlog while a level-triggered poller spins on the listener (the trick
-/// libev and nginx describe).
-public struct ReserveDescriptor: ~Copyable {
-    private var descriptor: Int32
-
-    public init() {
-        descriptor = open("/dev/null", O_RDONLY | O_CLOEXEC)
-    }
-
-    public var isHeld: Bool { descriptor >= 0 }
-
-    /// Closes the reserve so one descriptor is free.
-    public mutating func release() {
-        if descriptor >= 0 { _ = Glibc.close(descriptor) }
-        descriptor = -1
-    }
-
-    /// Takes a descriptor back into reserve; false if none is free yet.
-    @discardableResult
-    public mutating func reacquire() -> Bool {
-        if descriptor < 0 { descriptor = open("/dev/null", O_RDONLY | O_CLOEXEC) }
-        return descriptor >= 0
-    }
-
-    deinit { if descriptor >= 0 { _ = Glibc.close(descriptor) } }
 }

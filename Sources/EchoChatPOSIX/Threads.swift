@@ -46,13 +46,6 @@ public enum Threads {
         }
         return ThreadHandle(thread: thread)
     }
-
-    /// CPUs this process may run on (sched_getaffinity(2)): under `taskset -c 0`
-    /// this is 1 even on a bigger machine, which is what sizing threads needs.
-    public static var availableCores: Int {
-        let count = Int(cechochat_available_cpus())
-        return count > 0 ? count : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-    }
 }
 
 private final class ThreadBody: Sendable {

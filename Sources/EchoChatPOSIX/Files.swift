@@ -1,0 +1,50 @@
+import Glibc
+
+// Whole files: the load client's reports and /proc facts, the server's
+// configuration file.
+
+extension System {
+    /// The whole file at `path`.
+    public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
+        let fd = try syscallNoWait("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { _ = Glibc.close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = try syscallNoWait("read \(path)") {
+                chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            }
+            if count == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    /// Writes `text` to a new (or truncated) file.
+    public static func writeFile(_ path: String, _ text: String) throws(SystemError) {
+        let fd = try syscallNoWait("open \(path)") { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        defer { _ = Glibc.close(fd) }
+        var text = text
+        let failure: SystemError? = text.withUTF8 { bytes in
+            do throws(SystemError) {
+                try writeUntilDone(
+                    UnsafeRawBufferPointer(bytes),
+                    writeSome: { rest throws(SystemError) in
+                        try syscall("write \(path)", { Glibc.write(fd, rest.baseAddress, rest.count) })
+                    },
+                    whenBlocked: { () throws(SystemError) in throw SystemError("write \(path)", .wouldBlock) })
+            } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// Whether a file exists and is executable by us (access(2)).
+    public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
+
+    /// mkdir(2) for one directory; an existing directory is fine.
+    public static func makeDirectory(_ path: String) throws(SystemError) {
+        if mkdir(path, 0o755) != 0 && Errno.current != Errno(rawValue: EEXIST) {
+            throw SystemError("mkdir \(path)", .current)
+        }
+    }
+}
