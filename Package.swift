@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
         .executableTarget(name: "echochat", dependencies: ["EchoChatClient"]),
         // The load client: per-thread epoll workers, verification, histograms, reports.
-        .target(name: "EchoChatLoad", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
+        .target(name: "EchoChatLoad", dependencies: ["EchoChatPOSIX"]),
         .executableTarget(name: "echochat-load", dependencies: ["EchoChatLoad"]),
 
         .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),

@@ -18,17 +18,12 @@ public struct Errno: Hashable, Sendable, CustomStringConvertible {
     public static let invalidArgument = Errno(rawValue: EINVAL)
     public static let tooManyOpenFiles = Errno(rawValue: EMFILE)
     public static let tooManyOpenFilesInSystem = Errno(rawValue: ENFILE)
-    public static let noBufferSpace = Errno(rawValue: ENOBUFS)
-    public static let outOfMemory = Errno(rawValue: ENOMEM)
     public static let connectionAborted = Errno(rawValue: ECONNABORTED)
     public static let connectionReset = Errno(rawValue: ECONNRESET)
     public static let connectionRefused = Errno(rawValue: ECONNREFUSED)
     public static let brokenPipe = Errno(rawValue: EPIPE)
-    public static let addressInUse = Errno(rawValue: EADDRINUSE)
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
     public static let inProgress = Errno(rawValue: EINPROGRESS)
-    public static let noSuchFile = Errno(rawValue: ENOENT)
-    public static let permissionDenied = Errno(rawValue: EACCES)
 
     /// Out of descriptors, for this process or the whole system: accept(2) can
     /// fail this way while the listener stays readable.

@@ -218,24 +218,12 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
 
     /// getsockname(2): for a listener bound to port 0, the port the kernel chose.
     public func localAddress() throws(SystemError) -> SocketAddress {
-        try address("getsockname") { getsockname($0, $1, $2) }
-    }
-
-    /// getpeername(2).
-    public func peerAddress() throws(SystemError) -> SocketAddress {
-        try address("getpeername") { getpeername($0, $1, $2) }
-    }
-
-    private func address(
-        _ name: String,
-        _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32
-    ) throws(SystemError) -> SocketAddress {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let fd = descriptor
-        _ = try syscallNoWait(name) {
+        _ = try syscallNoWait("getsockname") {
             withUnsafeMutableBytes(of: &storage) { raw in
-                call(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+                getsockname(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
             }
         }
         return SocketAddress(storage: storage, length: length)
