@@ -74,4 +74,15 @@ struct POSIXTests {
         for _ in 0..<4 { #expect(done.wait(timeout: .now() + 30) == .success) }
         #expect(counter.withLock { $0 } == 40_000)
     }
+
+    /// An owner is the thread that made it, and only that one (the debug
+    /// trap in `assertCurrent()` cannot be tested without crashing).
+    @Test func ownerThreadIsTheCreatingThread() throws {
+        let owner = OwnerThread()
+        #expect(owner.isCurrent)
+        owner.assertCurrent()
+        let elsewhere = Lock<Bool?>(nil)
+        try Threads.spawn(name: "not-owner") { elsewhere.withLock { $0 = owner.isCurrent } }.join()
+        #expect(elsewhere.withLock { $0 } == false)
+    }
 }
