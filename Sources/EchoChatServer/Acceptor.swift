@@ -18,6 +18,10 @@ struct Acceptor: ~Copyable {
     /// How many connections one call accepts at most, so a connect storm
     /// cannot starve the clients already connected.
     static let batch = 64
+    /// How long accepting pauses when even the reserve descriptor is gone.
+    static let pause: Int64 = 100_000_000
+    /// How often strategies that sweep look at their connections' timers.
+    static let sweepInterval: Int64 = 100_000_000
 
     init(listener: Socket, logger: Logger) {
         self.listener = listener
@@ -26,7 +30,7 @@ struct Acceptor: ~Copyable {
 
     /// Accepts what is waiting and hands each socket to `admit`; `refused`
     /// runs for each client turned away for lack of descriptors. Returns false
-    /// when accepting should pause (about 100 ms) before being tried again.
+    /// when accepting should pause (`pause`) before being tried again.
     mutating func acceptPending(admit: (Socket) -> Void, refused: () -> Void) -> Bool {
         for _ in 0..<Self.batch {
             do {
@@ -38,7 +42,7 @@ struct Acceptor: ~Copyable {
                 if error.errno.isDescriptorExhaustion {
                     if !refuseWithReserve(refused) { return false }
                 } else if error.errno != .connectionAborted {
-                    logger.warn("accept failed: \(error); pausing accepts for 100 ms")
+                    logger.warn("accept failed: \(error); pausing accepts for \(Self.pause / 1_000_000) ms")
                     return false
                 }
             }

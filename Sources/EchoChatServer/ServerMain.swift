@@ -83,16 +83,17 @@ public enum ServerMain {
         do {
             try pidFile?.write()
             server = try context.makeServer(listener: listener)
+            let control = server.control
             let reload = Reloader(arguments: arguments, context: context, logFile: logFile)
             try Signals.watch(handled) { signal in
                 switch signal {
                 case .hangup:
                     reload.reload()
                 case .user1:
-                    server.requestStatsReport()
+                    control.requestStats()
                 default:
                     logger.info("received \(signal), shutting down")
-                    server.requestShutdown()
+                    control.requestShutdown()
                 }
             }
         } catch {

@@ -1,0 +1,360 @@
+/// The life of one client connection, as a state machine with no I/O: what
+/// every strategy does with a socket, written once. Like `ChatCore`, it keeps
+/// no clock (times come in with the events) and touches no descriptor: its
+/// actions go out through a `ConnectionIO` the owner supplies (a real socket
+/// in the server, a recording fake in the tests).
+///
+/// Events in: `received` (bytes read), `endOfInput`, `failed`, `flush` (the
+/// socket is writable, or lines arrived for it), `tick` (time passed),
+/// `requestClose`, and the settings each event carries (a SIGHUP reload, the
+/// shutdown deadline). A refused connection is born with `refusing`.
+///
+/// Actions out (`ConnectionIO`): write, shut the sending side, close; hand
+/// chat bytes to the chat engine and collect the lines it queued here. The
+/// owner derives what to wait for from `wantsRead`, `wantsWrite` and
+/// `nextDeadline` after each event: pausing and resuming reading, arming and
+/// disarming writability are those properties changing.
+///
+/// The rules it owns (docs/PROTOCOL.md §2, §3.3, §3.5, §4):
+/// - Echo writes what it read straight back when nothing is queued before it
+///   (write first, queue only what the kernel did not take), stops reading
+///   when the queue reaches `max-output` and resumes once it has drained to
+///   half: backpressure, never loss.
+/// - Chat hands bytes to the engine and drops a client whose queue passes
+///   `max-output` (slow consumer).
+/// - Timers: idle, unfinished line, the close timeout of a finished session,
+///   the lingering close, the shutdown deadline. Each fires once.
+/// - Closing: a finished session delivers its queue, shuts its sending side,
+///   and reads (discarding) until the peer closes or the linger ends, so
+///   unread input cannot turn close(2) into a reset that destroys the last
+///   lines (nginx's lingering close).
+public struct ConnectionMachine {
+    public enum Mode: Sendable { case echo, chat }
+
+    public enum Phase: Sendable, Equatable {
+        /// Reading and writing.
+        case open
+        /// The session is over: delivering the queue, then closing.
+        case closing
+        /// Queue delivered, sending side shut: discarding input until the peer closes.
+        case lingering
+        case closed
+    }
+
+    public let mode: Mode
+    /// A counted client; false for a refused connection (it only gets one line).
+    public let admitted: Bool
+    public private(set) var phase: Phase
+    /// Bytes waiting for the kernel, oldest first.
+    public private(set) var output = ByteQueue()
+    /// EOF arrived: nothing more will be read.
+    public private(set) var inputClosed = false
+    /// Echo: not reading because the queue reached `max-output`.
+    public private(set) var paused = false
+    public private(set) var settings: ConnectionSettings
+    private var lastInput: Int64
+    private var partialSince: Int64?
+    private var closeDeadline: Int64?
+    private var lingerDeadline: Int64?
+    private var shutdownApplied = false
+
+    public init(mode: Mode, settings: ConnectionSettings, now: Int64) {
+        self.mode = mode
+        self.admitted = true
+        self.settings = settings
+        self.lastInput = now
+        self.phase = .open
+    }
+
+    /// A connection turned away (server full): it gets `line`, then closes.
+    public init(refusing line: [UInt8], mode: Mode, settings: ConnectionSettings, now: Int64) {
+        self.mode = mode
+        self.admitted = false
+        self.settings = settings
+        self.lastInput = now
+        self.phase = .open
+        output.append(line)
+        requestClose(now: now)
+    }
+
+    // MARK: - What the owner waits for
+
+    public var isClosed: Bool { phase == .closed }
+
+    /// Whether the owner should read (and wait for readability).
+    public var wantsRead: Bool {
+        switch phase {
+        case .open: !inputClosed && !paused
+        case .lingering: true
+        case .closing, .closed: false
+        }
+    }
+
+    /// Whether the owner should wait for writability: output is waiting.
+    public var wantsWrite: Bool { (phase == .open || phase == .closing) && !output.isEmpty }
+
+    /// How many bytes the next read may take (echo: what backpressure allows).
+    public func readBudget(_ capacity: Int) -> Int {
+        guard mode == .echo, phase == .open else { return capacity }
+        return min(capacity, max(0, settings.limits.maxOutput - output.count))
+    }
+
+    /// The earliest time `tick` has something to do, if any.
+    public var nextDeadline: Int64? {
+        switch phase {
+        case .closed: return nil
+        case .lingering: return lingerDeadline
+        case .closing: return settings.shutdownDeadline ?? closeDeadline
+        case .open:
+            if let deadline = settings.shutdownDeadline { return deadline }
+            guard admitted else { return nil }
+            let limits = settings.limits
+            var next: Int64?
+            if limits.idleTimeoutNanoseconds > 0 && wantsRead { next = lastInput + limits.idleTimeoutNanoseconds }
+            if let partialSince, limits.lineTimeoutNanoseconds > 0 {
+                next = min(next ?? .max, partialSince + limits.lineTimeoutNanoseconds)
+            }
+            return next
+        }
+    }
+
+    // MARK: - Events
+
+    /// New settings (a reload, or the shutdown deadline). Every event takes
+    /// them first; the shutdown deadline, once set, ends the session.
+    public mutating func update(_ settings: ConnectionSettings, now: Int64) {
+        self.settings = settings
+        guard let deadline = settings.shutdownDeadline, !shutdownApplied else { return }
+        shutdownApplied = true
+        switch phase {
+        case .open: requestClose(now: now)
+        case .lingering: lingerDeadline = min(lingerDeadline ?? deadline, deadline)
+        case .closing, .closed: break
+        }
+    }
+
+    /// Bytes read from the client (at most `readBudget` of them).
+    public mutating func received(_ bytes: UnsafeRawBufferPointer, now: Int64, io: inout some ConnectionIO) {
+        guard phase == .open, !inputClosed else { return }  // lingering: discarded
+        lastInput = now
+        switch mode {
+        case .echo:
+            var offset = 0
+            if output.isEmpty {
+                guard let written = io.write(bytes) else { return fail(.connectionError, io: &io) }
+                offset = written
+            }
+            if offset < bytes.count { output.append(UnsafeRawBufferPointer(rebasing: bytes[offset...])) }
+            if output.count >= settings.limits.maxOutput { paused = true }
+        case .chat:
+            let partial = io.chatReceive(bytes)
+            if settings.limits.lineTimeoutNanoseconds > 0 {
+                if !partial {
+                    partialSince = nil
+                } else if partialSince == nil {
+                    partialSince = now
+                }
+            }
+        }
+    }
+
+    /// The client shut down its sending side (or closed).
+    public mutating func endOfInput(now: Int64, io: inout some ConnectionIO) {
+        switch phase {
+        case .lingering:
+            close(.finished, io: &io)
+        case .open where !inputClosed:
+            inputClosed = true
+            partialSince = nil
+            switch mode {
+            case .echo: requestClose(now: now)
+            case .chat: io.chatEndOfInput()  // the engine answers, then asks for the close
+            }
+        default:
+            break
+        }
+    }
+
+    /// The session must end at once, its queue dropped: a socket error, or a
+    /// slow consumer. The chat engine is told unless it already let go.
+    public mutating func failed(_ reason: DisconnectReason, io: inout some ConnectionIO) {
+        fail(reason, io: &io)
+    }
+
+    /// The session is over (the chat engine forgot the client, echo saw EOF,
+    /// a timeout): deliver the queue, then close, within `close-timeout`.
+    public mutating func requestClose(now: Int64) {
+        guard phase == .open else { return }
+        phase = .closing
+        paused = false
+        closeDeadline = now + settings.closeTimeoutNanoseconds
+    }
+
+    /// Takes the lines queued for this connection and writes what the kernel
+    /// takes. Call when the socket is writable and after every other event.
+    public mutating func flush(now: Int64, io: inout some ConnectionIO) {
+        guard phase == .open || phase == .closing else { return }
+        if mode == .chat {
+            let mail = io.collect(into: &output)
+            if let reason = mail.abort { return fail(reason, io: &io) }
+            if mail.closeRequested { requestClose(now: now) }
+        }
+        while !output.isEmpty {
+            guard let written = output.withReadableBytes({ io.write($0) }) else { return fail(.connectionError, io: &io) }
+            if written == 0 { break }
+            output.consume(written)
+        }
+        let limits = settings.limits
+        if mode == .chat && admitted && phase == .open && limits.isSlowConsumer(queuedBytes: output.count) {
+            return fail(.slowConsumer, io: &io)
+        }
+        if paused && limits.echoMayResume(queuedBytes: output.count) {
+            paused = false
+            lastInput = now  // its idle clock stood still while it was not read
+        }
+        if phase == .closing && output.isEmpty { finishClose(now: now, io: &io) }
+    }
+
+    /// Time passed: fires whatever timer is due, once.
+    public mutating func tick(now: Int64, io: inout some ConnectionIO) {
+        switch phase {
+        case .closed:
+            return
+        case .lingering:
+            if let lingerDeadline, now >= lingerDeadline { close(.lingerEnded, io: &io) }
+        case .closing:
+            if let deadline = settings.shutdownDeadline {
+                if now >= deadline { close(.shutdownDeadline, io: &io) }
+            } else if let closeDeadline, now >= closeDeadline {
+                close(.closeTimeout, io: &io)
+            }
+        case .open:
+            if let deadline = settings.shutdownDeadline {
+                if now >= deadline { close(.shutdownDeadline, io: &io) }
+                return
+            }
+            guard admitted else { return }
+            let limits = settings.limits
+            if limits.isIdle(lastInput: lastInput, now: now, reading: wantsRead) {
+                expire(.idleTimeout, now: now, io: &io)
+            } else if mode == .chat && limits.isLineTimedOut(partialSince: partialSince, now: now) {
+                expire(.lineTimeout, now: now, io: &io)
+            }
+        }
+    }
+
+    // MARK: - Internals
+
+    /// A timer ended the session. Chat: the engine tells the client and the
+    /// room, then asks for the close; echo closes after its queue.
+    private mutating func expire(_ reason: DisconnectReason, now: Int64, io: inout some ConnectionIO) {
+        partialSince = nil
+        lastInput = now
+        switch mode {
+        case .chat: io.chatDisconnect(reason)
+        case .echo: requestClose(now: now)
+        }
+        io.expired(reason)
+    }
+
+    private mutating func fail(_ reason: DisconnectReason, io: inout some ConnectionIO) {
+        guard phase != .closed else { return }
+        output.removeAll()
+        if mode == .chat && admitted && phase == .open { io.chatDisconnect(reason) }
+        close(.failed(reason), io: &io)
+    }
+
+    /// Queue delivered: close now if the peer already closed its side (or
+    /// lingering is off), else shut ours and linger.
+    private mutating func finishClose(now: Int64, io: inout some ConnectionIO) {
+        if inputClosed || settings.lingerNanoseconds <= 0 { return close(.finished, io: &io) }
+        io.shutdownWrite()
+        var deadline = now + settings.lingerNanoseconds
+        if let shutdown = settings.shutdownDeadline { deadline = min(deadline, shutdown) }
+        lingerDeadline = deadline
+        phase = .lingering
+        if admitted { io.sessionEnded() }
+    }
+
+    private mutating func close(_ cause: CloseCause, io: inout some ConnectionIO) {
+        guard phase != .closed else { return }
+        let wasSession = phase != .lingering
+        phase = .closed
+        paused = false
+        output.removeAll()
+        if admitted && wasSession { io.sessionEnded() }
+        io.close(cause)
+    }
+}
+
+/// What a connection's timers and limits are, as the owner sees them now.
+public struct ConnectionSettings: Sendable, Equatable {
+    public var limits: Limits
+    /// How long a finished session may take to deliver its last output.
+    public var closeTimeoutNanoseconds: Int64
+    /// How long a closing connection waits for the peer to close (0: not at all).
+    public var lingerNanoseconds: Int64
+    /// Set once the server shuts down: everything closes by then.
+    public var shutdownDeadline: Int64?
+
+    /// Lingering lasts at most this long (nginx's `lingering_time` idea, shorter).
+    public static let defaultLinger: Int64 = 2_000_000_000
+
+    public init(
+        limits: Limits = Limits(), closeTimeoutNanoseconds: Int64 = 30_000_000_000,
+        lingerNanoseconds: Int64 = ConnectionSettings.defaultLinger, shutdownDeadline: Int64? = nil
+    ) {
+        self.limits = limits
+        self.closeTimeoutNanoseconds = closeTimeoutNanoseconds
+        self.lingerNanoseconds = lingerNanoseconds
+        self.shutdownDeadline = shutdownDeadline
+    }
+}
+
+/// Why a connection's descriptor was closed (for the owner's log line).
+public enum CloseCause: Sendable, Equatable {
+    /// Delivered and (if lingering) the peer closed.
+    case finished
+    case failed(DisconnectReason)
+    /// The finished session's last output was not taken within `close-timeout`.
+    case closeTimeout
+    /// The peer did not close within the linger time.
+    case lingerEnded
+    case shutdownDeadline
+}
+
+/// What the chat engine left for a connection since the last collection.
+public struct Mail: Sendable, Equatable {
+    /// The engine forgot the client: deliver the queue, then close.
+    public var closeRequested: Bool
+    /// The engine found the client too slow (its queue would pass `max-output`).
+    public var abort: DisconnectReason?
+
+    public init(closeRequested: Bool = false, abort: DisconnectReason? = nil) {
+        self.closeRequested = closeRequested
+        self.abort = abort
+    }
+}
+
+/// The actions of a `ConnectionMachine`: what its owner does for it.
+public protocol ConnectionIO {
+    /// Writes `bytes`; returns how many the kernel took (0: it would block),
+    /// or nil when the connection failed.
+    mutating func write(_ bytes: UnsafeRawBufferPointer) -> Int?
+    /// Shuts the sending side (the peer reads EOF after the queue).
+    mutating func shutdownWrite()
+    /// Releases the descriptor. Called exactly once, last.
+    mutating func close(_ cause: CloseCause)
+    /// An admitted client's session is over (it stops counting as a client).
+    mutating func sessionEnded()
+    /// A timer ended the session (for the log).
+    mutating func expired(_ reason: DisconnectReason)
+    /// Chat: hands received bytes to the engine; true if an unfinished line is waiting.
+    mutating func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool
+    /// Chat: the client shut down its sending side.
+    mutating func chatEndOfInput()
+    /// Chat: the session ends for `reason` (the engine tells the room).
+    mutating func chatDisconnect(_ reason: DisconnectReason)
+    /// Chat: moves the lines queued for this connection to the end of `output`.
+    mutating func collect(into output: inout ByteQueue) -> Mail
+}

@@ -1,0 +1,116 @@
+import EchoChatCore
+import EchoChatPOSIX
+
+/// The chat engine for every strategy: the core and the id -> connection
+/// registry behind one lock. A line is queued on each recipient's `shared`
+/// hand-off while the hub lock is held, so every recipient sees lines in the
+/// order the core produced them; nothing here writes to a socket. The first
+/// line a recipient gets since its owner last collected makes it a delivery,
+/// which the caller wakes after the lock is released (the strategy's way), so
+/// one burst of lines to one recipient costs one wake-up and, later, one send.
+///
+/// `max-output` holds at the moment a line is queued: a recipient whose queue
+/// (collected and not) would pass it is marked a slow consumer and gets no more.
+/// Lock order: hub, then connection.
+final class ChatHub: Sendable {
+    private let state: Lock<State>
+    /// Above this much queued, a recipient's owner should flush before the
+    /// batch ends, while the kernel buffer can take it.
+    static let urgentBytes = 64 * 1024
+
+    init(limits: Limits, stats: @escaping @Sendable () -> TransportStats) {
+        state = Lock(State(core: ChatCore(maxLine: limits.maxLine), maxOutput: limits.maxOutput, stats: stats))
+    }
+
+    var clientCount: Int { state.withLock { $0.core.clientCount } }
+
+    /// Admission and welcome in one step, so two threads can never both see
+    /// room for one more client. False: the server is full.
+    func admit(_ connection: Connection, limits: Limits, deliveries: inout Deliveries) -> Bool {
+        run(&deliveries) { state in
+            guard limits.admits(connectedClients: state.core.clientCount) else { return false }
+            state.connections[connection.id] = connection
+            state.core.connect(connection.id, output: state)
+            return true
+        }
+    }
+
+    /// Returns whether an unfinished line from `connection` is waiting.
+    func receive(_ bytes: UnsafeRawBufferPointer, from connection: Connection, deliveries: inout Deliveries) -> Bool {
+        run(&deliveries) { state in
+            state.core.receive(bytes, from: connection.id, output: state)
+            return state.core.hasPartialLine(connection.id)
+        }
+    }
+
+    func endOfInput(from connection: Connection, deliveries: inout Deliveries) {
+        run(&deliveries) { state in state.core.endOfInput(from: connection.id, output: state) }
+    }
+
+    func disconnect(_ connection: Connection, reason: DisconnectReason, deliveries: inout Deliveries) {
+        run(&deliveries) { state in state.core.disconnect(connection.id, reason: reason, output: state) }
+    }
+
+    func shutdown(deliveries: inout Deliveries) {
+        run(&deliveries) { state in state.core.shutdown(output: state) }
+    }
+
+    func serverStats(transport: TransportStats) -> ServerStats {
+        state.withLock { $0.core.stats(transport: transport) }
+    }
+
+    private func run<R>(_ deliveries: inout Deliveries, _ body: (State) -> R) -> R {
+        state.withLock { state in
+            swap(&state.deliveries, &deliveries)
+            defer { swap(&state.deliveries, &deliveries) }
+            return body(state)
+        }
+    }
+
+    /// The core's `ChatOutput`: only ever used with the hub lock held.
+    private final class State: ChatOutput {
+        let core: ChatCore
+        let maxOutput: Int
+        let stats: @Sendable () -> TransportStats
+        var connections: [ConnectionID: Connection] = [:]
+        var deliveries = Deliveries()
+
+        init(core: ChatCore, maxOutput: Int, stats: @escaping @Sendable () -> TransportStats) {
+            self.core = core
+            self.maxOutput = maxOutput
+            self.stats = stats
+        }
+
+        func send(_ line: [UInt8], to id: ConnectionID) {
+            guard let connection = connections[id] else { return }
+            let maxOutput = self.maxOutput
+            let (wake, urgent) = connection.shared.withLock { state -> (Bool, Bool) in
+                guard !state.closed, state.abort == nil else { return (false, false) }
+                let before = state.pending.count
+                if state.ownerQueued + before + line.count > maxOutput {
+                    state.abort = .slowConsumer
+                    state.pending.removeAll()
+                } else {
+                    state.pending.append(line)
+                }
+                let wake = !state.mailWaiting
+                state.mailWaiting = true
+                return (wake, before < ChatHub.urgentBytes && state.pending.count >= ChatHub.urgentBytes)
+            }
+            if wake { deliveries.woken.append(connection) }
+            if urgent { deliveries.urgent.append(connection) }
+        }
+
+        func close(_ id: ConnectionID) {
+            guard let connection = connections.removeValue(forKey: id) else { return }
+            let wake = connection.shared.withLock { state -> Bool in
+                state.closeRequested = true
+                defer { state.mailWaiting = true }
+                return !state.mailWaiting
+            }
+            if wake { deliveries.woken.append(connection) }
+        }
+
+        func transportStats() -> TransportStats { stats() }
+    }
+}

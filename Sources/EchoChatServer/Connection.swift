@@ -1,0 +1,228 @@
+import EchoChatCore
+import EchoChatPOSIX
+
+/// One client connection in a running server: a socket, its
+/// `ConnectionMachine`, and the hand-off through which other threads reach it.
+/// `serve` is the connection's whole life (read, hand to the engine, write,
+/// time out, close), written once for every strategy (memcached's
+/// `drive_machine`); a strategy only decides who calls it and when.
+///
+/// Ownership: one thread at a time *owns* the connection (the epoll loop, the
+/// client's own thread, or the pool worker holding it); only the owner calls
+/// `serve`, touches `machine`, writes to the socket or closes it. Everyone
+/// else (a chat sender on another thread, the acceptor, the pool dispatcher)
+/// only queues lines in `shared` under its lock and then wakes the owner the
+/// strategy's way. So no lock is ever held across a syscall on this socket,
+/// and no thread can write to a descriptor number that was closed and reused.
+final class Connection: @unchecked Sendable {
+    // @unchecked Sendable: `machine` is confined to the owning thread (see
+    // above; ownership passes between threads only through `shared`'s lock or
+    // a queue that takes a lock), everything else is immutable or in `shared`.
+
+    let socket: Socket
+    let id: ConnectionID
+    /// The poller registration's data: a generation above the descriptor, so
+    /// a stale event for a reused descriptor number is recognised.
+    let token: UInt64
+    let layer: ConnectionLayer
+    /// Echo: lines are counted on the wire (chat lines are counted by the engine).
+    let countsLines: Bool
+    let admitted: Bool
+    private(set) var machine: ConnectionMachine
+    let shared: Lock<Shared>
+
+    /// What other threads may touch, under the lock.
+    struct Shared {
+        /// Chat lines queued by the engine on any thread, not yet collected.
+        var pending = ByteQueue()
+        /// The owner's own queue at its last flush: with `pending`, what
+        /// `max-output` bounds at the moment a line is queued.
+        var ownerQueued = 0
+        var closeRequested = false
+        var abort: DisconnectReason?
+        /// Lines or a request arrived since the owner last collected: the
+        /// owner has been (or is being) woken; later deliveries need not wake it again.
+        var mailWaiting = false
+        /// The descriptor is closed: nobody may touch the socket.
+        var closed = false
+        /// Strategy bookkeeping (see the strategy that uses it).
+        var owner: WakeableThread?
+        var inService = false
+        var pendingEvents: Poller.Events = []
+        /// The machine's next deadline, published by the owner after serving.
+        var deadline: Int64?
+    }
+
+    init(socket: Socket, token: UInt64, layer: ConnectionLayer, machine: ConnectionMachine) {
+        self.socket = socket
+        self.id = ConnectionID(Int(socket.descriptor))
+        self.token = token
+        self.layer = layer
+        self.machine = machine
+        self.countsLines = machine.mode == .echo
+        self.admitted = machine.admitted
+        self.shared = Lock(Shared())
+    }
+
+    var isClosed: Bool { machine.isClosed }
+    /// When the owner must serve it again even if nothing happens (the owner only).
+    var nextDeadline: Int64? { machine.nextDeadline }
+
+    /// What the owner should wait for next.
+    var interest: Poller.Events {
+        var events: Poller.Events = []
+        if machine.wantsRead { events.insert(.readable) }
+        if machine.wantsWrite { events.insert(.writable) }
+        return events
+    }
+
+    /// Runs everything due: new settings, timers, the readiness `ready`
+    /// reported, the mail, the queue. Deliveries this caused to *other*
+    /// connections are appended to `deliveries` for the strategy to wake.
+    func serve(
+        _ ready: Poller.Events, now: Int64, settings: ConnectionSettings, buffer: UnsafeMutableRawBufferPointer,
+        deliveries: inout Deliveries
+    ) {
+        guard !machine.isClosed else { return }
+        var io = SocketIO(connection: self)
+        swap(&io.deliveries, &deliveries)
+        defer { swap(&io.deliveries, &deliveries) }
+        if settings != machine.settings { machine.update(settings, now: now) }
+        machine.tick(now: now, io: &io)
+        let failed = ready.contains(.error) || ready.contains(.hangup)
+        if machine.wantsRead && (ready.contains(.readable) || failed) {
+            read(into: buffer, now: now, io: &io)
+        } else if failed && !machine.isClosed {
+            // Not reading, so a read cannot collect the error; level-triggered
+            // HUP/ERR would otherwise repeat for ever. Deliver what we can.
+            machine.flush(now: now, io: &io)
+            machine.failed(.connectionError, io: &io)
+        }
+        machine.flush(now: now, io: &io)
+        let queued = machine.output.count
+        let deadline = machine.nextDeadline
+        let lingering = machine.phase == .lingering
+        if !machine.isClosed {
+            shared.withLock { state in
+                state.ownerQueued = queued
+                state.deadline = deadline
+                if lingering { state.mailWaiting = false }  // nothing more will be collected
+            }
+        }
+    }
+
+    private func read(into buffer: UnsafeMutableRawBufferPointer, now: Int64, io: inout SocketIO) {
+        let budget = machine.readBudget(buffer.count)
+        guard budget > 0 else { return }
+        let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<budget])
+        switch try? socket.read(into: target) {
+        case .bytes(let count)?:
+            let bytes = UnsafeRawBufferPointer(rebasing: target[0..<count])
+            layer.counters.received(bytes, countLines: countsLines)
+            machine.received(bytes, now: now, io: &io)
+        case .endOfFile?:
+            machine.endOfInput(now: now, io: &io)
+        case .wouldBlock?:
+            break
+        case nil:
+            machine.failed(.connectionError, io: &io)
+        }
+    }
+
+    /// Closes the descriptor at once (a server that stops with connections
+    /// still open). The owner only.
+    func forceClose() {
+        guard !machine.isClosed else { return }
+        var io = SocketIO(connection: self)
+        machine.failed(.connectionError, io: &io)
+    }
+
+    fileprivate func closeDescriptor() {
+        shared.withLock { state in
+            state.closed = true
+            state.pending.removeAll()
+            socket.close()
+        }
+    }
+}
+
+/// Connections that got mail during an event and whose owners must be woken.
+/// `urgent` ones have enough queued that waiting for the end of the batch
+/// would only grow memory.
+struct Deliveries {
+    var woken: [Connection] = []
+    var urgent: [Connection] = []
+
+    var isEmpty: Bool { woken.isEmpty && urgent.isEmpty }
+
+    mutating func removeAll() {
+        woken.removeAll(keepingCapacity: true)
+        urgent.removeAll(keepingCapacity: true)
+    }
+}
+
+/// The machine's actions, on a real socket.
+struct SocketIO: ConnectionIO {
+    let connection: Connection
+    var deliveries = Deliveries()
+
+    private var layer: ConnectionLayer { connection.layer }
+
+    mutating func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        switch try? connection.socket.write(bytes) {
+        case .done(let written)?:
+            layer.counters.sent(UnsafeRawBufferPointer(rebasing: bytes[0..<written]), countLines: connection.countsLines)
+            return written
+        case .wouldBlock?: return 0
+        case nil: return nil
+        }
+    }
+
+    mutating func shutdownWrite() { connection.socket.shutdownWrite() }
+
+    mutating func close(_ cause: CloseCause) {
+        switch cause {
+        case .finished: break
+        case .failed(let reason): layer.logger.debug("closing \(connection.socket): \(reason)")
+        case .closeTimeout:
+            layer.logger.debug("closing \(connection.socket): its last output was not taken within the close timeout")
+        case .lingerEnded: layer.logger.debug("closing \(connection.socket): the peer did not close within the linger time")
+        case .shutdownDeadline: layer.logger.debug("closing \(connection.socket): shutdown deadline")
+        }
+        connection.closeDescriptor()
+        layer.closed(connection)
+    }
+
+    mutating func sessionEnded() { layer.sessionEnded(connection) }
+
+    mutating func expired(_ reason: DisconnectReason) {
+        layer.logger.debug("closing \(connection.socket): \(reason)")
+    }
+
+    mutating func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        layer.hub?.receive(bytes, from: connection, deliveries: &deliveries) ?? false
+    }
+
+    mutating func chatEndOfInput() { layer.hub?.endOfInput(from: connection, deliveries: &deliveries) }
+
+    mutating func chatDisconnect(_ reason: DisconnectReason) {
+        layer.hub?.disconnect(connection, reason: reason, deliveries: &deliveries)
+    }
+
+    mutating func collect(into output: inout ByteQueue) -> Mail {
+        connection.shared.withLock { state in
+            if output.isEmpty {
+                swap(&output, &state.pending)
+            } else if !state.pending.isEmpty {
+                state.pending.withReadableBytes { output.append($0) }
+                state.pending.removeAll()
+            }
+            state.mailWaiting = false
+            defer {
+                state.closeRequested = false
+                state.abort = nil
+            }
+            return Mail(closeRequested: state.closeRequested, abort: state.abort)
+        }
+    }
+}

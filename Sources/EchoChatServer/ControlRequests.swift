@@ -1,0 +1,34 @@
+import EchoChatPOSIX
+import Synchronization
+
+/// Requests from other threads (the signal watcher) to a strategy's loop: a
+/// flag per request and one eventfd the loop polls. The loop owns all state,
+/// so it is the loop that acts on them.
+public final class ControlRequests: Sendable {
+    let wakeup: Wakeup
+    private let shutdown = Atomic<Bool>(false)
+    private let stats = Atomic<Bool>(false)
+
+    init() throws(SystemError) {
+        wakeup = try Wakeup()
+    }
+
+    deinit { wakeup.close() }
+
+    /// Begins the graceful shutdown of docs/PROTOCOL.md §4.
+    public func requestShutdown() {
+        shutdown.store(true, ordering: .releasing)
+        wakeup.ring()
+    }
+
+    /// Asks the loop to log a `stats:` line (SIGUSR1).
+    public func requestStats() {
+        stats.store(true, ordering: .releasing)
+        wakeup.ring()
+    }
+
+    var shutdownRequested: Bool { shutdown.load(ordering: .acquiring) }
+
+    /// True once per `requestStats()`.
+    func takeStatsRequest() -> Bool { stats.exchange(false, ordering: .acquiring) }
+}
