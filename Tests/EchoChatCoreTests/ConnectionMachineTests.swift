@@ -1,0 +1,365 @@
+import Testing
+
+@testable import EchoChatCore
+
+/// A recording `ConnectionIO`: a pretend kernel that takes at most `room`
+/// bytes (then would block), and for chat a real `ChatCore` in which this
+/// connection is client #1 (what the core sends to it lands in `mailbox`).
+final class FakeIO: ConnectionIO, ChatOutput {
+    /// Bytes the kernel will still take; nil = unlimited.
+    var room: Int?
+    var failWrites = false
+    var written: [UInt8] = []
+    var writesAfterClose = 0
+    var shutdowns = 0
+    var closes: [CloseCause] = []
+    var sessionsEnded = 0
+    var expiries: [DisconnectReason] = []
+    var disconnects: [DisconnectReason] = []
+    var mailbox = ByteQueue()
+    var mail = Mail()
+    let core: ChatCore?
+    static let id = ConnectionID(1)
+
+    init(chat: Bool, maxLine: Int = 4096) {
+        core = chat ? ChatCore(maxLine: maxLine) : nil
+        core?.connect(Self.id, output: self)
+    }
+
+    var text: String { String(decoding: written, as: UTF8.self) }
+    var lines: [String] { text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) }
+
+    // ConnectionIO
+    func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        if !closes.isEmpty { writesAfterClose += 1 }
+        if failWrites { return nil }
+        let count = min(bytes.count, room ?? .max)
+        written.append(contentsOf: bytes[0..<count])
+        if let room { self.room = room - count }
+        return count
+    }
+    func shutdownWrite() { shutdowns += 1 }
+    func close(_ cause: CloseCause) { closes.append(cause) }
+    func sessionEnded() { sessionsEnded += 1 }
+    func expired(_ reason: DisconnectReason) { expiries.append(reason) }
+    func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        core!.receive(bytes, from: Self.id, output: self)
+        return core!.hasPartialLine(Self.id)
+    }
+    func chatEndOfInput() { core!.endOfInput(from: Self.id, output: self) }
+    func chatDisconnect(_ reason: DisconnectReason) {
+        disconnects.append(reason)
+        core?.disconnect(Self.id, reason: reason, output: self)
+    }
+    func collect(into output: inout ByteQueue) -> Mail {
+        mailbox.withReadableBytes { output.append($0) }
+        mailbox.removeAll()
+        defer { mail = Mail() }
+        return mail
+    }
+
+    // ChatOutput (the core talking to this one client)
+    func send(_ line: [UInt8], to id: ConnectionID) { if id == Self.id { mailbox.append(line) } }
+    func close(_ id: ConnectionID) { if id == Self.id { mail.closeRequested = true } }
+    func transportStats() -> TransportStats { TransportStats(strategy: "test") }
+}
+
+private let second: Int64 = 1_000_000_000
+
+private func settings(
+    maxOutput: Int = 1 << 20, idle: Int64 = 0, line: Int64 = 0, close: Int64 = 30 * second, linger: Int64 = 2 * second
+) -> ConnectionSettings {
+    ConnectionSettings(
+        limits: Limits(maxOutput: maxOutput, idleTimeoutNanoseconds: idle, lineTimeoutNanoseconds: line),
+        closeTimeoutNanoseconds: close, lingerNanoseconds: linger)
+}
+
+extension ConnectionMachine {
+    /// Feeds `input` cut by `chunking`, each piece within the read budget,
+    /// flushing after every read as the driver does.
+    mutating func feed(_ input: [UInt8], _ chunking: Chunking, now: Int64, io: inout FakeIO) {
+        var cutter = Chunking.Cutter(chunking)
+        input.withUnsafeBytes { all in
+            for piece in cutter.pieces(count: input.count) {
+                var start = piece.lowerBound
+                while start < piece.upperBound {
+                    let budget = readBudget(piece.upperBound - start)
+                    if budget == 0 {
+                        // Backpressure: the client waits until the kernel drains.
+                        io.room = nil
+                        flush(now: now, io: &io)
+                        continue
+                    }
+                    received(UnsafeRawBufferPointer(rebasing: all[start..<start + budget]), now: now, io: &io)
+                    flush(now: now, io: &io)
+                    start += budget
+                }
+            }
+        }
+    }
+}
+
+@Suite("Connection machine: echo")
+struct EchoConnectionTests {
+    @Test(arguments: Chunking.standard)
+    func echoesEveryByteInOrderWhateverTheChunking(chunking: Chunking) {
+        var generator = SeededGenerator(seed: 3)
+        let input = (0..<5000).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(maxOutput: 700), now: 0)
+        machine.feed(input, chunking, now: 0, io: &io)
+        io.room = nil
+        machine.flush(now: 0, io: &io)
+        #expect(io.written == input)
+        #expect(machine.output.isEmpty)
+    }
+
+    @Test func writesFirstAndQueuesOnlyWhatTheKernelDidNotTake() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(), now: 0)
+        io.room = 3
+        bytes("hello\n").withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        #expect(io.text == "hel")
+        #expect(machine.output.count == 3)
+        #expect(machine.wantsWrite)
+        io.room = nil
+        machine.flush(now: 0, io: &io)
+        #expect(io.text == "hello\n")
+        #expect(!machine.wantsWrite)
+    }
+
+    @Test func pausesAtMaxOutputAndResumesAtHalf() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(maxOutput: 100, idle: 10 * second), now: 0)
+        io.room = 0
+        [UInt8](repeating: 0x61, count: 100).withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        #expect(machine.paused)
+        #expect(!machine.wantsRead)
+        #expect(machine.readBudget(4096) == 0)
+        io.room = 49  // 51 left: more than half
+        machine.flush(now: 1, io: &io)
+        #expect(machine.paused)
+        io.room = 1  // 50 left: exactly half
+        machine.flush(now: 2, io: &io)
+        #expect(!machine.paused)
+        #expect(machine.wantsRead)
+        #expect(machine.readBudget(4096) == 50)
+        // The idle clock restarted when reading resumed.
+        #expect(machine.nextDeadline == 2 + 10 * second)
+    }
+
+    @Test func endOfInputDeliversThenClosesWithoutLingering() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(), now: 0)
+        io.room = 2
+        bytes("abcd").withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        machine.endOfInput(now: 0, io: &io)
+        machine.flush(now: 0, io: &io)
+        #expect(io.closes.isEmpty)
+        io.room = nil
+        machine.flush(now: 0, io: &io)
+        #expect(io.text == "abcd")
+        #expect(io.closes == [.finished])
+        #expect(io.shutdowns == 0)
+        #expect(io.sessionsEnded == 1)
+    }
+
+    @Test func idleTimeoutFiresOnceThenTheSessionEnds() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(idle: 5 * second), now: 0)
+        #expect(machine.nextDeadline == 5 * second)
+        machine.tick(now: 5 * second - 1, io: &io)
+        #expect(io.expiries.isEmpty)
+        machine.tick(now: 5 * second, io: &io)
+        machine.tick(now: 6 * second, io: &io)
+        #expect(io.expiries == [.idleTimeout])
+        machine.flush(now: 6 * second, io: &io)
+        #expect(machine.phase == .lingering)
+        #expect(io.shutdowns == 1)
+        machine.tick(now: 8 * second, io: &io)
+        #expect(io.closes == [.lingerEnded])
+    }
+
+    @Test func aWriteErrorClosesAndDropsTheQueue() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(), now: 0)
+        io.failWrites = true
+        bytes("x").withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        #expect(io.closes == [.failed(.connectionError)])
+        #expect(machine.output.isEmpty)
+        #expect(!machine.wantsRead && !machine.wantsWrite && machine.nextDeadline == nil)
+    }
+
+    @Test func aRefusedConnectionGetsItsLineThenLingersUntilThePeerCloses() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(refusing: Replies.serverFull, mode: .echo, settings: settings(), now: 0)
+        #expect(!machine.admitted && machine.wantsWrite && !machine.wantsRead)
+        machine.flush(now: 0, io: &io)
+        #expect(io.written == Replies.serverFull)
+        #expect(machine.phase == .lingering && io.shutdowns == 1)
+        bytes("ignored").withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        machine.endOfInput(now: 1, io: &io)
+        #expect(io.closes == [.finished])
+        #expect(io.sessionsEnded == 0)  // never a client
+    }
+
+    @Test func withoutLingerARefusalClosesRightAfterItsLine() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(refusing: Replies.serverFull, mode: .chat, settings: settings(linger: 0), now: 0)
+        machine.flush(now: 0, io: &io)
+        #expect(io.written == Replies.serverFull && io.closes == [.finished] && io.shutdowns == 0)
+    }
+
+    @Test func aFinishedSessionThatNeverReadsIsClosedAtTheCloseTimeout() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(close: 3 * second), now: 0)
+        io.room = 0
+        bytes("stuck").withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        machine.endOfInput(now: second, io: &io)
+        #expect(machine.nextDeadline == 4 * second)
+        machine.tick(now: 4 * second, io: &io)
+        #expect(io.closes == [.closeTimeout])
+    }
+
+    @Test func shutdownClosesEverythingByItsDeadline() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(), now: 0)
+        var stopping = settings()
+        stopping.shutdownDeadline = 5 * second
+        machine.update(stopping, now: second)
+        #expect(machine.phase == .closing)
+        machine.flush(now: second, io: &io)
+        #expect(machine.phase == .lingering && machine.nextDeadline == 3 * second)  // linger 2 s < deadline
+        var late = settings()
+        late.shutdownDeadline = 2 * second
+        machine.update(late, now: second)  // a deadline set once is not moved
+        machine.tick(now: 3 * second, io: &io)
+        #expect(io.closes == [.lingerEnded])
+    }
+}
+
+@Suite("Connection machine: chat")
+struct ChatConnectionTests {
+    /// A chat session: welcome, commands, a message, an overlong line, /quit.
+    static let session = bytes("/nick alice\n/who\n/rooms\nhello\n" + String(repeating: "x", count: 5000) + "\n/quit bye\n")
+
+    @Test(arguments: Chunking.standard)
+    func theSameRepliesWhateverTheChunking(chunking: Chunking) {
+        var io = FakeIO(chat: true)
+        var machine = ConnectionMachine(mode: .chat, settings: settings(), now: 0)
+        machine.flush(now: 0, io: &io)
+        machine.feed(Self.session, chunking, now: 0, io: &io)
+        #expect(
+            io.lines == [
+                "* welcome guest1, you are in #lobby (1 here); /help lists commands", "* you are now alice",
+                "* #lobby: alice (1)", "* rooms: #lobby (1)", "! line too long (max 4096 bytes)", "* bye",
+            ])
+        #expect(machine.phase == .lingering)
+        machine.endOfInput(now: 0, io: &io)
+        #expect(io.closes == [.finished])
+    }
+
+    @Test func lineTimeoutTellsTheClientOnceAndCloses() {
+        var io = FakeIO(chat: true)
+        var machine = ConnectionMachine(mode: .chat, settings: settings(line: 4 * second), now: 0)
+        bytes("unfinished").withUnsafeBytes { machine.received($0, now: second, io: &io) }
+        #expect(machine.nextDeadline == 5 * second)
+        machine.tick(now: 5 * second, io: &io)
+        machine.tick(now: 5 * second, io: &io)
+        machine.flush(now: 5 * second, io: &io)
+        #expect(io.disconnects == [.lineTimeout])
+        #expect(io.lines.last == "* line timeout")
+        #expect(machine.phase == .lingering)
+    }
+
+    @Test func aQueuePastMaxOutputIsASlowConsumer() {
+        var io = FakeIO(chat: true)
+        var machine = ConnectionMachine(mode: .chat, settings: settings(maxOutput: 100), now: 0)
+        io.room = 0
+        machine.flush(now: 0, io: &io)  // the welcome (70 bytes) stays queued
+        #expect(io.closes.isEmpty)
+        io.mailbox.append([UInt8](repeating: 0x61, count: 40))
+        machine.flush(now: 0, io: &io)
+        #expect(io.closes == [.failed(.slowConsumer)])
+        #expect(io.disconnects == [.slowConsumer])
+    }
+
+    @Test func anAbortInTheMailEndsTheSession() {
+        var io = FakeIO(chat: true)
+        var machine = ConnectionMachine(mode: .chat, settings: settings(), now: 0)
+        io.mail.abort = .slowConsumer
+        machine.flush(now: 0, io: &io)
+        #expect(io.closes == [.failed(.slowConsumer)])
+    }
+}
+
+/// Random event sequences against the invariants the strategies rely on.
+@Suite("Connection machine: model")
+struct ConnectionModelTests {
+    enum Event: CaseIterable { case read, eof, writable, kernelFull, tick, mail, close, shutdown, error }
+
+    @Test(arguments: [ConnectionMachine.Mode.echo, .chat], 1...40)
+    func invariantsHoldOverRandomEvents(mode: ConnectionMachine.Mode, seed: Int) {
+        var generator = SeededGenerator(seed: UInt64(seed) &* 7919)
+        let maxOutput = 300
+        let base = settings(maxOutput: maxOutput, idle: 7 * second, line: 5 * second, close: 4 * second, linger: 2 * second)
+        var io = FakeIO(chat: mode == .chat)
+        var machine = ConnectionMachine(mode: mode, settings: base, now: 0)
+        var now: Int64 = 0
+        var sent: [UInt8] = []  // echo: what the client sent that was read
+        var shutdownAt: Int64?
+        for _ in 0..<300 {
+            let event = Event.allCases.randomElement(using: &generator)!
+            switch event {
+            case .read:
+                guard machine.wantsRead else { continue }
+                let count = machine.readBudget(Int.random(in: 1...120, using: &generator))
+                if count == 0 { continue }
+                var chunk = (0..<count).map { _ in UInt8.random(in: 0x20...0x7E, using: &generator) }
+                if mode == .chat && Bool.random(using: &generator) { chunk[count - 1] = 0x0A }
+                if machine.phase == .open && !machine.inputClosed { sent += chunk }
+                chunk.withUnsafeBytes { machine.received($0, now: now, io: &io) }
+            case .eof: if machine.wantsRead { machine.endOfInput(now: now, io: &io) }
+            case .writable: io.room = Int.random(in: 0...200, using: &generator)
+            case .kernelFull: io.room = 0
+            case .tick: now += Int64.random(in: 0...(3 * second), using: &generator)
+                machine.tick(now: now, io: &io)
+            case .mail: if mode == .chat { io.mailbox.append(bytes("* note\n")) }
+            case .close: machine.requestClose(now: now)
+            case .shutdown:
+                if shutdownAt == nil { shutdownAt = now + 3 * second }
+                var stopping = base
+                stopping.shutdownDeadline = shutdownAt
+                machine.update(stopping, now: now)
+            case .error: if Int.random(in: 0..<10, using: &generator) == 0 { machine.failed(.connectionError, io: &io) }
+            }
+            machine.flush(now: now, io: &io)
+
+            // Nothing is written after close, and close happens at most once.
+            #expect(io.writesAfterClose == 0)
+            #expect(io.closes.count <= 1)
+            #expect(machine.isClosed == (io.closes.count == 1))
+            // The queue never passes its bound (chat: or the client is gone).
+            #expect(machine.output.count <= maxOutput)
+            // Echo: paused exactly while the queue is above half of max-output.
+            if mode == .echo && machine.phase == .open {
+                #expect(!machine.paused || machine.output.count > maxOutput / 2)
+            }
+            // Echo: what was written is exactly a prefix of what was read, in order.
+            if mode == .echo && !machine.isClosed {
+                #expect(io.written == Array(sent.prefix(io.written.count)))
+                #expect(io.written.count + machine.output.count == sent.count)
+            }
+            // A closed connection asks for nothing and has no timer.
+            if machine.isClosed { #expect(!machine.wantsRead && !machine.wantsWrite && machine.nextDeadline == nil) }
+            // Shutdown: nothing outlives the deadline.
+            if let shutdownAt, now >= shutdownAt { #expect(machine.isClosed) }
+            // Every timer fires when due: time only moves in `tick`, which
+            // acts on whatever is due, so no deadline is ever left behind.
+            if let deadline = machine.nextDeadline { #expect(deadline > now) }
+            // Each timeout fired at most once.
+            #expect(io.expiries.count <= 1)
+            #expect(io.sessionsEnded <= (machine.admitted ? 1 : 0))
+        }
+    }
+}
