@@ -7,7 +7,7 @@ public enum LoadMain {
         do {
             command = try LoadCommandLine.parse(arguments)
         } catch {
-            let name = arguments.first.map { ["bench", "bench-loadgen"].contains($0) ? "echochat-load \($0)" : "echochat-load" }
+            let name = arguments.first.map { ["bench", "bench-loadgen", "storm"].contains($0) ? "echochat-load \($0)" : "echochat-load" }
             System.writeToStandardError(LoadCommandLine.errorText(error, command: name ?? "echochat-load"))
             return 64
         }
@@ -22,6 +22,8 @@ public enum LoadMain {
             return StrategyBench.run(options, arguments: Array(arguments.dropFirst()))
         case .compare(let options):
             return LoadgenComparison.run(options, arguments: Array(arguments.dropFirst()))
+        case .storm(let options):
+            return Storm.run(options, arguments: Array(arguments.dropFirst()))
         case .run(let options):
             return runLoad(options)
         }

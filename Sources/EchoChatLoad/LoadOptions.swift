@@ -57,6 +57,7 @@ public enum LoadCommand: Equatable, Sendable {
     case run(LoadOptions)
     case bench(BenchOptions)
     case compare(CompareOptions)
+    case storm(StormOptions)
     case help(String)
     case version
 }
@@ -174,6 +175,7 @@ public enum LoadCommandLine {
         if let first = arguments.first {
             if first == "bench" { return try parseBench(Array(arguments.dropFirst())) }
             if first == "bench-loadgen" { return try parseCompare(Array(arguments.dropFirst())) }
+            if first == "storm" { return try parseStorm(Array(arguments.dropFirst())) }
         }
         var options = LoadOptions()
         switch try parseFlags(arguments, settings: settings, into: &options) {
@@ -281,6 +283,7 @@ public enum LoadCommandLine {
         USAGE: \(usageLine)
                echochat-load bench [<options>]          (every strategy, see 'echochat-load bench --help')
                echochat-load bench-loadgen [<options>]  (against ../shared/bench/loadgen)
+               echochat-load storm [<options>]          (connect storm, see 'echochat-load storm --help')
 
         OPTIONS:
         \(renderOptions(settings))
