@@ -236,25 +236,23 @@ enum Storm {
             System.writeToStandardError("Error: \(error)\n")
             return 1
         }
-        return emit([result], options: options, asArray: false)
+        return emit(result, options: options)
     }
 
-    static func emit(_ results: [StormResult], options: StormOptions, asArray: Bool) -> Int32 {
-        let summary = results.map(\.summary).joined() + (asArray ? table(results) : "")
-        let json = asArray ? JSONValue.array(results.map(\.json)) : results[0].json
+    static func emit(_ result: StormResult, options: StormOptions) -> Int32 {
         if options.jsonPath == "-" {
-            System.writeToStandardError(summary)
-            System.writeToStandardOutput(json.text + "\n")
+            System.writeToStandardError(result.summary)
+            System.writeToStandardOutput(result.json.text + "\n")
         } else {
-            System.writeToStandardOutput(summary)
+            System.writeToStandardOutput(result.summary)
             if let path = options.jsonPath {
-                do { try System.writeFile(path, json.text + "\n") } catch {
+                do { try System.writeFile(path, result.json.text + "\n") } catch {
                     System.writeToStandardError("Error: cannot write \(path): \(error)\n")
                     return 1
                 }
             }
         }
-        return results.allSatisfy { $0.exitStatus == 0 } ? 0 : 1
+        return result.exitStatus
     }
 
     static func table(_ results: [StormResult]) -> String {

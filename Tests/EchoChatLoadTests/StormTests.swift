@@ -55,6 +55,15 @@ struct StormTests {
         #expect(both.status == 64)
     }
 
+    @Test func tooFewDescriptorsFailBeforeConnecting() throws {
+        // Port 9 (discard) on loopback: nothing listens, and nothing is tried.
+        let result = try runProgram(
+            "/bin/sh", ["-c", "ulimit -n 300 && exec \"$0\" storm --clients 500 --port 9", Self.binary], timeout: 30)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("500 clients need about"), "\(result.stderr)")
+        #expect(result.stderr.contains("RLIMIT_NOFILE is 300"), "\(result.stderr)")
+    }
+
     @Test func parsingKeepsTheDefaultsAndTakesEveryFlag() throws {
         guard case .storm(let defaults) = try LoadCommandLine.parse(["storm"]) else { throw TestFailure("not a storm") }
         #expect(defaults.clients == 5000 && defaults.hold == 1 && defaults.settle == 2 && !defaults.reset)
