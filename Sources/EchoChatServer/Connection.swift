@@ -87,6 +87,7 @@ final class Connection: @unchecked Sendable {
         var io = SocketIO(connection: self)
         swap(&io.deliveries, &deliveries)
         defer { swap(&io.deliveries, &deliveries) }
+        let wasPaused = machine.paused
         if settings != machine.settings { machine.update(settings, now: now) }
         machine.tick(now: now, io: &io)
         let failed = ready.contains(.error) || ready.contains(.hangup)
@@ -100,6 +101,9 @@ final class Connection: @unchecked Sendable {
         }
         machine.flush(now: now, io: &io)
         let queued = machine.output.count
+        if machine.paused != wasPaused {
+            layer.logger.debug("\(machine.paused ? "paused" : "resumed") reading \(socket) with \(queued) bytes queued")
+        }
         let deadline = machine.nextDeadline
         let lingering = machine.phase == .lingering
         if !machine.isClosed {
