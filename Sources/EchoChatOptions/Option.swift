@@ -27,6 +27,9 @@ public struct Option<Settings>: Sendable {
     public let defaultText: String?
     /// Named in the generated usage line; the rest are summed up as `[<options>]`.
     public let inUsage: Bool
+    /// Shown without brackets in the usage line. The program checks that it
+    /// was given, so that its error can say where to get what it names.
+    public let isRequired: Bool
     /// A setting that a config file and the environment may also give.
     public let isSetting: Bool
     /// The setting's value in `Settings`, as a config file would spell it
@@ -37,7 +40,7 @@ public struct Option<Settings>: Sendable {
 
     public init(
         _ name: String, short: String? = nil, placeholder: String?, help: String, default defaultText: String? = nil,
-        inUsage: Bool = true, isSetting: Bool = false, current: (@Sendable (Settings) -> String)? = nil,
+        inUsage: Bool = true, isRequired: Bool = false, isSetting: Bool = false, current: (@Sendable (Settings) -> String)? = nil,
         apply: @escaping @Sendable (inout Settings, _ value: String, _ name: String) throws(UsageError) -> Void
     ) {
         self.name = name
@@ -46,6 +49,7 @@ public struct Option<Settings>: Sendable {
         self.help = help
         self.defaultText = defaultText
         self.inUsage = inUsage
+        self.isRequired = isRequired
         self.isSetting = isSetting
         self.current = current
         self.apply = apply
@@ -63,7 +67,8 @@ public struct Option<Settings>: Sendable {
 
     /// `[--port <port>]`, as the usage line shows it.
     var usageLabel: String {
-        "[--\(name)" + (placeholder.map { " <\($0)>" } ?? "") + "]"
+        let label = "--\(name)" + (placeholder.map { " <\($0)>" } ?? "")
+        return isRequired ? label : "[\(label)]"
     }
 }
 

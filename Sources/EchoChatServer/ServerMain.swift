@@ -1,4 +1,5 @@
 import EchoChatCore
+import EchoChatOptions
 import EchoChatPOSIX
 
 /// `echochat-server`: parse options, detach if asked, bind, start the chosen
@@ -13,12 +14,12 @@ public enum ServerMain {
         switch parse(arguments) {
         case .failure(let error):
             System.writeToStandardError(ServerOptions.errorText(error))
-            return 64
+            return usageExitStatus
         case .success(.help):
             System.writeToStandardOutput(ServerOptions.helpText)
             return 0
         case .success(.version):
-            System.writeToStandardOutput("echochat-server \(ServerOptions.version)\n")
+            System.writeToStandardOutput(ServerOptions.versionText)
             return 0
         case .success(.checkConfig(let settings)):
             System.writeToStandardOutput(ServerOptions.render(settings))
@@ -116,9 +117,12 @@ public enum ServerMain {
         return status
     }
 
+    /// Settings from the config file, the process's environment and
+    /// `arguments`. The environment is read, never changed, so a reload that
+    /// parses again sees the same variables as the start did.
     static func parse(_ arguments: [String]) -> Result<ServerOptions.Command, UsageError> {
         Result { () throws(UsageError) in
-            try ServerOptions.parse(arguments) { path in
+            try ServerOptions.parse(arguments, environment: System.environmentVariable) { path in
                 String(decoding: try System.readFile(System.absolutePath(path)), as: UTF8.self)
             }
         }
@@ -147,7 +151,9 @@ public enum ServerMain {
 }
 
 /// SIGHUP: reopen the log file (logrotate's rename-then-signal) and re-read
-/// the config file, keeping the command-line flags on top of it as at start.
+/// the config file, building the settings as at start: defaults < the file
+/// as it is now < the same environment < the same flags, so whatever the
+/// environment or a flag set still overrides the file.
 /// Only the settings in `RuntimeSettings.reloadable` change while running.
 final class Reloader: Sendable {
     let arguments: [String]
@@ -177,7 +183,7 @@ final class Reloader: Sendable {
         switch ServerMain.parse(arguments) {
         case .failure(let error):
             logger.error("SIGHUP: config not reloaded, keeping the running settings: \(error.message)")
-        case .success(.run(var new)), .success(.checkConfig(var new)):
+        case .success(.run(var new)):
             new.pidFile = new.pidFile.map(System.absolutePath)
             new.logFile = new.logFile.map(System.absolutePath)
             new.configFile = new.configFile.map(System.absolutePath)

@@ -1,4 +1,5 @@
 import EchoChatCore
+import EchoChatOptions
 import EchoChatPOSIX
 import EchoChatServer
 import EchoChatTestSupport
@@ -142,7 +143,7 @@ struct CommandLineTests {
     @Test func versionPrintsAndExitsZero() throws {
         let result = try run(["--version"])
         #expect(result.status == 0)
-        #expect(result.stdout == "echochat-server \(ServerOptions.version)\n")
+        #expect(result.stdout == "echochat-server \(Release.version)\n")
     }
 
     @Test(arguments: [
