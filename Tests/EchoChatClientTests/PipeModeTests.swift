@@ -1,4 +1,5 @@
 import EchoChatClient
+import EchoChatOptions
 import EchoChatPOSIX
 import EchoChatTestSupport
 import Foundation
@@ -150,6 +151,6 @@ struct PipeModeTests {
         #expect(try runProgram(clientBinary, ["-h"]).stdout == ClientOptions.helpText)
         let version = try runProgram(clientBinary, ["--version"])
         #expect(version.status == 0)
-        #expect(version.stdout == "echochat \(ClientOptions.version)\n")
+        #expect(version.stdout == "echochat \(Release.version)\n")
     }
 }
