@@ -1,3 +1,4 @@
+import EchoChatOptions
 import EchoChatPOSIX
 
 /// `echochat-load`: parse, run, report. Returns the exit status.
@@ -7,16 +8,15 @@ public enum LoadMain {
         do {
             command = try LoadCommandLine.parse(arguments)
         } catch {
-            let name = arguments.first.map { ["bench", "bench-loadgen"].contains($0) ? "echochat-load \($0)" : "echochat-load" }
-            System.writeToStandardError(LoadCommandLine.errorText(error, command: name ?? "echochat-load"))
-            return 64
+            System.writeToStandardError(LoadCommandLine.errorText(error, arguments: arguments))
+            return usageExitStatus
         }
         switch command {
         case .help(let text):
             System.writeToStandardOutput(text)
             return 0
         case .version:
-            System.writeToStandardOutput("echochat-load \(LoadCommandLine.version)\n")
+            System.writeToStandardOutput(LoadCommandLine.parser.versionText)
             return 0
         case .bench(let options):
             return StrategyBench.run(options, arguments: Array(arguments.dropFirst()))

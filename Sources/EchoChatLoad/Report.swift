@@ -1,3 +1,5 @@
+import EchoChatOptions
+
 /// The outcome of one load run: parameters, totals, rates, percentiles and
 /// error counts. Rendered as a human summary (stdout) and as one JSON object.
 public struct LoadReport: Sendable {
@@ -186,7 +188,7 @@ public struct LoadReport: Sendable {
         case .hold:
             modeText = "hold, \(Format.grouped(connectionsRequested)) idle connections"
         }
-        let header = "echochat-load \(LoadCommandLine.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(host):\(port)"
+        let header = "echochat-load \(Release.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(host):\(port)"
         let width = rows.map(\.0.count).max()! + 2
         return header + "\n" + rows.map { "  " + Format.pad($0.0, width) + $0.1 }.joined(separator: "\n") + "\n"
     }
