@@ -29,9 +29,20 @@ public enum LoadMain {
 
     static func runLoad(_ options: LoadOptions) -> Int32 {
         let progress = !options.quiet && System.isTerminal(System.standardErrorDescriptor)
+        // Ctrl-C or SIGTERM ends the run early with a report of what was
+        // measured (exit 130 or 143); a second one ends the process at once.
+        // Watched before any worker thread exists, so only the watcher gets them.
+        let interruption = Interruption()
+        do {
+            try Signals.watch([.interrupt, .terminate]) { signal in
+                if !interruption.request(signal) { System.exit(128 + signal.rawValue) }
+            }
+        } catch {
+            System.writeToStandardError("echochat-load: cannot watch signals (Ctrl-C will not report): \(error)\n")
+        }
         let report: LoadReport
         do {
-            report = try LoadRunner.run(options, progress: progress)
+            report = try LoadRunner.run(options, progress: progress, interruption: interruption)
         } catch {
             System.writeToStandardError("Error: \(error)\n")
             return 1
