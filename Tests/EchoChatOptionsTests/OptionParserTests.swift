@@ -179,7 +179,7 @@ struct OptionParserTests {
         #expect(Self.parser.render(layers) == """
             port = 9500    # flag --port
             name = env     # env DEMO_NAME
-            verbose = yes   # file demo.conf:5
+            verbose = yes  # file demo.conf:5
 
             """)
     }
