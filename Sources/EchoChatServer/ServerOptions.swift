@@ -39,6 +39,15 @@ public enum ServerOptions {
             apply: apply)
     }
 
+    /// A setting in seconds (decimals allowed, 0 = off where the help says so).
+    static func seconds(
+        _ name: String, help: String, _ field: WritableKeyPath<ServerConfiguration, Double> & Sendable
+    ) -> Option<ServerConfiguration> {
+        setting(name, placeholder: "seconds", help: help, value: { format($0[keyPath: field]) }) {
+            config, text, name throws(UsageError) in config[keyPath: field] = try Value.seconds(text, name)
+        }
+    }
+
     static let settings: [Option<ServerConfiguration>] = [
         setting("host", placeholder: "host",
                 help: "Address to bind; 0.0.0.0 or :: for all interfaces",
@@ -69,25 +78,10 @@ public enum ServerOptions {
                 value: { String($0.maxOutput) }) { config, text, name throws(UsageError) in
             config.maxOutput = try Value.size(text, name, minimum: 1)
         },
-        setting("idle-timeout", placeholder: "seconds", help: "Close clients silent this long; 0 = off",
-                value: { format($0.idleTimeout) }) { config, text, name throws(UsageError) in
-            config.idleTimeout = try Value.seconds(text, name)
-        },
-        setting("line-timeout", placeholder: "seconds",
-                help: "Chat: close clients that leave a line unfinished this long; 0 = off",
-                value: { format($0.lineTimeout) }) { config, text, name throws(UsageError) in
-            config.lineTimeout = try Value.seconds(text, name)
-        },
-        setting("shutdown-timeout", placeholder: "seconds",
-                help: "On SIGTERM/SIGINT, time allowed to deliver pending output",
-                value: { format($0.shutdownTimeout) }) { config, text, name throws(UsageError) in
-            config.shutdownTimeout = try Value.seconds(text, name)
-        },
-        setting("close-timeout", placeholder: "seconds",
-                help: "Time a finished session has to take its last output before it is closed anyway",
-                value: { format($0.closeTimeout) }) { config, text, name throws(UsageError) in
-            config.closeTimeout = try Value.seconds(text, name)
-        },
+        seconds("idle-timeout", help: "Close clients silent this long; 0 = off", \.idleTimeout),
+        seconds("line-timeout", help: "Chat: close clients that leave a line unfinished this long; 0 = off", \.lineTimeout),
+        seconds("shutdown-timeout", help: "On SIGTERM/SIGINT, time allowed to deliver pending output", \.shutdownTimeout),
+        seconds("close-timeout", help: "Time a finished session has to take its last output before it is closed anyway", \.closeTimeout),
         setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
                 value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)
