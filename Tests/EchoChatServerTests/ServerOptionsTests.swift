@@ -148,4 +148,36 @@ struct ServerOptionsTests {
         #expect(line?.contains("log-level=debug max-clients=3 idle-timeout=1 line-timeout=0 close-timeout=7") == true,
                 "\(log.text)")
     }
+
+    /// A daemon moves to /, but relative paths (config, pid and log file)
+    /// keep meaning the files in the directory it started in, also when
+    /// SIGHUP re-reads the config file.
+    @Test func aDaemonReloadsARelativeConfigPath() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = { (name: String) in directory.appendingPathComponent(name).path }
+        try "max-clients = 5\n".write(toFile: file("rel.conf"), atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ServerProcess.binary)
+        process.arguments = ["--port", "0", "--daemon", "--config", "rel.conf", "--pidfile", "rel.pid", "--log-file", "rel.log"]
+        process.currentDirectoryURL = directory
+        process.environment = environment([:])
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let pidText = try String(contentsOfFile: file("rel.pid"), encoding: .utf8)
+        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { Signals.send(.terminate, to: pid) }
+        try "max-clients = 9\n".write(toFile: file("rel.conf"), atomically: true, encoding: .utf8)
+        Signals.send(.hangup, to: pid)
+        var log = ""
+        for _ in 0..<100 where !log.contains("SIGHUP: reloaded") {
+            Thread.sleep(forTimeInterval: 0.1)
+            log = (try? String(contentsOfFile: file("rel.log"), encoding: .utf8)) ?? ""
+        }
+        #expect(log.contains("SIGHUP: reloaded log-level=info max-clients=9 "), "\(log)")
+    }
 }
