@@ -19,34 +19,27 @@ struct InterruptTests {
     {
         let jsonPath = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-load-\(UUID()).json").path
         defer { try? FileManager.default.removeItem(atPath: jsonPath) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["--port", String(server.port), "-c", "4", "-d", "60", "-w", "0", "--json", jsonPath] + extra
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        defer { if process.isRunning { Signals.send(.kill, to: process.processIdentifier) } }
-        let output = Background { stdout.fileHandleForReading.readDataToEndOfFile() }
+        let process = try TestProcess(
+            Self.binary, ["--port", String(server.port), "-c", "4", "-d", "60", "-w", "0", "--json", jsonPath] + extra,
+            stdin: .null, stdout: .pipe, stderr: .null)
 
         // Measured something: the server has answered messages.
         let deadline = Date().addingTimeInterval(20)
         var measuring = false
         while !measuring && Date() < deadline {
-            Signals.send(.user1, to: server.pid)
+            server.signal(.user1)
             measuring = server.log.waitFor({ $0.contains("stats:") && !$0.contains("messages_in=0 ") }, timeout: 0.3) != nil
         }
         try #require(measuring, "the server never saw a message:\n\(server.log.text)")
 
-        Signals.send(signal, to: process.processIdentifier)
-        let exited = Background { process.waitUntilExit() }
-        try exited.value(timeout: 20)
-        #expect(process.terminationReason == .exit, "it should exit, not die of the signal")
-        let text = String(decoding: try output.value(timeout: 5), as: UTF8.self)
+        #expect(process.signal(signal))
+        // Exited, and all of its stdout collected (or killed and thrown after 20 s).
+        let status = try process.waitForExit(timeout: 20)
+        #expect(process.killedBySignal == nil, "it should exit, not die of the signal")
+        let text = process.stdout?.text ?? ""
         let data = try Data(contentsOf: URL(fileURLWithPath: jsonPath))
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        return (process.terminationStatus, text, json)
+        return (status, text, json)
     }
 
     @Test func sigintPrintsWhatWasMeasuredAndExits130() throws {
