@@ -25,6 +25,7 @@ final class Spawner: @unchecked Sendable {
     private var queue: [@Sendable () -> Void] = []
 
     private init() {
+        Self.dieWithParent()
         do {
             try Threads.spawn(name: "test-spawner", stackSize: 512 * 1024, detached: true) { [self] in
                 while true {
@@ -37,6 +38,25 @@ final class Spawner: @unchecked Sendable {
             }
         } catch {
             fatalError("cannot start the spawner thread: \(error)")
+        }
+    }
+
+    /// `swift test` runs this test process as its child. If `swift test` is
+    /// killed (CI cancelling a job with SIGKILL), this process would run on
+    /// as an orphan, starting servers nobody waits for. So a thread watches
+    /// the parent through a pidfd and, when it has gone, SIGKILLs this
+    /// process: its children then die by their death signal, and guardians
+    /// kill the daemons they hold. Started with the first program a test starts.
+    private static func dieWithParent() {
+        let parent = getppid()
+        guard parent > 1, let watched = try? ProcessDescriptor(pid: parent), watched.descriptor >= 0,
+            getppid() == parent  // still ours: the pidfd is of the right process
+        else { return }
+        _ = try? Threads.spawn(name: "parent-watch", stackSize: 128 * 1024, detached: true) {
+            while !watched.waitForExit(timeout: 3600) {}
+            let message = "test runner: parent process \(parent) has gone; killing this process and its children\n"
+            _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+            _ = Glibc.kill(getpid(), SIGKILL)
         }
     }
 
