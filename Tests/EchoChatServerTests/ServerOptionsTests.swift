@@ -125,24 +125,18 @@ struct ServerOptionsTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-\(UUID()).conf").path
         try "max-clients = 5\nidle-timeout = 4\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-        process.arguments = ["--port", "0", "--config", path, "--close-timeout", "7"]
-        process.environment = environment(["ECHOCHAT_MAX_CLIENTS": "3"])
-        let stderr = Pipe()
-        process.standardError = stderr
-        process.standardOutput = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        let log = LineCollector(stderr.fileHandleForReading)
-        try process.run()
+        let process = try TestProcess(
+            ServerProcess.binary, ["--port", "0", "--config", path, "--close-timeout", "7"],
+            environment: environment(["ECHOCHAT_MAX_CLIENTS": "3"]), stdin: .null, stdout: .null, stderr: .pipe)
         defer {
-            if process.isRunning { process.terminate() }
-            process.waitUntilExit()
+            _ = process.signal(.terminate)
+            _ = try? process.waitForExit(timeout: 10)
         }
+        let log = try #require(process.stderr)
         #expect(log.waitFor({ $0.contains("listening on ") }, timeout: 10) != nil, "\(log.text)")
         try "max-clients = 9\nidle-timeout = 1\nclose-timeout = 2\nlog-level = debug\n"
             .write(toFile: path, atomically: true, encoding: .utf8)
-        Signals.send(.hangup, to: process.processIdentifier)
+        #expect(process.signal(.hangup))
         let line = log.waitFor({ $0.contains("SIGHUP: reloaded") }, timeout: 10)
         // max-clients from the environment, close-timeout from the flag, the rest from the new file.
         #expect(line?.contains("log-level=debug max-clients=3 idle-timeout=1 line-timeout=0 close-timeout=7") == true,
@@ -158,21 +152,23 @@ struct ServerOptionsTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = { (name: String) in directory.appendingPathComponent(name).path }
         try "max-clients = 5\n".write(toFile: file("rel.conf"), atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-        process.arguments = ["--port", "0", "--daemon", "--config", "rel.conf", "--pidfile", "rel.pid", "--log-file", "rel.log"]
-        process.currentDirectoryURL = directory
-        process.environment = environment([:])
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
-        let pidText = try String(contentsOfFile: file("rel.pid"), encoding: .utf8)
-        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
-        defer { Signals.send(.terminate, to: pid) }
+        // Started from `directory` (sh changes to it, then becomes the server),
+        // under a guardian that kills the daemon whatever happens.
+        let launcher = try GuardedProgram(
+            "/bin/sh",
+            ["-c", "cd \"$0\" && exec \"$1\" --port 0 --daemon --config rel.conf --pidfile rel.pid --log-file rel.log",
+             directory.path, ServerProcess.binary],
+            environment: environment([:]))
+        defer { launcher.release() }
+        let started = try launcher.waitForExit(timeout: 30)
+        try #require(started.status == 0, "\(launcher.transcript)")
+        let daemon = try launcher.adopt(pidFile: file("rel.pid"))
+        defer {
+            _ = daemon.signal(.terminate)
+            _ = daemon.waitUntilGone(timeout: 10)
+        }
         try "max-clients = 9\n".write(toFile: file("rel.conf"), atomically: true, encoding: .utf8)
-        Signals.send(.hangup, to: pid)
+        #expect(daemon.signal(.hangup))
         var log = ""
         for _ in 0..<100 where !log.contains("SIGHUP: reloaded") {
             Thread.sleep(forTimeInterval: 0.1)
