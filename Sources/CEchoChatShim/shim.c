@@ -285,8 +285,13 @@ static void cechochat_guardian(int control, const char *path, char *const argv[]
         close(report[0]);
     }
     // Nothing of the caller's may stay open here (its pipes would never see
-    // end of file): keep only the control socket.
+    // end of file): keep only the control socket, and 0-2 on /dev/null.
     cechochat_close_all_from_3_except(control);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        for (int i = 0; i < 3; i++) if (null != i) dup2(null, i);
+        if (null > 2) close(null);
+    }
     cechochat_write_int(control, start_errno);
     int program_fd = program > 0 ? cechochat_pidfd_open(program) : -1;
     while (1) {

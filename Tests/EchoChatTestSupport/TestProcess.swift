@@ -257,10 +257,12 @@ public final class TestProcess: @unchecked Sendable {
     public let stdout: OutputCollector?
     public let stderr: OutputCollector?
     private let handle: ProcessDescriptor
-    // `input` (the descriptor we write to, -1 once closed), `ownsInput` and
-    // `status` (set once the child is reaped) are protected by `lock`; writes
-    // hold it so that closing the input never races a write on another thread.
-    private let lock = Lock<(input: Int32, ownsInput: Bool, status: Int32?, signal: Int32?)>((-1, false, nil, nil))
+    // The descriptor we write to (-1 once closed) and whether we own it:
+    // writes hold this lock, so closing the input never races a write on
+    // another thread (and its descriptor number cannot be reused under it).
+    private let input = Lock<(descriptor: Int32, owned: Bool)>((-1, false))
+    // The exit status and killing signal, set once the child is reaped.
+    private let lock = Lock<(status: Int32?, signal: Int32?)>((nil, nil))
     private let ownedReadEnds: [Int32]
 
     /// Starts `executable` (a path; or a name searched in PATH) with `arguments`.
@@ -328,7 +330,7 @@ public final class TestProcess: @unchecked Sendable {
         }
         self.pid = pid
         ownedReadEnds = readEnds
-        lock.withLock { $0 = (input.fd, input.owned, nil, nil) }
+        self.input.withLock { $0 = (input.fd, input.owned) }
         let name = URL(fileURLWithPath: executable).lastPathComponent
         let watched: (ProcessDescriptor, OutputCollector?, OutputCollector?)
         do {
@@ -395,11 +397,11 @@ public final class TestProcess: @unchecked Sendable {
     /// the bytes within `timeout` seconds.
     public func write(_ bytes: [UInt8], timeout: Double = 30) throws {
         let deadline = Clock.monotonicNanoseconds() + Int64(timeout * 1e9)
-        let failure: String? = lock.withLock { state in
-            guard state.input >= 0 else { return "its input is closed" }
+        let failure: String? = input.withLock { state in
+            guard state.descriptor >= 0 else { return "its input is closed" }
             var offset = 0
             while offset < bytes.count {
-                let written = bytes[offset...].withUnsafeBytes { Glibc.write(state.input, $0.baseAddress, $0.count) }
+                let written = bytes[offset...].withUnsafeBytes { Glibc.write(state.descriptor, $0.baseAddress, $0.count) }
                 if written >= 0 {
                     offset += written
                     continue
@@ -409,7 +411,7 @@ public final class TestProcess: @unchecked Sendable {
                 guard error == .wouldBlock else { return "write: \(error)" }
                 let left = deadline - Clock.monotonicNanoseconds()
                 if left <= 0 { return "it took \(offset) of \(bytes.count) bytes in \(timeout) s" }
-                var entry = pollfd(fd: state.input, events: Int16(POLLOUT), revents: 0)
+                var entry = pollfd(fd: state.descriptor, events: Int16(POLLOUT), revents: 0)
                 _ = poll(&entry, 1, Int32(min(left / 1_000_000 + 1, 1000)))
             }
             return nil
@@ -424,9 +426,9 @@ public final class TestProcess: @unchecked Sendable {
 
     /// End of file on the program's standard input (a pipe's only; safe to call again).
     public func closeInput() {
-        lock.withLock { state in
-            if state.ownsInput && state.input >= 0 { close(state.input) }
-            state.input = -1
+        input.withLock { state in
+            if state.owned && state.descriptor >= 0 { close(state.descriptor) }
+            state.descriptor = -1
         }
     }
 
