@@ -75,12 +75,15 @@ struct EchoTests {
         let server = try ServerProcess(["--mode", "echo", "--max-output", "64K"], strategy: strategy)
         let flooder = try server.connect()
         // With the client's buffers pinned small, what the path can hold
-        // without the server reading is far below 8 MiB (the server's queue,
-        // its un-grown receive buffer, ours): the writer can only finish
-        // without stalling if the server buffers without bound.
+        // without the server reading is the server's queue, ours, and the
+        // server's socket buffers, which the kernel may grow up to the
+        // tcp_rmem and tcp_wmem maxima (it did under load: 8 MiB fitted).
+        // The payload is 8 MiB more than all of that: the writer can only
+        // finish without stalling if the server buffers without bound.
         try flooder.socket.setReceiveBufferSize(64 * 1024)
         try flooder.socket.setSendBufferSize(256 * 1024)
-        let payload = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+        let size = Self.kernelBufferMaximum("tcp_rmem") + Self.kernelBufferMaximum("tcp_wmem") + (8 << 20)
+        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
         try flooder.socket.setSendTimeout(seconds: 0.3)
         let writer = Writer(client: flooder, payload: payload)
         try writer.start()
@@ -96,6 +99,13 @@ struct EchoTests {
         let echoed = try flooder.read(count: payload.count)
         #expect(echoed == payload)
         #expect(writer.waitUntilFinished(timeout: 20))
+    }
+
+    /// The largest buffer the kernel may give a TCP socket (the third
+    /// field of /proc/sys/net/ipv4/tcp_rmem or tcp_wmem); 32 MiB if unreadable.
+    static func kernelBufferMaximum(_ name: String) -> Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/\(name)", encoding: .utf8)) ?? ""
+        return text.split(whereSeparator: \.isWhitespace).last.flatMap { Int($0) } ?? 32 << 20
     }
 
     // Skipped without netcat-openbsd; a failure under CI=true.
