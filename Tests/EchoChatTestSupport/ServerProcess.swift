@@ -116,29 +116,3 @@ public final class ServerProcess: Sendable {
     }
 }
 
-/// Lines read from a FileHandle's descriptor (poll + read on a joinable
-/// thread: no `availableData`, which traps on a read error), for tests that
-/// still start a Foundation `Process` themselves. Prefer `ServerProcess` or
-/// `TestProcess`, whose collectors also know when the process has exited.
-/// Keeps `handle` (so its descriptor) open until the reader has stopped.
-public final class LineCollector: Sendable {
-    private let collector: OutputCollector?
-    private let handle: UncheckedBox<FileHandle>
-
-    public init(_ handle: FileHandle) {
-        self.handle = UncheckedBox(handle)
-        collector = try? OutputCollector(descriptor: handle.fileDescriptor, name: "log")
-    }
-
-    public var lines: [String] { collector?.lines ?? [] }
-    public var text: String { lines.joined(separator: "\n") }
-
-    @discardableResult
-    public func waitForEnd(timeout: Double) -> Bool { (try? collector?.waitForEnd(timeout: timeout)) != nil }
-
-    public func waitFor(_ predicate: (String) -> Bool, timeout: Double) -> String? {
-        collector?.waitFor(predicate, timeout: timeout)
-    }
-
-    deinit { collector?.stop() }
-}
