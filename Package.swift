@@ -17,17 +17,21 @@ let package = Package(
         .target(name: "CEchoChatShim"),
         // The only module that calls libc.
         .target(name: "EchoChatPOSIX", dependencies: ["CEchoChatShim"]),
+        // One option parser for the three programs: flags, help, usage errors,
+        // config files and environment variables, from one table per program.
+        .target(name: "EchoChatOptions"),
         // Options, logging and the concurrency strategies (plumbing around the core).
-        .target(name: "EchoChatServer", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
+        .target(name: "EchoChatServer", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
         .executableTarget(name: "echochat-server", dependencies: ["EchoChatServer"]),
         // The interactive client: terminal handling, line editing, colours.
-        .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX"]),
+        .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
         .executableTarget(name: "echochat", dependencies: ["EchoChatClient"]),
         // The load client: per-thread epoll workers, verification, histograms, reports.
-        .target(name: "EchoChatLoad", dependencies: ["EchoChatPOSIX"]),
+        .target(name: "EchoChatLoad", dependencies: ["EchoChatPOSIX", "EchoChatOptions"]),
         .executableTarget(name: "echochat-load", dependencies: ["EchoChatLoad"]),
 
         .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),
+        .testTarget(name: "EchoChatOptionsTests", dependencies: ["EchoChatOptions"]),
         // Helpers every end-to-end test target shares: start the real server,
         // talk to it with timeouts, run programs.
         .target(
@@ -35,15 +39,15 @@ let package = Package(
             path: "Tests/EchoChatTestSupport"),
         .testTarget(
             name: "EchoChatServerTests",
-            dependencies: ["EchoChatServer", "EchoChatPOSIX", "EchoChatCore", "EchoChatTestSupport", "echochat-server"]
+            dependencies: ["EchoChatServer", "EchoChatPOSIX", "EchoChatCore", "EchoChatOptions", "EchoChatTestSupport", "echochat-server"]
         ),
         .testTarget(
             name: "EchoChatClientTests",
-            dependencies: ["EchoChatClient", "EchoChatPOSIX", "EchoChatTestSupport", "echochat", "echochat-server"]
+            dependencies: ["EchoChatClient", "EchoChatPOSIX", "EchoChatOptions", "EchoChatTestSupport", "echochat", "echochat-server"]
         ),
         .testTarget(
             name: "EchoChatLoadTests",
-            dependencies: ["EchoChatLoad", "EchoChatPOSIX", "EchoChatTestSupport", "echochat-load", "echochat-server"]
+            dependencies: ["EchoChatLoad", "EchoChatPOSIX", "EchoChatOptions", "EchoChatTestSupport", "echochat-load", "echochat-server"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -7,6 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,4 +99,245 @@ void cechochat_close_all_from_3_except(int keep) {
     long max = sysconf(_SC_OPEN_MAX);
     if (max < 0 || max > 1048576) max = 1048576;
     for (int fd = 3; fd < max; fd++) if (fd != keep) close(fd);
+}
+
+int cechochat_pidfd_open(int pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int cechochat_pidfd_send_signal(int pidfd, int signo) {
+#ifdef SYS_pidfd_send_signal
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signo, NULL, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int cechochat_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int cechochat_set_open_file_limit(int pid, long soft, long hard) {
+    struct rlimit limit = {(rlim_t)soft, (rlim_t)hard};
+    return prlimit(pid, RLIMIT_NOFILE, &limit, NULL);
+}
+
+static void cechochat_write_int(int fd, int value) {
+    ssize_t n;
+    do { n = write(fd, &value, sizeof value); } while (n < 0 && errno == EINTR);
+}
+
+// 4 bytes, or -1 on end of file or error.
+static int cechochat_read_int(int fd, int *value) {
+    ssize_t n;
+    do { n = read(fd, value, sizeof *value); } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof *value ? 0 : -1;
+}
+
+// In a forked child: set up and exec; on failure report errno on `report`, _exit(127).
+static void cechochat_child_exec(const char *path, char *const argv[], char *const envp[], int in, int out, int err,
+                                 long open_file_limit, int report) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct sigaction fallback;
+    memset(&fallback, 0, sizeof fallback);
+    fallback.sa_handler = SIG_DFL;
+    for (int signo = 1; signo < NSIG; signo++) {
+        if (signo != SIGKILL && signo != SIGSTOP) sigaction(signo, &fallback, NULL);
+    }
+    int sources[3] = {in, out, err};
+    for (int i = 0; i < 3; i++) {
+        if (sources[i] < 0) sources[i] = open("/dev/null", O_RDWR);
+        // A source that is itself 0, 1 or 2 (but not its own target) must not be
+        // overwritten by an earlier dup2: move it out of the way first.
+        if (sources[i] >= 0 && sources[i] < 3 && sources[i] != i) sources[i] = fcntl(sources[i], F_DUPFD, 3);
+        if (sources[i] < 0) goto fail;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (sources[i] == i) {
+            if (fcntl(i, F_SETFD, 0) != 0) goto fail;
+        } else if (dup2(sources[i], i) < 0) {
+            goto fail;
+        }
+    }
+    if (open_file_limit > 0) {
+        struct rlimit limit = {(rlim_t)open_file_limit, (rlim_t)open_file_limit};
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0) goto fail;
+    }
+    cechochat_close_all_from_3_except(report);
+    if (strchr(path, '/') != NULL) {
+        execve(path, argv, envp);
+    } else {
+        execvpe(path, argv, envp);
+    }
+fail:
+    cechochat_write_int(report, errno);
+    _exit(127);
+}
+
+int cechochat_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err,
+                    long open_file_limit, int die_with_parent) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -1;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        close(report[0]);
+        close(report[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        close(report[0]);
+        setpgid(0, 0);
+        if (die_with_parent) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            // The parent may have died before PDEATHSIG was set.
+            if (getppid() != parent) _exit(127);
+        }
+        cechochat_child_exec(path, argv, envp, in, out, err, open_file_limit, report[1]);
+    }
+    close(report[1]);
+    setpgid(pid, pid);  // also from this side, so the group exists before we return
+    int child_errno = 0;
+    int failed = cechochat_read_int(report[0], &child_errno) == 0;
+    close(report[0]);
+    if (failed) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+        errno = child_errno;
+        return -1;
+    }
+    return pid;
+}
+
+// SIGKILLs and reaps every child of the calling (single-threaded) process,
+// round after round, since the children of those killed are re-parented to
+// it (it is a subreaper). /proc/thread-self/children lists zombies too.
+static void cechochat_kill_all_children(void) {
+    for (int round = 0; round < 1000; round++) {
+        char buffer[8192];
+        ssize_t length = 0;
+        int fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) break;
+        while (length < (ssize_t)sizeof buffer) {
+            ssize_t n = read(fd, buffer + length, sizeof buffer - (size_t)length);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            length += n;
+        }
+        close(fd);
+        pid_t pids[1024];
+        int count = 0;
+        long pid = 0;
+        for (ssize_t i = 0; i <= length && count < 1024; i++) {
+            char c = i < length ? buffer[i] : ' ';
+            if (c >= '0' && c <= '9') {
+                pid = pid * 10 + (c - '0');
+            } else if (pid > 0) {
+                pids[count++] = (pid_t)pid;
+                pid = 0;
+            }
+        }
+        if (count == 0) break;
+        for (int i = 0; i < count; i++) kill(pids[i], SIGKILL);
+        for (int i = 0; i < count; i++) {
+            while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR) {}
+        }
+    }
+    while (waitpid(-1, NULL, WNOHANG) > 0) {}
+}
+
+static void cechochat_guardian(int control, const char *path, char *const argv[], char *const envp[], int in,
+                               int out, int err) {
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, NULL);
+    // No PDEATHSIG here: the guardian must outlive a caller that dies, to clean up.
+    int report[2];
+    int start_errno = 0;
+    pid_t program = -1;
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        start_errno = errno;
+    } else {
+        pid_t guardian = getpid();
+        program = fork();
+        if (program == 0) {
+            close(report[0]);
+            close(control);
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != guardian) _exit(127);
+            cechochat_child_exec(path, argv, envp, in, out, err, 0, report[1]);
+        }
+        if (program < 0) start_errno = errno;
+        close(report[1]);
+        if (program > 0 && cechochat_read_int(report[0], &start_errno) == 0) {
+            while (waitpid(program, NULL, 0) < 0 && errno == EINTR) {}
+            program = -1;
+        }
+        close(report[0]);
+    }
+    // Nothing of the caller's may stay open here (its pipes would never see
+    // end of file): keep only the control socket, and 0-2 on /dev/null.
+    cechochat_close_all_from_3_except(control);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        for (int i = 0; i < 3; i++) if (null != i) dup2(null, i);
+        if (null > 2) close(null);
+    }
+    cechochat_write_int(control, start_errno);
+    int program_fd = program > 0 ? cechochat_pidfd_open(program) : -1;
+    while (1) {
+        struct pollfd fds[2] = {{control, POLLIN, 0}, {program_fd, POLLIN, 0}};
+        int waiting_for_program = program > 0;
+        int ready = poll(fds, program_fd >= 0 ? 2 : 1, waiting_for_program && program_fd < 0 ? 20 : -1);
+        if (ready < 0 && errno != EINTR) break;
+        if (waiting_for_program) {
+            int status = 0;
+            pid_t done = waitpid(program, &status, WNOHANG);
+            if (done == program) {
+                cechochat_write_int(control, status);
+                program = -1;
+                if (program_fd >= 0) close(program_fd);
+                program_fd = -1;
+            }
+        }
+        if (ready > 0 && fds[0].revents != 0) {
+            char byte;
+            ssize_t n = read(control, &byte, 1);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;
+        }
+    }
+    cechochat_kill_all_children();
+    _exit(0);
+}
+
+int cechochat_spawn_guarded(const char *path, char *const argv[], char *const envp[], int in, int out, int err,
+                            int *control) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return -1;
+    pid_t guardian = fork();
+    if (guardian < 0) {
+        int saved = errno;
+        close(pair[0]);
+        close(pair[1]);
+        errno = saved;
+        return -1;
+    }
+    if (guardian == 0) {
+        close(pair[0]);
+        setpgid(0, 0);
+        cechochat_guardian(pair[1], path, argv, envp, in, out, err);
+    }
+    close(pair[1]);
+    setpgid(guardian, guardian);
+    *control = pair[0];
+    return guardian;
 }

@@ -1,3 +1,4 @@
+import EchoChatOptions
 import EchoChatPOSIX
 
 /// `echochat`: parse options, connect, then run as an interactive terminal
@@ -16,14 +17,14 @@ public enum ClientMain {
                 System.writeToStandardOutput(ClientOptions.helpText)
                 return 0
             case .version:
-                System.writeToStandardOutput("echochat \(ClientOptions.version)\n")
+                System.writeToStandardOutput(ClientOptions.parser.versionText)
                 return 0
             case .run(let settings):
                 configuration = settings
             }
         } catch {
             System.writeToStandardError(ClientOptions.errorText(error))
-            return 64
+            return usageExitStatus
         }
 
         Signals.ignoreBrokenPipe()

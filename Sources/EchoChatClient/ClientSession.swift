@@ -13,7 +13,7 @@ import EchoChatPOSIX
 /// `maxQueued`, standard input is not read. The server is read all the
 /// time, even while our sends wait: a client that blocked in send(2) would
 /// deadlock with an echo server that stopped reading it until it reads
-/// (PROTOCOL.md §2, backpressure).
+/// (docs/PROTOCOL.md §2, backpressure).
 final class ClientSession {
     /// How a session ended, and the exit status that goes with it.
     enum End: Equatable {

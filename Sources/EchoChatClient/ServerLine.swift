@@ -1,4 +1,4 @@
-/// A line from the server, by the four markers of PROTOCOL.md §3.2. Anything
+/// A line from the server, by the four markers of docs/PROTOCOL.md §3.2. Anything
 /// else (echo mode, another server) is `other` and is shown as it is.
 public enum ServerLine: Equatable, Sendable {
     /// `<nick> text`

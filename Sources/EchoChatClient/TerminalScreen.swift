@@ -83,7 +83,7 @@ public struct TerminalScreen: Sendable {
 
     /// Bytes from the server: each complete line is printed above the prompt,
     /// which is drawn again after them (once per batch, not per line).
-    /// Control characters are removed first (PROTOCOL.md §3.1's rule), so a
+    /// Control characters are removed first (docs/PROTOCOL.md §3.1's rule), so a
     /// server, in echo mode say, cannot send escape sequences to the terminal.
     public mutating func received(_ bytes: some Sequence<UInt8>) -> String {
         var screen = ""

@@ -23,7 +23,7 @@ public protocol ChatOutput: AnyObject {
     func transportStats() -> TransportStats
 }
 
-/// Chat mode (PROTOCOL.md §3) as a state machine: bytes in, actions out.
+/// Chat mode (docs/PROTOCOL.md §3) as a state machine: bytes in, actions out.
 ///
 /// It owns the nick and room registry and each client's line framer; it
 /// imports no libc, reads no clock and does no I/O. A strategy feeds it

@@ -1,4 +1,4 @@
-/// The configurable limits of PROTOCOL.md §3.5 and the decisions they drive.
+/// The configurable limits of docs/PROTOCOL.md §3.5 and the decisions they drive.
 /// Times are nanoseconds on a monotonic clock the caller reads: the core keeps
 /// no clock, so every decision here is a pure function of its arguments.
 public struct Limits: Sendable, Equatable {

@@ -1,4 +1,4 @@
-/// Splits a byte stream into lines (PROTOCOL.md §3, §3.1 step 1).
+/// Splits a byte stream into lines (docs/PROTOCOL.md §3, §3.1 step 1).
 ///
 /// A line ends with LF; a CR right before the LF is removed. A line may arrive
 /// in any number of pieces and one read may hold many lines. As soon as

@@ -1,4 +1,4 @@
-/// Input hygiene for chat lines (PROTOCOL.md §3.1 steps 2–4), applied to a
+/// Input hygiene for chat lines (docs/PROTOCOL.md §3.1 steps 2–4), applied to a
 /// framed line before anything parses it.
 public enum LineHygiene {
     /// Repairs invalid UTF-8 (one U+FFFD per maximal invalid subpart, as

@@ -1,4 +1,4 @@
-/// Every line the server sends, spelled exactly as PROTOCOL.md has it.
+/// Every line the server sends, spelled exactly as docs/PROTOCOL.md has it.
 /// Each ends with LF; markers: `<nick> `, `[pm from nick] `, `* `, `! `.
 public enum Replies {
     public static let serverFull = bytes("! server full, try again later")

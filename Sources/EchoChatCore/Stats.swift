@@ -38,7 +38,7 @@ public struct TransportStats: Sendable, Equatable {
     }
 }
 
-/// Everything `/stats` reports, in the order PROTOCOL.md §3.4 lists the keys.
+/// Everything `/stats` reports, in the order docs/PROTOCOL.md §3.4 lists the keys.
 public struct ServerStats: Sendable, Equatable {
     public var mode: ServerMode
     public var clients: Int

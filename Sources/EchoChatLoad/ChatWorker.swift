@@ -164,8 +164,14 @@ struct ChatLoop {
         var nextPublish: Int64 = 0
         var nextPercentile = start + 1_000_000_000
         let senderCount = senderSlots.count
+        var interrupted = false
         while true {
             now = Clock.monotonicNanoseconds()
+            let stopAt = control.interruption.stopAt
+            if stopAt < end {
+                end = stopAt
+                interrupted = true
+            }
             // Send everything that is due.
             var nextDue = Int64.max
             while running && senderCount > 0 {
@@ -173,7 +179,7 @@ struct ChatLoop {
                 let slot = senderSlots[scheduled - sequence * senderCount]
                 if sequence >= perSender { break }
                 let at = start + Int64((Double(sequence) * Double(senders) + Double(connections[slot].id)) * gap)
-                if at >= end && !messagesMode { break }
+                if at >= end && (!messagesMode || interrupted) { break }
                 if at > now {
                     nextDue = at
                     break

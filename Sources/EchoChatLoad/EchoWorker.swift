@@ -117,7 +117,7 @@ enum EchoWorker {
                 poller: poller, connections: connections, count: count, options: control.options,
                 pattern: control.pattern!, buffer: buffer, histogram: result.latency, start: start)
             loop.live = result.connected
-            loop.run(events: &events, shared: control.shared[worker])
+            loop.run(events: &events, shared: control.shared[worker], interruption: control.interruption)
             result.windowMessages = loop.windowMessages
             result.totalMessages = loop.totalMessages
             result.windowBytes = loop.windowMessages * control.options.size
@@ -146,7 +146,8 @@ struct EchoLoop {
     let openLoop: Bool
     let start: Int64
     let measureFrom: Int64
-    let end: Int64
+    /// The planned end of the measuring, or an interruption's time if earlier.
+    var end: Int64
     let gap: Double
     let messagesMode: Bool
 
@@ -202,7 +203,7 @@ struct EchoLoop {
         start + Int64((Double(message) * Double(count) + Double(slot)) * gap)
     }
 
-    mutating func run(events: inout PollEvents, shared: WorkerShared) {
+    mutating func run(events: inout PollEvents, shared: WorkerShared, interruption: Interruption) {
         now = Clock.monotonicNanoseconds()
         defer { timestamps.deallocate() }
         if !openLoop {
@@ -220,6 +221,7 @@ struct EchoLoop {
         var nextPercentile = now + 1_000_000_000
         while true {
             now = Clock.monotonicNanoseconds()
+            end = min(end, interruption.stopAt)
             if running && (now >= end || (messagesMode && outstanding == 0 && (!openLoop || nextDue == Int64.max))) {
                 running = false
                 drainDeadline = now + Self.drainNanoseconds
@@ -449,7 +451,7 @@ struct HoldLoop {
         let holdEnd = holdStart + Int64(control.options.duration * 1e9)
         while true {
             let now = Clock.monotonicNanoseconds()
-            if now >= holdEnd { break }
+            if now >= min(holdEnd, control.interruption.stopAt) { break }
             let timeout = Int32(min(200, (holdEnd - now + 999_999) / 1_000_000))
             let ready = (try? poller.wait(into: &events, timeoutMilliseconds: timeout)) ?? 0
             for index in 0..<ready {

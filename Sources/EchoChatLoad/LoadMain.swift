@@ -1,3 +1,4 @@
+import EchoChatOptions
 import EchoChatPOSIX
 
 /// `echochat-load`: parse, run, report. Returns the exit status.
@@ -7,16 +8,15 @@ public enum LoadMain {
         do {
             command = try LoadCommandLine.parse(arguments)
         } catch {
-            let name = arguments.first.map { ["bench", "bench-loadgen", "storm"].contains($0) ? "echochat-load \($0)" : "echochat-load" }
-            System.writeToStandardError(LoadCommandLine.errorText(error, command: name ?? "echochat-load"))
-            return 64
+            System.writeToStandardError(LoadCommandLine.errorText(error, arguments: arguments))
+            return usageExitStatus
         }
         switch command {
         case .help(let text):
             System.writeToStandardOutput(text)
             return 0
         case .version:
-            System.writeToStandardOutput("echochat-load \(LoadCommandLine.version)\n")
+            System.writeToStandardOutput(LoadCommandLine.parser.versionText)
             return 0
         case .bench(let options):
             return StrategyBench.run(options, arguments: Array(arguments.dropFirst()))
@@ -31,9 +31,20 @@ public enum LoadMain {
 
     static func runLoad(_ options: LoadOptions) -> Int32 {
         let progress = !options.quiet && Terminal.isTerminal(FileDescriptor.standardError.rawValue)
+        // Ctrl-C or SIGTERM ends the run early with a report of what was
+        // measured (exit 130 or 143); a second one ends the process at once.
+        // Watched before any worker thread exists, so only the watcher gets them.
+        let interruption = Interruption()
+        do {
+            try Signals.watch([.interrupt, .terminate]) { signal in
+                if !interruption.request(signal) { System.exit(128 + signal.rawValue) }
+            }
+        } catch {
+            System.writeToStandardError("echochat-load: cannot watch signals (Ctrl-C will not report): \(error)\n")
+        }
         let report: LoadReport
         do {
-            report = try LoadRunner.run(options, progress: progress)
+            report = try LoadRunner.run(options, progress: progress, interruption: interruption)
         } catch {
             System.writeToStandardError("Error: \(error)\n")
             return 1

@@ -1,7 +1,6 @@
-/// Command-line handling for `echochat-load`, written by hand in
-/// swift-argument-parser's conventions (like the server's): `USAGE:`/`OPTIONS:`
-/// help with defaults, `Error: …` plus a usage hint on stderr, exit 64 for bad
-/// usage, 0 for `--help` and `--version`.
+import EchoChatOptions
+
+/// What `echochat-load` runs: echo or chat traffic.
 public enum LoadWorkload: String, CaseIterable, Sendable {
     case echo, chat
 }
@@ -45,13 +44,6 @@ public struct LoadOptions: Sendable, Equatable {
     public var effectiveSenders: Int { min(connections, senders ?? min(connections, 10)) }
 }
 
-/// A bad flag or value. The message is the text after `Error: `.
-public struct LoadUsageError: Error, Equatable, CustomStringConvertible {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// What the command line asks for.
 public enum LoadCommand: Equatable, Sendable {
     case run(LoadOptions)
@@ -83,260 +75,170 @@ public struct BenchOptions: Sendable, Equatable {
 
 /// `echochat-load bench-loadgen`: this client against the C reference, same server.
 public struct CompareOptions: Sendable, Equatable {
-    public var loadgen = "/tmp/loadgen"
+    /// The C reference load generator, built from the development kit's
+    /// loadgen.c (not part of this repository); required.
+    public var loadgen: String?
     public var server: String?
     public var runs = 3
     public var duration = 5.0
     public init() {}
 }
 
+/// Command-line handling for `echochat-load` and its `bench` and
+/// `bench-loadgen` subcommands, on the shared `OptionParser`.
 public enum LoadCommandLine {
-    public static let version = "0.1.0"
-
-    static let settings: [OptionSetting<LoadOptions>] = [
-        OptionSetting(name: "host", short: nil, placeholder: "host", help: "Server address (127.0.0.1 or ::1 for local tests)",
-                defaultText: "127.0.0.1") { o, v, n throws(LoadUsageError) in
-            guard !v.isEmpty, !v.contains(" ") else { throw LoadUsageError("invalid value '\(v)' for \(n): expected an address") }
-            o.host = v
+    static let settings: [Option<LoadOptions>] = [
+        Option("host", placeholder: "host", help: "Server address (127.0.0.1 or ::1 for local tests)",
+                default: "127.0.0.1") { o, v, n throws(UsageError) in
+            o.host = try Value.host(v, n)
         },
-        OptionSetting(name: "port", short: nil, placeholder: "port", help: "Server port", defaultText: "7007") { o, v, n throws(LoadUsageError) in
-            o.port = try Parse.integer(v, n, in: 1...65535)
+        Option("port", placeholder: "port", help: "Server port", default: "7007") { o, v, n throws(UsageError) in
+            o.port = try Value.integer(v, n, in: 1...65535)
         },
-        OptionSetting(name: "threads", short: nil, placeholder: "n", help: "Worker threads, each with its own epoll loop",
-                defaultText: "CPUs this process may use") { o, v, n throws(LoadUsageError) in
-            o.threads = try Parse.integer(v, n, in: 1...256)
+        Option("threads", placeholder: "n", help: "Worker threads, each with its own epoll loop",
+                default: "CPUs this process may use") { o, v, n throws(UsageError) in
+            o.threads = try Value.integer(v, n, in: 1...256)
         },
-        OptionSetting(name: "connections", short: "-c", placeholder: "n", help: "Connections (clients in chat mode)",
-                defaultText: "10") { o, v, n throws(LoadUsageError) in
-            o.connections = try Parse.integer(v, n, in: 1...200_000)
+        Option("connections", short: "-c", placeholder: "n", help: "Connections (clients in chat mode)",
+                default: "10") { o, v, n throws(UsageError) in
+            o.connections = try Value.integer(v, n, in: 1...200_000)
         },
-        OptionSetting(name: "duration", short: "-d", placeholder: "seconds", help: "Measured time (hold time with --hold)",
-                defaultText: "5") { o, v, n throws(LoadUsageError) in
-            o.duration = try Parse.seconds(v, n, positive: true)
+        Option("duration", short: "-d", placeholder: "seconds", help: "Measured time (hold time with --hold)",
+                default: "5") { o, v, n throws(UsageError) in
+            o.duration = try Value.seconds(v, n, positive: true, maximum: 86_400)
         },
-        OptionSetting(name: "messages", short: "-m", placeholder: "n",
+        Option("messages", short: "-m", placeholder: "n",
                 help: "Messages per connection (per sender in chat mode) instead of a duration",
-                defaultText: nil) { o, v, n throws(LoadUsageError) in
-            o.messages = try Parse.integer(v, n, in: 1...1_000_000_000)
+                default: nil) { o, v, n throws(UsageError) in
+            o.messages = try Value.integer(v, n, in: 1...1_000_000_000)
         },
-        OptionSetting(name: "size", short: "-s", placeholder: "bytes", help: "Message size, including its LF",
-                defaultText: "64") { o, v, n throws(LoadUsageError) in
-            o.size = try Parse.integer(v, n, in: 1...(1 << 20))
+        Option("size", short: "-s", placeholder: "bytes", help: "Message size, including its LF",
+                default: "64") { o, v, n throws(UsageError) in
+            o.size = try Value.integer(v, n, in: 1...(1 << 20))
         },
-        OptionSetting(name: "pipeline", short: "-p", placeholder: "n",
-                help: "Messages in flight per connection (1 = ping-pong)", defaultText: "1") { o, v, n throws(LoadUsageError) in
-            o.pipeline = try Parse.integer(v, n, in: 1...4096)
+        Option("pipeline", short: "-p", placeholder: "n",
+                help: "Messages in flight per connection (1 = ping-pong)", default: "1") { o, v, n throws(UsageError) in
+            o.pipeline = try Value.integer(v, n, in: 1...4096)
         },
-        OptionSetting(name: "rate", short: "-r", placeholder: "msgs/s",
+        Option("rate", short: "-r", placeholder: "msgs/s",
                 help: "Open loop: messages per second per connection (per sender in chat), latency from the schedule",
-                defaultText: "closed loop; chat: 100") { o, v, n throws(LoadUsageError) in
-            o.rate = try Parse.positive(v, n, max: 10_000_000)
+                default: "closed loop; chat: 100") { o, v, n throws(UsageError) in
+            o.rate = try Value.positive(v, n, maximum: 10_000_000)
         },
-        OptionSetting(name: "connect-rate", short: nil, placeholder: "conns/s", help: "New connections per second",
-                defaultText: "as fast as possible") { o, v, n throws(LoadUsageError) in
-            o.connectRate = try Parse.positive(v, n, max: 10_000_000)
+        Option("connect-rate", placeholder: "conns/s", help: "New connections per second",
+                default: "as fast as possible") { o, v, n throws(UsageError) in
+            o.connectRate = try Value.positive(v, n, maximum: 10_000_000)
         },
-        OptionSetting(name: "warmup", short: "-w", placeholder: "seconds", help: "Load before measuring starts",
-                defaultText: "1 for timed echo runs, else 0") { o, v, n throws(LoadUsageError) in
-            o.warmup = try Parse.seconds(v, n, positive: false)
+        Option("warmup", short: "-w", placeholder: "seconds", help: "Load before measuring starts",
+                default: "1 for timed echo runs, else 0") { o, v, n throws(UsageError) in
+            o.warmup = try Value.seconds(v, n, maximum: 86_400)
         },
-        OptionSetting(name: "mode", short: nil, placeholder: "mode", help: "echo or chat", defaultText: "echo") { o, v, n throws(LoadUsageError) in
-            guard let mode = LoadWorkload(rawValue: v) else {
-                throw LoadUsageError("invalid value '\(v)' for \(n): expected one of echo, chat")
-            }
-            o.mode = mode
+        Option("mode", placeholder: "mode", help: "echo or chat", default: "echo") { o, v, n throws(UsageError) in
+            o.mode = try Value.choice(v, n, as: LoadWorkload.self)
         },
-        OptionSetting(name: "senders", short: nil, placeholder: "n", help: "Chat: how many clients send",
-                defaultText: "10, or all if fewer") { o, v, n throws(LoadUsageError) in
-            o.senders = try Parse.integer(v, n, in: 1...200_000)
+        Option("senders", placeholder: "n", help: "Chat: how many clients send",
+                default: "10, or all if fewer") { o, v, n throws(UsageError) in
+            o.senders = try Value.integer(v, n, in: 1...200_000)
         },
-        OptionSetting(name: "hold", short: nil, placeholder: nil,
+        Option("hold", placeholder: nil,
                 help: "Open the connections, keep them idle for --duration, check each is still alive",
-                defaultText: nil) { o, _, _ throws(LoadUsageError) in o.hold = true },
-        OptionSetting(name: "per-source", short: nil, placeholder: "n",
+                default: nil) { o, _, _ throws(UsageError) in o.hold = true },
+        Option("per-source", placeholder: "n",
                 help: "Connections per 127.0.0.x source address before the next one is used",
-                defaultText: "from the ephemeral port range") { o, v, n throws(LoadUsageError) in
-            o.connectionsPerSource = try Parse.integer(v, n, in: 1...65535)
+                default: "from the ephemeral port range") { o, v, n throws(UsageError) in
+            o.connectionsPerSource = try Value.integer(v, n, in: 1...65535)
         },
-        OptionSetting(name: "timeout", short: nil, placeholder: "seconds",
-                help: "Upper bound for connecting and for a --messages run", defaultText: "60") { o, v, n throws(LoadUsageError) in
-            o.timeout = try Parse.seconds(v, n, positive: true)
+        Option("timeout", placeholder: "seconds",
+                help: "Upper bound for connecting and for a --messages run", default: "60") { o, v, n throws(UsageError) in
+            o.timeout = try Value.seconds(v, n, positive: true, maximum: 86_400)
         },
-        OptionSetting(name: "json", short: nil, placeholder: "file", help: "Write the result as one JSON object (- for stdout)",
-                defaultText: nil) { o, v, _ throws(LoadUsageError) in o.jsonPath = v },
-        OptionSetting(name: "quiet", short: "-q", placeholder: nil, help: "No live progress line on stderr (off anyway when stderr is not a terminal)",
-                defaultText: nil) { o, _, _ throws(LoadUsageError) in o.quiet = true },
+        Option("json", placeholder: "file", help: "Write the result as one JSON object (- for stdout)",
+                default: nil) { o, v, _ throws(UsageError) in o.jsonPath = v },
+        Option("quiet", short: "-q", placeholder: nil, help: "No live progress line on stderr (off anyway when stderr is not a terminal)",
+                default: nil) { o, _, _ throws(UsageError) in o.quiet = true },
     ]
+
+    static let inUsage: Set<String> = ["host", "port", "connections", "duration", "messages", "mode", "json"]
+
+    public static let parser = OptionParser(
+        command: "echochat-load",
+        overview: """
+            EchoChat load client: stress an echo or chat server, verify every
+            byte that comes back, and report rates and latency percentiles.
+            """,
+        options: settings.map { $0.withUsage(inUsage.contains($0.name)) },
+        sections: [
+            (
+                "EXIT STATUS",
+                """
+                  0 when every message came back intact; 1 when a byte mismatched, a
+                  message was lost, a connection failed or closed early; 64 for bad
+                  usage; 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) when interrupted, after
+                  printing (and with --json writing) what was measured until then.
+                """
+            )
+        ],
+        moreUsage: [
+            "echochat-load bench [<options>]          (every strategy; see 'echochat-load bench --help')",
+            "echochat-load bench-loadgen [<options>]  (against the C reference; see 'echochat-load bench-loadgen --help')",
+            "echochat-load storm [<options>]          (a chat connect storm; see 'echochat-load storm --help')",
+        ])
 
     // MARK: - Parsing
 
     /// Parses `arguments` (without the program name).
-    public static func parse(_ arguments: [String]) throws(LoadUsageError) -> LoadCommand {
-        if let first = arguments.first {
-            if first == "bench" { return try parseBench(Array(arguments.dropFirst())) }
-            if first == "bench-loadgen" { return try parseCompare(Array(arguments.dropFirst())) }
-            if first == "storm" { return try parseStorm(Array(arguments.dropFirst())) }
+    public static func parse(_ arguments: [String]) throws(UsageError) -> LoadCommand {
+        switch arguments.first {
+        case "bench": return try parseBench(Array(arguments.dropFirst()))
+        case "bench-loadgen": return try parseCompare(Array(arguments.dropFirst()))
+        case "storm": return try parseStorm(Array(arguments.dropFirst()))
+        default: break
         }
         var options = LoadOptions()
-        switch try parseFlags(arguments, settings: settings, into: &options) {
-        case .help: return .help(helpText)
+        switch try parser.parse(arguments, into: &options) {
+        case .help: return .help(parser.helpText)
         case .version: return .version
         case .parsed(let given): try validate(options, given: given)
         }
         return .run(options)
     }
 
-    static func validate(_ options: LoadOptions, given: Set<String>) throws(LoadUsageError) {
+    public static var helpText: String { parser.helpText }
+
+    /// What bad usage prints on stderr: the usage of the (sub)command that
+    /// `arguments` names.
+    public static func errorText(_ error: UsageError, arguments: [String]) -> String {
+        switch arguments.first {
+        case "bench": benchParser.errorText(error)
+        case "bench-loadgen": compareParser.errorText(error)
+        case "storm": stormParser.errorText(error)
+        default: parser.errorText(error)
+        }
+    }
+
+    static func validate(_ options: LoadOptions, given: Set<String>) throws(UsageError) {
         if options.messages != nil && given.contains("duration") {
-            throw LoadUsageError("--duration and --messages cannot be used together")
+            throw UsageError("--duration and --messages cannot be used together")
         }
         if options.hold {
-            if options.mode == .chat { throw LoadUsageError("--hold works with --mode echo only") }
-            if options.messages != nil { throw LoadUsageError("--hold takes --duration, not --messages") }
-            if options.rate != nil { throw LoadUsageError("--hold keeps connections idle; --rate does not apply") }
+            if options.mode == .chat { throw UsageError("--hold works with --mode echo only") }
+            if options.messages != nil { throw UsageError("--hold takes --duration, not --messages") }
+            if options.rate != nil { throw UsageError("--hold keeps connections idle; --rate does not apply") }
         }
         if options.mode == .chat {
-            if options.connections < 2 { throw LoadUsageError("--mode chat needs at least 2 connections") }
+            if options.connections < 2 { throw UsageError("--mode chat needs at least 2 connections") }
             if options.size < ChatLine.minimumSize || options.size > 4096 {
-                throw LoadUsageError("--mode chat needs --size from \(ChatLine.minimumSize) to 4096 (each line carries its sender, sequence number and send time)")
+                throw UsageError("--mode chat needs --size from \(ChatLine.minimumSize) to 4096 (each line carries its sender, sequence number and send time)")
             }
         }
-    }
-
-    enum FlagsOutcome { case help, version, parsed(given: Set<String>) }
-
-    /// Applies `--name value`, `--name=value`, `-x value` and value-less flags
-    /// in order; a later flag wins.
-    static func parseFlags<O>(
-        _ arguments: [String], settings: [OptionSetting<O>], into options: inout O
-    ) throws(LoadUsageError) -> FlagsOutcome {
-        var given: Set<String> = []
-        var index = 0
-        while index < arguments.count {
-            let argument = arguments[index]
-            index += 1
-            switch argument {
-            case "-h", "--help": return .help
-            case "--version": return .version
-            default: break
-            }
-            var name: String
-            var value: String?
-            if argument.hasPrefix("--"), argument.count > 2 {
-                name = String(argument.dropFirst(2))
-                if let equals = name.firstIndex(of: "=") {
-                    value = String(name[name.index(after: equals)...])
-                    name = String(name[..<equals])
-                }
-            } else if let setting = settings.first(where: { $0.short == argument }) {
-                name = setting.name
-            } else if argument.hasPrefix("-") && argument.count > 1 {
-                throw LoadUsageError("unknown option '\(argument)'")
-            } else {
-                throw LoadUsageError("unexpected argument '\(argument)'")
-            }
-            guard let setting = settings.first(where: { $0.name == name }) else {
-                throw LoadUsageError("unknown option '--\(name)'")
-            }
-            given.insert(name)
-            if setting.placeholder == nil {
-                if value != nil { throw LoadUsageError("'--\(name)' takes no value") }
-                try setting.apply(&options, "", "--\(name)")
-                continue
-            }
-            if value == nil {
-                guard index < arguments.count else { throw LoadUsageError("missing value for '--\(name)'") }
-                value = arguments[index]
-                index += 1
-            }
-            try setting.apply(&options, value!, "--\(name)")
-        }
-        return .parsed(given: given)
-    }
-
-    // MARK: - Help
-
-    public static let usageLine =
-        "echochat-load [--host <host>] [--port <port>] [--threads <n>] [--connections <n>] [--duration <seconds> | --messages <n>] [--size <bytes>] [--pipeline <n>] [--rate <msgs/s>] [--connect-rate <conns/s>] [--warmup <seconds>] [--mode echo|chat] [--hold] [--json <file>] [--quiet]"
-
-    static func renderOptions<O>(_ settings: [OptionSetting<O>]) -> String {
-        var rows: [(String, String)] = settings.map { setting in
-            var flag = "--\(setting.name)"
-            if let short = setting.short { flag = "\(short), \(flag)" }
-            if let placeholder = setting.placeholder { flag += " <\(placeholder)>" }
-            let help = setting.defaultText.map { "\(setting.help) (default: \($0))" } ?? setting.help
-            return (flag, help)
-        }
-        rows.append(("--version", "Show the version."))
-        rows.append(("-h, --help", "Show help information."))
-        let width = rows.map(\.0.count).max()! + 2
-        return rows.map { row in
-            "  " + row.0 + String(repeating: " ", count: max(1, width - row.0.count)) + row.1
-        }.joined(separator: "\n")
-    }
-
-    public static var helpText: String {
-        """
-        OVERVIEW: EchoChat load client: stress an echo or chat server, verify every
-        byte that comes back, and report rates and latency percentiles.
-
-        USAGE: \(usageLine)
-               echochat-load bench [<options>]          (every strategy, see 'echochat-load bench --help')
-               echochat-load bench-loadgen [<options>]  (against ../shared/bench/loadgen)
-               echochat-load storm [<options>]          (connect storm, see 'echochat-load storm --help')
-
-        OPTIONS:
-        \(renderOptions(settings))
-
-        Exit status: 0 when every message came back intact, 1 when a byte
-        mismatched, a message was lost, a connection failed or closed early,
-        64 for bad usage.
-
-        """
-    }
-
-    /// What bad usage prints on stderr before exiting with 64.
-    public static func errorText(_ error: LoadUsageError, command: String = "echochat-load") -> String {
-        "Error: \(error.message)\nUsage: \(usageLine)\n  See '\(command) --help' for more information.\n"
     }
 }
 
-/// One option: its long name (and short form), the placeholder and help
-/// shown by `--help`, and how a value is applied. No placeholder: a flag.
-struct OptionSetting<O>: Sendable {
-    let name: String
-    let short: String?
-    let placeholder: String?
-    let help: String
-    let defaultText: String?
-    let apply: @Sendable (inout O, String, String) throws(LoadUsageError) -> Void
-}
-
-/// Parsers for values; each error says what was expected.
-enum Parse {
-    static func integer(_ text: String, _ name: String, in range: ClosedRange<Int>) throws(LoadUsageError) -> Int {
-        let cleaned = text.replacingUnderscores()
-        guard let value = Int(cleaned), range.contains(value) else {
-            throw LoadUsageError("invalid value '\(text)' for \(name): expected an integer from \(range.lowerBound) to \(range.upperBound)")
-        }
-        return value
+extension Option {
+    /// The same option, named in the usage line or not.
+    func withUsage(_ shown: Bool) -> Option {
+        Option(
+            name, short: short, placeholder: placeholder, help: help, default: defaultText, inUsage: shown,
+            isRequired: isRequired, isSetting: isSetting, current: current, apply: apply)
     }
-
-    static func seconds(_ text: String, _ name: String, positive: Bool) throws(LoadUsageError) -> Double {
-        guard let value = Double(text), value.isFinite, positive ? value > 0 : value >= 0, value <= 86_400 else {
-            throw LoadUsageError("invalid value '\(text)' for \(name): expected a number of seconds (\(positive ? "more than 0" : "0 or more"), at most 86400)")
-        }
-        return value
-    }
-
-    static func positive(_ text: String, _ name: String, max: Double) throws(LoadUsageError) -> Double {
-        guard let value = Double(text.replacingUnderscores()), value.isFinite, value > 0, value <= max else {
-            throw LoadUsageError("invalid value '\(text)' for \(name): expected a number above 0")
-        }
-        return value
-    }
-}
-
-extension String {
-    func replacingUnderscores() -> String { String(filter { $0 != "_" }) }
 }

@@ -15,8 +15,11 @@ public struct LoadRunError: Error, CustomStringConvertible {
 /// read-only options and message pattern, and counters they publish with
 /// relaxed atomic stores; their histograms and counts are merged after they end.
 public enum LoadRunner {
+    /// `interruption`, when requested, ends the run early; the report then
+    /// covers what was measured until then and says so.
     public static func run(
-        _ options: LoadOptions, progress: Bool = false, onHolding: (@Sendable () -> Void)? = nil
+        _ options: LoadOptions, progress: Bool = false, onHolding: (@Sendable () -> Void)? = nil,
+        interruption: Interruption = Interruption()
     ) throws(LoadRunError) -> LoadReport {
         Signals.ignoreBrokenPipe()
         let address: SocketAddress
@@ -71,7 +74,7 @@ public enum LoadRunner {
             ? EchoPattern(size: options.size, contiguous: options.pipeline) : nil
         let control = RunControl(
             options: options, address: address, perSource: perSource, pattern: pattern, workers: threads,
-            onHolding: onHolding)
+            onHolding: onHolding, interruption: interruption)
 
         var shares = [[Int]](repeating: [], count: threads)
         for id in 0..<connections { shares[id % threads].append(id) }
@@ -185,11 +188,17 @@ public enum LoadRunner {
         let cpuSeconds = (cpuAfter.user + cpuAfter.system) - (cpuAtStart.user + cpuAtStart.system)
         report.loadCPUPercent = runSeconds > 0 ? 100 * cpuSeconds / runSeconds : 0
         report.loadCPUSeconds = cpuSeconds
+        report.interruption = interruption.signal
+        // Seconds of the planned measuring window that ran before an interruption.
+        func measured(from: Int64, planned: Double) -> Double {
+            guard report.interruption != nil else { return planned }
+            return min(planned, max(0, Double(interruption.stopAt - from) / 1e9))
+        }
 
         switch (options.mode, options.hold) {
         case (.echo, true):
             report.kind = .hold
-            report.durationSeconds = options.duration
+            report.durationSeconds = measured(from: start, planned: options.duration)
             for result in results {
                 report.aliveAfterConnect += result.aliveAfterConnect
                 report.droppedDuringHold += result.dropped
@@ -199,7 +208,8 @@ public enum LoadRunner {
         case (.echo, false):
             report.kind = .echo
             report.warmupSeconds = options.messages == nil ? options.effectiveWarmup : 0
-            report.durationSeconds = options.messages == nil ? options.duration : runSeconds
+            report.durationSeconds = options.messages == nil
+                ? measured(from: start + Int64(options.effectiveWarmup * 1e9), planned: options.duration) : runSeconds
             report.messages = results.reduce(0) { $0 + $1.windowMessages }
             report.messagesTotal = results.reduce(0) { $0 + $1.totalMessages }
             let bytes = results.reduce(0) { $0 + $1.windowBytes }
@@ -208,7 +218,7 @@ public enum LoadRunner {
         case (.chat, _):
             report.kind = .chat
             report.senders = options.effectiveSenders
-            report.durationSeconds = options.messages == nil ? options.duration : runSeconds
+            report.durationSeconds = options.messages == nil ? measured(from: start, planned: options.duration) : runSeconds
             var sent = [Int](repeating: 0, count: report.senders)
             for result in results {
                 for (id, lines) in result.sentBySender where id < sent.count { sent[id] = lines }

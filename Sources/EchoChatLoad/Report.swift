@@ -1,3 +1,6 @@
+import EchoChatOptions
+import EchoChatPOSIX
+
 /// The outcome of one load run: parameters, totals, rates, percentiles and
 /// error counts. Rendered as a human summary (stdout) and as one JSON object.
 public struct LoadReport: Sendable {
@@ -57,6 +60,10 @@ public struct LoadReport: Sendable {
     public var droppedDuringHold = 0
     public var aliveAtEnd = 0
 
+    /// The signal (SIGINT, SIGTERM) that ended the run early; its figures
+    /// cover the run until then.
+    public var interruption: Signal?
+
     public init() {}
 
     /// Nothing mismatched, nothing lost, no connection failed or closed early.
@@ -65,7 +72,12 @@ public struct LoadReport: Sendable {
             && (kind != .hold || aliveAtEnd == connectionsRequested)
     }
 
-    public var exitStatus: Int32 { passed ? 0 : 1 }
+    /// 0 or 1 by `passed`; 128 + the signal number (130 for SIGINT, 143 for
+    /// SIGTERM) for an interrupted run, as a shell reports a signalled process.
+    public var exitStatus: Int32 {
+        if let interruption { return 128 + interruption.rawValue }
+        return passed ? 0 : 1
+    }
 
     // MARK: - JSON
 
@@ -125,6 +137,8 @@ public struct LoadReport: Sendable {
             ]
         case .echo: break
         }
+        pairs.append(("interrupted", .bool(interruption != nil)))
+        pairs.append(("signal", interruption.map { .string($0.description) } ?? .null))
         pairs.append(("passed", .bool(passed)))
         return .object(pairs)
     }
@@ -175,7 +189,11 @@ public struct LoadReport: Sendable {
         } else {
             verdict = "FAILED"
         }
-        rows.append(("result", verdict))
+        if let interruption {
+            rows.append(("result", "INTERRUPTED by \(interruption): the figures cover the run until then; " + verdict))
+        } else {
+            rows.append(("result", verdict))
+        }
         let modeText: String
         switch kind {
         case .echo:
@@ -186,7 +204,8 @@ public struct LoadReport: Sendable {
         case .hold:
             modeText = "hold, \(Format.grouped(connectionsRequested)) idle connections"
         }
-        let header = "echochat-load \(LoadCommandLine.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(host):\(port)"
+        let header = "echochat-load \(Release.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(host):\(port)"
+            + (interruption.map { " (interrupted by \($0))" } ?? "")
         let width = rows.map(\.0.count).max()! + 2
         return header + "\n" + rows.map { "  " + Format.pad($0.0, width) + $0.1 }.joined(separator: "\n") + "\n"
     }

@@ -45,6 +45,36 @@ final class WorkerResult {
     var notices = 0
 }
 
+/// A request to end a run early (SIGINT, SIGTERM), made by the signal
+/// watcher thread: every worker ends its measuring at `stopAt` as if that
+/// were the planned end, drains what is in flight, and hands back what it
+/// measured, so the report covers the run so far.
+public final class Interruption: Sendable {
+    private let signalNumber = Atomic<Int32>(0)
+    private let time = Atomic<Int64>(.max)
+
+    public init() {}
+
+    /// Records the first request; returns false for any later one.
+    @discardableResult
+    public func request(_ signal: Signal) -> Bool {
+        guard signalNumber.compareExchange(expected: 0, desired: signal.rawValue, ordering: .relaxed).exchanged else {
+            return false
+        }
+        time.store(Clock.monotonicNanoseconds(), ordering: .releasing)
+        return true
+    }
+
+    /// The signal that interrupted the run, once `stopAt` is set.
+    public var signal: Signal? {
+        stopAt == .max ? nil : Signal(rawValue: signalNumber.load(ordering: .relaxed))
+    }
+
+    /// When the run was interrupted (monotonic nanoseconds); Int64.max while it was not.
+    /// One relaxed load: workers read it every loop iteration.
+    public var stopAt: Int64 { time.load(ordering: .acquiring) }
+}
+
 /// The state shared by the main thread and the workers of one run, and the
 /// phase hand-offs: every worker `arrive`s, the main thread waits for all of
 /// them (`waitForArrivals`), publishes what the next phase needs (a start
@@ -66,10 +96,11 @@ final class RunControl: Sendable {
     let finished = Doorbell()
     /// Called by the main thread once every worker holds its connections (--hold).
     let onHolding: (@Sendable () -> Void)?
+    let interruption: Interruption
 
     init(
         options: LoadOptions, address: SocketAddress, perSource: Int?, pattern: EchoPattern?, workers: Int,
-        onHolding: (@Sendable () -> Void)?
+        onHolding: (@Sendable () -> Void)?, interruption: Interruption
     ) {
         self.options = options
         self.address = address
@@ -80,6 +111,7 @@ final class RunControl: Sendable {
         self.goBells = (0..<workers).map { _ in Doorbell() }
         self.results = Lock([:])
         self.onHolding = onHolding
+        self.interruption = interruption
     }
 
     /// A worker reached the end of a phase; blocks until the main thread says go.

@@ -1,3 +1,4 @@
+import EchoChatOptions
 import EchoChatPOSIX
 import Synchronization
 
@@ -136,86 +137,82 @@ public struct StormResult: Sendable {
 // MARK: - Command line
 
 extension LoadCommandLine {
-    static let stormSettings: [OptionSetting<StormOptions>] = [
-        OptionSetting(name: "host", short: nil, placeholder: "host", help: "Server address", defaultText: "127.0.0.1") {
-            o, v, n throws(LoadUsageError) in
-            guard !v.isEmpty, !v.contains(" ") else { throw LoadUsageError("invalid value '\(v)' for \(n): expected an address") }
-            o.host = v
+    static let stormSettings: [Option<StormOptions>] = [
+        Option("host", placeholder: "host", help: "Server address", default: "127.0.0.1") { o, v, n throws(UsageError) in
+            o.host = try Value.host(v, n)
         },
-        OptionSetting(name: "port", short: nil, placeholder: "port", help: "Server port", defaultText: "7007") { o, v, n throws(LoadUsageError) in
-            o.port = try Parse.integer(v, n, in: 1...65535)
+        Option("port", placeholder: "port", help: "Server port", default: "7007") { o, v, n throws(UsageError) in
+            o.port = try Value.integer(v, n, in: 1...65535)
         },
-        OptionSetting(name: "clients", short: "-c", placeholder: "n", help: "Clients that connect at once", defaultText: "5000") {
-            o, v, n throws(LoadUsageError) in o.clients = try Parse.integer(v, n, in: 1...200_000)
+        Option("clients", short: "-c", placeholder: "n", help: "Clients that connect at once", default: "5000") {
+            o, v, n throws(UsageError) in o.clients = try Value.integer(v, n, in: 1...200_000)
         },
-        OptionSetting(name: "threads", short: nil, placeholder: "n", help: "Connecting threads, each with its own epoll loop",
-                      defaultText: "4") { o, v, n throws(LoadUsageError) in o.threads = try Parse.integer(v, n, in: 1...256) },
-        OptionSetting(name: "hold", short: nil, placeholder: "seconds", help: "Keep every connection open after the last welcome",
-                      defaultText: "1") { o, v, n throws(LoadUsageError) in o.hold = try Parse.seconds(v, n, positive: false) },
-        OptionSetting(name: "settle", short: nil, placeholder: "seconds", help: "Keep sampling the server after closing",
-                      defaultText: "2") { o, v, n throws(LoadUsageError) in o.settle = try Parse.seconds(v, n, positive: false) },
-        OptionSetting(name: "reset", short: nil, placeholder: nil, help: "Close with SO_LINGER 0 (RST) instead of a plain close",
-                      defaultText: nil) { o, _, _ throws(LoadUsageError) in o.reset = true },
-        OptionSetting(name: "server-pid", short: nil, placeholder: "pid",
-                      help: "Sample this server's RSS every 20 ms and its CPU time", defaultText: nil) { o, v, n throws(LoadUsageError) in
-            o.serverPID = Int32(try Parse.integer(v, n, in: 1...Int(Int32.max)))
+        Option("threads", placeholder: "n", help: "Connecting threads, each with its own epoll loop", default: "4") {
+            o, v, n throws(UsageError) in o.threads = try Value.integer(v, n, in: 1...256)
         },
-        OptionSetting(name: "timeout", short: nil, placeholder: "seconds", help: "Upper bound for connecting and the welcomes",
-                      defaultText: "120") { o, v, n throws(LoadUsageError) in o.timeout = try Parse.seconds(v, n, positive: true) },
-        OptionSetting(name: "per-source", short: nil, placeholder: "n",
-                      help: "Connections per 127.0.0.x source address before the next one is used",
-                      defaultText: "from the ephemeral port range") { o, v, n throws(LoadUsageError) in
-            o.connectionsPerSource = try Parse.integer(v, n, in: 1...65535)
+        Option("hold", placeholder: "seconds", help: "Keep every connection open after the last welcome", default: "1") {
+            o, v, n throws(UsageError) in o.hold = try Value.seconds(v, n, maximum: 86_400)
         },
-        OptionSetting(name: "strategies", short: nil, placeholder: "list",
-                      help: "Start a chat server per strategy (CPU 0; this client on CPU 1) and storm each; ignores --host, --port, --server-pid",
-                      defaultText: nil) { o, v, n throws(LoadUsageError) in
+        Option("settle", placeholder: "seconds", help: "Keep sampling the server after closing", default: "2") {
+            o, v, n throws(UsageError) in o.settle = try Value.seconds(v, n, maximum: 86_400)
+        },
+        Option("reset", placeholder: nil, help: "Close with SO_LINGER 0 (RST) instead of a plain close", default: nil) {
+            o, _, _ throws(UsageError) in o.reset = true
+        },
+        Option("server-pid", placeholder: "pid", help: "Sample this server's RSS every 20 ms and its CPU time", default: nil) {
+            o, v, n throws(UsageError) in o.serverPID = Int32(try Value.integer(v, n, in: 1...Int(Int32.max)))
+        },
+        Option("timeout", placeholder: "seconds", help: "Upper bound for connecting and the welcomes", default: "120") {
+            o, v, n throws(UsageError) in o.timeout = try Value.seconds(v, n, positive: true, maximum: 86_400)
+        },
+        Option("per-source", placeholder: "n", help: "Connections per 127.0.0.x source address before the next one is used",
+               default: "from the ephemeral port range") { o, v, n throws(UsageError) in
+            o.connectionsPerSource = try Value.integer(v, n, in: 1...65535)
+        },
+        Option("strategies", placeholder: "list",
+               help: "Start a chat server per strategy (CPU 0; this client on CPU 1) and storm each; ignores --host, --port, --server-pid",
+               default: nil) { o, v, n throws(UsageError) in
             let names = v.split(separator: ",").map(String.init)
             guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" } }) else {
-                throw LoadUsageError("invalid value '\(v)' for \(n): expected names separated by commas")
+                throw UsageError("invalid value '\(v)' for \(n): expected names separated by commas")
             }
             o.strategies = names
         },
-        OptionSetting(name: "server", short: nil, placeholder: "path", help: "The echochat-server binary for --strategies",
-                      defaultText: "echochat-server beside this program") { o, v, _ throws(LoadUsageError) in o.server = v },
-        OptionSetting(name: "json", short: nil, placeholder: "file", help: "Write the result as JSON (- for stdout)",
-                      defaultText: nil) { o, v, _ throws(LoadUsageError) in o.jsonPath = v },
+        Option("server", placeholder: "path", help: "The echochat-server binary for --strategies",
+               default: "echochat-server beside this program") { o, v, n throws(UsageError) in o.server = try Value.path(v, n) },
+        Option("json", placeholder: "file", help: "Write the result as JSON (- for stdout)", default: nil) {
+            o, v, _ throws(UsageError) in o.jsonPath = v
+        },
     ]
 
-    static func parseStorm(_ arguments: [String]) throws(LoadUsageError) -> LoadCommand {
+    static let stormParser = OptionParser(
+        command: "echochat-load storm",
+        overview: """
+            Connect storm against a chat server. Opens --clients connections as fast
+            as possible; each reads exactly its welcome line and nothing more (later
+            join notices pile up). Reports the time until the last welcome, then
+            holds, closes all at once and keeps sampling. With --server-pid, the
+            server's peak RSS (VmRSS every 20 ms) and CPU time (utime+stime) over the
+            storm and teardown. With --strategies, starts echochat-server --mode chat
+            per strategy on CPU 0 itself (this client on CPU 1).
+            """,
+        options: stormSettings,
+        sections: [("EXIT STATUS", "  0 when every client was welcomed without errors, 1 otherwise, 64 for bad usage.")])
+
+    static func parseStorm(_ arguments: [String]) throws(UsageError) -> LoadCommand {
         var options = StormOptions()
-        switch try parseFlags(arguments, settings: stormSettings, into: &options) {
+        switch try stormParser.parse(arguments, into: &options) {
         case .help: return .help(stormHelpText)
         case .version: return .version
         case .parsed(let given):
             if options.strategies != nil && given.contains("server-pid") {
-                throw LoadUsageError("--strategies starts its own servers; --server-pid does not apply")
+                throw UsageError("--strategies starts its own servers; --server-pid does not apply")
             }
             return .storm(options)
         }
     }
 
-    public static var stormHelpText: String {
-        """
-        OVERVIEW: Connect storm against a chat server. Opens --clients connections
-        as fast as possible; each reads exactly its welcome line and nothing more
-        (later join notices pile up). Reports the time until the last welcome,
-        then holds, closes all at once and keeps sampling. With --server-pid, the
-        server's peak RSS (VmRSS every 20 ms) and CPU time (utime+stime) over the
-        storm and teardown. With --strategies, starts echochat-server --mode chat
-        per strategy on CPU 0 itself (this client on CPU 1).
-
-        USAGE: echochat-load storm [--host <host>] [--port <port>] [--clients <n>] [--threads <n>] [--hold <seconds>] [--settle <seconds>] [--reset] [--server-pid <pid>] [--timeout <seconds>] [--json <file>]
-               echochat-load storm --strategies epoll,thread,pool [--server <path>] [--clients <n>] ...
-
-        OPTIONS:
-        \(renderOptions(stormSettings))
-
-        Exit status: 0 when every client was welcomed without errors, 1 otherwise,
-        64 for bad usage.
-
-        """
-    }
+    public static var stormHelpText: String { stormParser.helpText }
 }
 
 // MARK: - Running
@@ -363,7 +360,8 @@ enum Storm {
         loadOptions.timeout = options.timeout
         loadOptions.mode = .chat
         let control = RunControl(
-            options: loadOptions, address: address, perSource: perSource, pattern: nil, workers: threads, onHolding: nil)
+            options: loadOptions, address: address, perSource: perSource, pattern: nil, workers: threads, onHolding: nil,
+            interruption: Interruption())
 
         var result = StormResult()
         result.clients = clients

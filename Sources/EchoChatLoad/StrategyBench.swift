@@ -161,9 +161,11 @@ enum LoadgenComparison {
     static func run(_ options: CompareOptions, arguments: [String]) -> Int32 {
         let serverCPU = Pinning.pinSelf(arguments: ["bench-loadgen"] + arguments)
         Signals.ignoreBrokenPipe()
-        guard System.isExecutable(options.loadgen) else {
+        // The parser makes --loadgen required.
+        let loadgen = options.loadgen ?? ""
+        guard System.isExecutable(loadgen) else {
             System.writeToStandardError(
-                "Error: no load generator at \(options.loadgen); build it first:\n  gcc -O2 -pthread -o /tmp/loadgen ../shared/bench/loadgen.c\n")
+                "Error: no executable load generator at '\(loadgen)'.\n" + LoadCommandLine.loadgenNeeded + "\n")
             return 1
         }
         guard let binary = StrategyBench.serverBinary(options.server) else { return 1 }
@@ -211,7 +213,7 @@ enum LoadgenComparison {
                     } else {
                         let arguments = ["-c", "100", "-d", Format.fixed(options.duration, decimals: 3), "-w", "1", "-s", "64",
                                          "-p", String(workload.pipeline), "-H", "127.0.0.1", "-P", String(server.port)]
-                        let measured = runLoadgen(options.loadgen, arguments, pin: serverCPU != nil, timeout: options.duration + 60)
+                        let measured = runLoadgen(loadgen, arguments, pin: serverCPU != nil, timeout: options.duration + 60)
                         if let (rate, cpuPercent) = measured {
                             loadgenRates[workload.name, default: []].append(rate)
                             if rate > 0 { loadgenCPU[workload.name, default: []].append(cpuPercent / 100 / rate * 1e6) }

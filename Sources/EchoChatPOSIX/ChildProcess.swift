@@ -1,8 +1,9 @@
 import CEchoChatShim
 import Glibc
 
-/// A program started with posix_spawn(3), for tools that run a server (or a
-/// reference load generator) as a separate process. Owns the read ends of the
+/// A program started with fork + exec (`Spawn.start`), for tools that run a
+/// server (or a reference load generator) as a separate process; it dies
+/// with this process. Owns the read ends of the
 /// pipes it was asked to create.
 public final class ChildProcess {
     /// Where one of the child's standard streams goes.
@@ -21,54 +22,49 @@ public final class ChildProcess {
     public let standardError: Int32
     private var exitStatus: Int32?
     private var pending: [UInt8] = []
+    /// Exit notification without polling (nil if pidfd_open failed).
+    private let handle: ProcessDescriptor?
 
     /// Starts `path` (searched in PATH when it has no slash) with `arguments`
-    /// (not including argv[0]); stdin is /dev/null.
+    /// (not including argv[0]); stdin is /dev/null. The child is SIGKILLed if
+    /// this process dies (PR_SET_PDEATHSIG, see `Spawn.start`), so call this
+    /// from a thread that lives as long as the child should (the main thread).
     public init(_ path: String, _ arguments: [String], stdout: Output = .inherit, stderr: Output = .inherit)
         throws(SystemError)
     {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         var parentEnds: [Int32] = []
         var childEnds: [Int32] = []
-        func plan(_ output: Output, _ target: Int32) throws(SystemError) -> Int32 {
+        func plan(_ output: Output, _ target: Int32) throws(SystemError) -> (child: Int32, parent: Int32) {
             switch output {
-            case .inherit: return -1
-            case .discard:
-                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
-                return -1
+            case .inherit: return (target, -1)
+            case .discard: return (-1, -1)
             case .file(let file):
-                posix_spawn_file_actions_addopen(&actions, target, file, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-                return -1
+                let fd = try syscallNoWait("open \(file)") { open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) }
+                childEnds.append(fd)
+                return (fd, -1)
             case .pipe:
-                var ends: [Int32] = [0, 0]
-                _ = try syscallNoWait("pipe") { pipe(&ends) }
-                // Close-on-exec on both ends: the child gets its end through dup2 only.
-                for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-                posix_spawn_file_actions_adddup2(&actions, ends[1], target)
-                parentEnds.append(ends[0])
-                childEnds.append(ends[1])
-                return ends[0]
+                let (readEnd, writeEnd) = try Spawn.pipe()
+                parentEnds.append(readEnd)
+                childEnds.append(writeEnd)
+                return (writeEnd, readEnd)
             }
         }
-        let outFD = try plan(stdout, 1)
-        let errFD = try plan(stderr, 2)
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var child: pid_t = 0
-        let status = path.contains("/")
-            ? posix_spawn(&child, path, &actions, nil, argv, environ)
-            : posix_spawnp(&child, path, &actions, nil, argv, environ)
-        for end in childEnds { _ = Glibc.close(end) }
-        if status != 0 {
-            for end in parentEnds { _ = Glibc.close(end) }
-            throw SystemError("spawn \(path)", Errno(rawValue: status))
+        let started: Int32
+        let out: (child: Int32, parent: Int32)
+        let err: (child: Int32, parent: Int32)
+        do {
+            out = try plan(stdout, 1)
+            err = try plan(stderr, 2)
+            started = try Spawn.start(path, arguments, stdin: -1, stdout: out.child, stderr: err.child)
+        } catch {
+            for end in childEnds + parentEnds { _ = Glibc.close(end) }
+            throw error
         }
-        pid = child
-        standardOutput = outFD
-        standardError = errFD
+        for end in childEnds { _ = Glibc.close(end) }
+        pid = started
+        handle = try? ProcessDescriptor(pid: started)
+        standardOutput = out.parent
+        standardError = err.parent
     }
 
     deinit {
@@ -158,9 +154,14 @@ public final class ChildProcess {
     public func wait(timeout: Double) -> Int32? {
         let deadline = Clock.monotonicNanoseconds() + Int64(timeout * 1e9)
         while isRunning {
-            if Clock.monotonicNanoseconds() >= deadline { return nil }
-            // No portable "waitpid with a timeout": poll every 5 ms.
-            Clock.sleep(nanoseconds: 5_000_000)
+            let left = Double(deadline - Clock.monotonicNanoseconds()) / 1e9
+            if left <= 0 { return nil }
+            if let handle, handle.descriptor >= 0 {
+                // Readable once the child has exited; then isRunning reaps it.
+                _ = handle.waitForExit(timeout: left)
+            } else {
+                Clock.sleep(nanoseconds: 5_000_000)
+            }
         }
         return exitStatus
     }
@@ -176,10 +177,7 @@ public final class ChildProcess {
         return wait(timeout: 5)
     }
 
-    private static func decode(_ status: Int32) -> Int32 {
-        let signal = status & 0x7F
-        return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
-    }
+    private static func decode(_ status: Int32) -> Int32 { Spawn.exitCode(fromWaitStatus: status) }
 
     /// Replaces the current process with `path` (execv(3)); returns only on failure.
     public static func replaceCurrentProcess(with path: String, _ arguments: [String]) -> SystemError {
@@ -189,4 +187,124 @@ public final class ChildProcess {
         for pointer in argv { free(pointer) }
         return error
     }
+}
+
+/// Starting programs with fork + exec through the C shim (posix_spawn cannot
+/// set PR_SET_PDEATHSIG or a resource limit for the child alone).
+public enum Spawn {
+    /// Starts `path` (PATH is searched when it has no slash) with `arguments`
+    /// and `environment` (KEY=VALUE; nil: this process's), with `stdin`,
+    /// `stdout` and `stderr` as its descriptors 0, 1, 2 (-1: /dev/null). The
+    /// child gets a process group of its own (its pid), default signal
+    /// handling, no other descriptor of ours, RLIMIT_NOFILE = `openFileLimit`
+    /// when given, and, with `diesWithParent`, PR_SET_PDEATHSIG(SIGKILL): it
+    /// is killed when the *thread* that called this exits (Linux ties the
+    /// death signal to the forking thread), or when this process dies.
+    /// A program that cannot be executed is a thrown error, not a child.
+    public static func start(
+        _ path: String, _ arguments: [String], environment: [String]? = nil, stdin: Int32, stdout: Int32, stderr: Int32,
+        openFileLimit: Int? = nil, diesWithParent: Bool = true
+    ) throws(SystemError) -> Int32 {
+        let pid = withCStrings([path] + arguments) { argv in
+            withEnvironment(environment) { envp in
+                cechochat_spawn(path, argv, envp, stdin, stdout, stderr, openFileLimit ?? 0, diesWithParent ? 1 : 0)
+            }
+        }
+        if pid < 0 { throw SystemError("start \(path)", .current) }
+        return pid
+    }
+
+    /// Starts `path` under a guardian process (see `cechochat_spawn_guarded`):
+    /// everything the program leaves behind, such as a daemon, becomes the
+    /// guardian's, which kills all of it once `control` is closed or this
+    /// process dies. Returns the guardian's pid and the control socket.
+    public static func startGuarded(
+        _ path: String, _ arguments: [String], environment: [String]? = nil, stdin: Int32, stdout: Int32, stderr: Int32
+    ) throws(SystemError) -> (guardian: Int32, control: Int32) {
+        var control: Int32 = -1
+        let pid = withCStrings([path] + arguments) { argv in
+            withEnvironment(environment) { envp in
+                cechochat_spawn_guarded(path, argv, envp, stdin, stdout, stderr, &control)
+            }
+        }
+        if pid < 0 { throw SystemError("start \(path) under a guardian", .current) }
+        return (pid, control)
+    }
+
+    /// A pipe, both ends close-on-exec: (read end, write end).
+    public static func pipe() throws(SystemError) -> (Int32, Int32) {
+        var ends: [Int32] = [-1, -1]
+        _ = try syscallNoWait("pipe2") { cechochat_pipe_cloexec(&ends) }
+        return (ends[0], ends[1])
+    }
+
+    /// prlimit(2) on another process: its RLIMIT_NOFILE, soft and hard.
+    public static func setOpenFileLimit(of pid: Int32, to limit: Int) throws(SystemError) {
+        _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_open_file_limit(pid, limit, limit) }
+    }
+
+    /// `wait(2)` status as a shell reports it: the exit code, or 128 + N when signal N killed it.
+    public static func exitCode(fromWaitStatus status: Int32) -> Int32 {
+        let signal = status & 0x7F
+        return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
+        defer { for pointer in pointers { free(pointer) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
+    private static func withEnvironment<R>(_ environment: [String]?, _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        guard let environment else { return body(UnsafePointer(environ)) }
+        return withCStrings(environment, body)
+    }
+}
+
+/// A pidfd (pidfd_open(2)): a reference to one process that a reused pid can
+/// never redirect. Readable once the process has exited (reaped or not).
+public final class ProcessDescriptor: @unchecked Sendable {
+    // Immutable after init; `descriptor` is closed only by deinit.
+    public let pid: Int32
+    /// -1 where the kernel has no pidfd (before 5.3): then `pid` is used, which
+    /// is only safe for a child not yet reaped.
+    public let descriptor: Int32
+
+    public init(pid: Int32) throws(SystemError) {
+        self.pid = pid
+        let fd = cechochat_pidfd_open(pid)
+        if fd < 0 && Errno.current != Errno(rawValue: ENOSYS) { throw SystemError("pidfd_open \(pid)", .current) }
+        descriptor = fd
+    }
+
+    deinit { if descriptor >= 0 { _ = Glibc.close(descriptor) } }
+
+    /// Sends `signal`; false if the process has gone.
+    @discardableResult
+    public func send(_ signal: Signal) -> Bool {
+        if descriptor >= 0 { return cechochat_pidfd_send_signal(descriptor, signal.rawValue) == 0 }
+        return Glibc.kill(pid, signal.rawValue) == 0
+    }
+
+    /// Waits up to `timeout` seconds for the process to exit; true if it has.
+    /// Without a pidfd this polls kill(pid, 0), which a zombie passes.
+    public func waitForExit(timeout: Double) -> Bool {
+        let deadline = Clock.monotonicNanoseconds() + Int64(max(0, timeout) * 1e9)
+        while true {
+            let left = deadline - Clock.monotonicNanoseconds()
+            if descriptor >= 0 {
+                var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                let ready = Glibc.poll(&entry, 1, Int32(max(0, min(left / 1_000_000 + 1, 1000))))
+                if ready > 0 { return true }
+                if ready < 0 && Errno.current != .interrupted { return false }
+            } else {
+                if Glibc.kill(pid, 0) != 0 { return true }
+                Clock.sleep(nanoseconds: 5_000_000)
+            }
+            if left <= 0 { return false }
+        }
+    }
+
+    /// Whether the process has exited, without waiting.
+    public var hasExited: Bool { waitForExit(timeout: 0) }
 }

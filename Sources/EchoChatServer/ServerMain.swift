@@ -1,4 +1,5 @@
 import EchoChatCore
+import EchoChatOptions
 import EchoChatPOSIX
 
 /// `echochat-server`: parse options, detach if asked, bind, start the chosen
@@ -10,15 +11,18 @@ public enum ServerMain {
 
     public static func run(_ arguments: [String]) -> Int32 {
         var configuration: ServerConfiguration
-        switch parse(arguments) {
+        // Relative paths keep meaning what they meant here, also on a SIGHUP
+        // reload after a daemon has changed directory to /.
+        let directory = startDirectory()
+        switch parse(arguments, directory: directory) {
         case .failure(let error):
             System.writeToStandardError(ServerOptions.errorText(error))
-            return 64
+            return usageExitStatus
         case .success(.help):
             System.writeToStandardOutput(ServerOptions.helpText)
             return 0
         case .success(.version):
-            System.writeToStandardOutput("echochat-server \(ServerOptions.version)\n")
+            System.writeToStandardOutput(ServerOptions.versionText)
             return 0
         case .success(.checkConfig(let settings)):
             System.writeToStandardOutput(ServerOptions.render(settings))
@@ -28,9 +32,7 @@ public enum ServerMain {
         }
         // A daemon changes directory to /; relative paths must keep meaning
         // the same files (and the config file is re-read on SIGHUP).
-        configuration.pidFile = configuration.pidFile.map(System.absolutePath)
-        configuration.logFile = configuration.logFile.map(System.absolutePath)
-        configuration.configFile = configuration.configFile.map(System.absolutePath)
+        absolutePaths(&configuration, directory: directory)
 
         // From here on, failures go to the launcher when detached.
         var readiness: Daemon.Readiness?
@@ -84,7 +86,7 @@ public enum ServerMain {
             try pidFile?.write()
             server = try context.makeServer(listener: listener)
             let control = server.control
-            let reload = Reloader(arguments: arguments, context: context, logFile: logFile)
+            let reload = Reloader(arguments: arguments, directory: directory, context: context, logFile: logFile)
             try Signals.watch(handled) { signal in
                 switch signal {
                 case .hangup:
@@ -117,12 +119,33 @@ public enum ServerMain {
         return status
     }
 
-    static func parse(_ arguments: [String]) -> Result<ServerOptions.Command, UsageError> {
+    /// Settings from the config file, the process's environment and
+    /// `arguments`. The environment is read, never changed, so a reload that
+    /// parses again sees the same variables as the start did.
+    static func parse(_ arguments: [String], directory: String) -> Result<ServerOptions.Command, UsageError> {
         Result { () throws(UsageError) in
-            try ServerOptions.parse(arguments) { path in
-                String(decoding: try System.readFile(System.absolutePath(path)), as: UTF8.self)
+            try ServerOptions.parse(arguments, environment: System.environmentVariable) { path in
+                String(decoding: try System.readFile(absolute(path, in: directory)), as: UTF8.self)
             }
         }
+    }
+
+    /// The working directory at start, to resolve relative paths against.
+    static func startDirectory() -> String {
+        let here = System.absolutePath(".")
+        guard here.hasSuffix("/.") else { return here }
+        let trimmed = String(here.dropLast(2))
+        return trimmed.isEmpty ? "/" : trimmed
+    }
+
+    static func absolute(_ path: String, in directory: String) -> String {
+        path.hasPrefix("/") ? path : (directory.hasSuffix("/") ? directory : directory + "/") + path
+    }
+
+    static func absolutePaths(_ configuration: inout ServerConfiguration, directory: String) {
+        configuration.pidFile = configuration.pidFile.map { absolute($0, in: directory) }
+        configuration.logFile = configuration.logFile.map { absolute($0, in: directory) }
+        configuration.configFile = configuration.configFile.map { absolute($0, in: directory) }
     }
 
     /// The start-up self-check: if RLIMIT_NOFILE cannot hold `max-clients`
@@ -148,15 +171,20 @@ public enum ServerMain {
 }
 
 /// SIGHUP: reopen the log file (logrotate's rename-then-signal) and re-read
-/// the config file, keeping the command-line flags on top of it as at start.
+/// the config file, building the settings as at start: defaults < the file
+/// as it is now < the same environment < the same flags, so whatever the
+/// environment or a flag set still overrides the file.
 /// Only the settings in `RuntimeSettings.reloadable` change while running.
 final class Reloader: Sendable {
     let arguments: [String]
+    /// The directory the server started in: relative paths are resolved against it.
+    let directory: String
     let context: ServerContext
     let logFile: LogFile?
 
-    init(arguments: [String], context: ServerContext, logFile: LogFile?) {
+    init(arguments: [String], directory: String, context: ServerContext, logFile: LogFile?) {
         self.arguments = arguments
+        self.directory = directory
         self.context = context
         self.logFile = logFile
     }
@@ -175,13 +203,11 @@ final class Reloader: Sendable {
             logger.info("SIGHUP: no config file to re-read")
             return
         }
-        switch ServerMain.parse(arguments) {
+        switch ServerMain.parse(arguments, directory: directory) {
         case .failure(let error):
             logger.error("SIGHUP: config not reloaded, keeping the running settings: \(error.message)")
-        case .success(.run(var new)), .success(.checkConfig(var new)):
-            new.pidFile = new.pidFile.map(System.absolutePath)
-            new.logFile = new.logFile.map(System.absolutePath)
-            new.configFile = new.configFile.map(System.absolutePath)
+        case .success(.run(var new)):
+            ServerMain.absolutePaths(&new, directory: directory)
             ServerMain.fitMaxClientsToDescriptors(&new, logger: logger)
             let ignored = context.settings.apply(new)
             logger.level = new.logLevel

@@ -1,115 +1,143 @@
 import EchoChatCore
+import EchoChatOptions
 
-/// Command-line and config-file handling for `echochat-server`, written by
-/// hand in swift-argument-parser's conventions: `USAGE:`/`OPTIONS:` help with
-/// defaults, `Error: …` plus a usage hint on stderr, exit 64 for bad usage.
+/// Command-line, environment and config-file handling for `echochat-server`,
+/// on the shared `OptionParser`: one table of settings, each a flag
+/// (`--max-line`), a config-file key (`max-line`) and an environment variable
+/// (`ECHOCHAT_MAX_LINE`).
 ///
-/// Precedence: defaults < config file < flags.
+/// Precedence: defaults < config file < environment < flags. A SIGHUP reload
+/// builds the settings again the same way: defaults < the file as it is now <
+/// the same environment < the same flags.
 public enum ServerOptions {
-    public static let version = "0.1.0"
-
     /// What the command line asks for.
     public enum Command: Equatable {
         case run(ServerConfiguration)
-        /// `--check-config`: validate, print the effective settings, exit 0.
-        case checkConfig(ServerConfiguration)
+        /// `--check-config`: validate, print the effective settings and where
+        /// each came from, exit 0.
+        case checkConfig(LayeredSettings<ServerConfiguration>)
         case help
         case version
     }
 
-    /// One setting: its flag and config key (`--max-line` / `max-line`), the
-    /// placeholder and help shown by `--help`, and how a value is applied.
-    struct Setting: Sendable {
-        let name: String
-        let placeholder: String
-        let help: String
-        /// The setting's value in `config`, as a config file would spell it.
-        let value: @Sendable (ServerConfiguration) -> String
-        /// A switch takes no value on the command line (`--daemon`); in a
-        /// config file it takes yes/no.
-        var isSwitch = false
-        /// Applies a value; the third argument names the setting in errors
-        /// (`--port` for a flag, `'port'` for a config key).
-        let apply: @Sendable (inout ServerConfiguration, String, String) throws(UsageError) -> Void
+    /// Environment variables are this prefix and the key upper-cased, `-` → `_`.
+    public static let environmentPrefix = "ECHOCHAT_"
+
+    /// One setting: its flag and config key, the placeholder and help shown by
+    /// `--help`, its value as a config file spells it (for `--check-config`
+    /// and the default shown in help), and how a value is applied. A switch
+    /// (no placeholder) takes no value as a flag and yes/no elsewhere.
+    static func setting(
+        _ name: String, placeholder: String?, help: String, value: @escaping @Sendable (ServerConfiguration) -> String,
+        apply: @escaping @Sendable (inout ServerConfiguration, String, String) throws(UsageError) -> Void
+    ) -> Option<ServerConfiguration> {
+        let shown = value(ServerConfiguration())
+        return Option(
+            name, placeholder: placeholder, help: help,
+            default: placeholder == nil || shown.isEmpty ? nil : shown,
+            inUsage: ["host", "port", "mode", "strategy", "daemon"].contains(name), isSetting: true, current: value,
+            apply: apply)
     }
 
-    static let table: [Setting] = [
-        Setting(name: "host", placeholder: "host",
+    /// A setting in seconds (decimals allowed, 0 = off where the help says so).
+    static func seconds(
+        _ name: String, help: String, _ field: WritableKeyPath<ServerConfiguration, Double> & Sendable
+    ) -> Option<ServerConfiguration> {
+        setting(name, placeholder: "seconds", help: help, value: { format($0[keyPath: field]) }) {
+            config, text, name throws(UsageError) in config[keyPath: field] = try Value.seconds(text, name)
+        }
+    }
+
+    static let settings: [Option<ServerConfiguration>] = [
+        setting("host", placeholder: "host",
                 help: "Address to bind; 0.0.0.0 or :: for all interfaces",
-                value: { $0.host }) { config, text, name throws(UsageError) in config.host = try ValueParser.host(text, name) },
-        Setting(name: "port", placeholder: "port", help: "TCP port; 0 picks a free one (logged at start)",
+                value: { $0.host }) { config, text, name throws(UsageError) in config.host = try Value.host(text, name) },
+        setting("port", placeholder: "port", help: "TCP port; 0 picks a free one (logged at start)",
                 value: { String($0.port) }) { config, text, name throws(UsageError) in
-            config.port = try ValueParser.integer(text, name, in: 0...65535)
+            config.port = try Value.integer(text, name, in: 0...65535)
         },
-        Setting(name: "mode", placeholder: "mode", help: "echo or chat",
+        setting("mode", placeholder: "mode", help: "echo or chat",
                 value: { $0.mode.rawValue }) { config, text, name throws(UsageError) in
-            config.mode = try ValueParser.choice(text, name, as: ServerMode.self)
+            config.mode = try Value.choice(text, name, as: ServerMode.self)
         },
-        Setting(name: "strategy", placeholder: "strategy",
+        setting("strategy", placeholder: "strategy",
                 help: "Concurrency strategy: " + Strategy.allCases.map(\.rawValue).joined(separator: ", "),
                 value: { $0.strategy.rawValue }) { config, text, name throws(UsageError) in
-            config.strategy = try ValueParser.choice(text, name, as: Strategy.self)
+            config.strategy = try Value.choice(text, name, as: Strategy.self)
         },
-        Setting(name: "max-clients", placeholder: "n", help: "Clients connected at once; more are refused",
+        setting("max-clients", placeholder: "n", help: "Clients connected at once; more are refused",
                 value: { String($0.maxClients) }) { config, text, name throws(UsageError) in
-            config.maxClients = try ValueParser.integer(text, name, in: 1...1_000_000)
+            config.maxClients = try Value.integer(text, name, in: 1...1_000_000)
         },
-        Setting(name: "max-line", placeholder: "bytes", help: "Longest chat line, without its line end",
+        setting("max-line", placeholder: "bytes", help: "Longest chat line, without its line end",
                 value: { String($0.maxLine) }) { config, text, name throws(UsageError) in
-            config.maxLine = try ValueParser.size(text, name, minimum: 1)
+            config.maxLine = try Value.size(text, name, minimum: 1)
         },
-        Setting(name: "max-output", placeholder: "bytes",
+        setting("max-output", placeholder: "bytes",
                 help: "Output queued per client: echo stops reading, chat drops a slow consumer",
                 value: { String($0.maxOutput) }) { config, text, name throws(UsageError) in
-            config.maxOutput = try ValueParser.size(text, name, minimum: 1)
+            config.maxOutput = try Value.size(text, name, minimum: 1)
         },
-        Setting(name: "idle-timeout", placeholder: "seconds", help: "Close clients silent this long; 0 = off",
-                value: { format($0.idleTimeout) }) { config, text, name throws(UsageError) in
-            config.idleTimeout = try ValueParser.seconds(text, name)
-        },
-        Setting(name: "line-timeout", placeholder: "seconds",
-                help: "Chat: close clients that leave a line unfinished this long; 0 = off",
-                value: { format($0.lineTimeout) }) { config, text, name throws(UsageError) in
-            config.lineTimeout = try ValueParser.seconds(text, name)
-        },
-        Setting(name: "shutdown-timeout", placeholder: "seconds",
-                help: "On SIGTERM/SIGINT, time allowed to deliver pending output",
-                value: { format($0.shutdownTimeout) }) { config, text, name throws(UsageError) in
-            config.shutdownTimeout = try ValueParser.seconds(text, name)
-        },
-        Setting(name: "close-timeout", placeholder: "seconds",
-                help: "Time a finished session has to take its last output before it is closed anyway",
-                value: { format($0.closeTimeout) }) { config, text, name throws(UsageError) in
-            config.closeTimeout = try ValueParser.seconds(text, name)
-        },
-        Setting(name: "workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
+        seconds("idle-timeout", help: "Close clients silent this long; 0 = off", \.idleTimeout),
+        seconds("line-timeout", help: "Chat: close clients that leave a line unfinished this long; 0 = off", \.lineTimeout),
+        seconds("shutdown-timeout", help: "On SIGTERM/SIGINT, time allowed to deliver pending output", \.shutdownTimeout),
+        seconds("close-timeout", help: "Time a finished session has to take its last output before it is closed anyway", \.closeTimeout),
+        setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
                 value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
-            config.workers = text == "auto" ? nil : try ValueParser.integer(text, name, in: 1...1024)
+            config.workers = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)
         },
-        Setting(name: "thread-stack", placeholder: "bytes", help: "Thread strategy: stack size per client thread",
+        setting("thread-stack", placeholder: "bytes", help: "Thread strategy: stack size per client thread",
                 value: { "\($0.threadStack / 1024)K" }) { config, text, name throws(UsageError) in
-            config.threadStack = try ValueParser.size(text, name, minimum: 64 * 1024)
+            config.threadStack = try Value.size(text, name, minimum: 64 * 1024)
         },
-        Setting(name: "daemon", placeholder: "", help: "Detach and run in the background; exits once listening",
-                value: { $0.daemon ? "yes" : "no" }, isSwitch: true) { config, text, name throws(UsageError) in
-            config.daemon = try ValueParser.boolean(text, name)
+        setting("daemon", placeholder: nil, help: "Detach and run in the background; exits once listening",
+                value: { $0.daemon ? "yes" : "no" }) { config, text, name throws(UsageError) in
+            config.daemon = try Value.boolean(text, name)
         },
-        Setting(name: "pidfile", placeholder: "file", help: "Write the pid here once listening; a second instance refuses it",
+        setting("pidfile", placeholder: "file", help: "Write the pid here once listening; a second instance refuses it",
                 value: { $0.pidFile ?? "" }) { config, text, name throws(UsageError) in
-            config.pidFile = try ValueParser.path(text, name)
+            config.pidFile = try Value.path(text, name)
         },
-        Setting(name: "log-file", placeholder: "file", help: "Append logs here instead of stderr; SIGHUP reopens it",
+        setting("log-file", placeholder: "file", help: "Append logs here instead of stderr; SIGHUP reopens it",
                 value: { $0.logFile ?? "" }) { config, text, name throws(UsageError) in
-            config.logFile = try ValueParser.path(text, name)
+            config.logFile = try Value.path(text, name)
         },
-        Setting(name: "log-level", placeholder: "level", help: "debug, info, warn or error",
+        setting("log-level", placeholder: "level", help: "debug, info, warn or error",
                 value: { $0.logLevel.rawValue }) { config, text, name throws(UsageError) in
-            config.logLevel = try ValueParser.choice(text, name, as: LogLevel.self)
+            config.logLevel = try Value.choice(text, name, as: LogLevel.self)
         },
     ]
 
+    /// `--config` and `--check-config`: command line only, not settings.
+    static let commandLineOnly: [Option<ServerConfiguration>] = [
+        Option(
+            "config", placeholder: "file",
+            help: "Read settings from a config file (key = value); the environment and flags override it"
+        ) { _, _, _ throws(UsageError) in },
+        Option(
+            "check-config", placeholder: nil,
+            help: "Validate flags, environment and config file; print each setting and its source; exit",
+            inUsage: false) { _, _, _ throws(UsageError) in },
+    ]
+
+    public static let parser = OptionParser(
+        command: "echochat-server",
+        overview: "EchoChat server: a multi-client TCP echo and chat server.",
+        options: settings + commandLineOnly,
+        sections: [
+            (
+                "ENVIRONMENT",
+                """
+                  Every setting can also be given as ECHOCHAT_<KEY>: the long option name
+                  upper-cased, '-' as '_' (ECHOCHAT_PORT=7008, ECHOCHAT_MAX_CLIENTS=500).
+                  Precedence: defaults < config file < environment < flags. SIGHUP re-reads
+                  the config file; the environment and flags still override it.
+                """
+            )
+        ])
+
     /// Every config key (the long flags without `--`), for docs and tests.
-    public static var settingNames: [String] { table.map(\.name) }
+    public static var settingNames: [String] { settings.map(\.name) }
 
     static func format(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
@@ -117,151 +145,55 @@ public enum ServerOptions {
 
     // MARK: - Parsing
 
-    /// Parses `arguments` (without the program name). `readFile` loads
-    /// `--config FILE`; it is a parameter so tests need no files.
+    /// Parses `arguments` (without the program name). `environment` looks up
+    /// `ECHOCHAT_*` variables and `readFile` loads `--config FILE`; both are
+    /// parameters so tests need neither a real environment nor files.
     public static func parse(
-        _ arguments: [String], readFile: (String) throws -> String
+        _ arguments: [String], environment: (String) -> String? = { _ in nil },
+        readFile: (String) throws -> String
     ) throws(UsageError) -> Command {
-        var flags: [(Setting, String)] = []
-        var configFile: String?
-        var checkOnly = false
-        var index = 0
-        while index < arguments.count {
-            let argument = arguments[index]
-            index += 1
-            switch argument {
-            case "-h", "--help": return .help
-            case "--version": return .version
-            case "--check-config":
-                checkOnly = true
-                continue
-            default: break
-            }
-            guard argument.hasPrefix("--"), argument.count > 2 else {
-                if argument.hasPrefix("-") { throw UsageError("unknown option '\(argument)'") }
-                throw UsageError("unexpected argument '\(argument)'")
-            }
-            var name = String(argument.dropFirst(2))
-            var value: String?
-            if let equals = name.firstIndex(of: "=") {
-                value = String(name[name.index(after: equals)...])
-                name = String(name[..<equals])
-            }
-            guard name == "config" || table.contains(where: { $0.name == name }) else {
-                throw UsageError("unknown option '--\(name)'")
-            }
-            if value == nil, table.first(where: { $0.name == name })?.isSwitch == true {
-                value = "yes"
-            }
-            if value == nil {
-                guard index < arguments.count else { throw UsageError("missing value for '--\(name)'") }
-                value = arguments[index]
-                index += 1
-            }
-            if name == "config" {
-                configFile = value
-            } else if let setting = table.first(where: { $0.name == name }) {
-                flags.append((setting, value!))
-            }
+        let found: [Occurrence<ServerConfiguration>]
+        switch try parser.scan(arguments) {
+        case .help: return .help
+        case .version: return .version
+        case .options(let options): found = options
         }
-
-        var config = ServerConfiguration()
-        if let configFile {
+        var layers = LayeredSettings(ServerConfiguration())
+        if let configFile = found.last(where: { $0.option.name == "config" })?.value {
             let text: String
             do { text = try readFile(configFile) } catch {
                 throw UsageError("cannot read config file '\(configFile)': \(error)")
             }
-            try applyConfigFile(text, path: configFile, to: &config)
-            config.configFile = configFile
+            try parser.applyConfigFile(text, path: configFile, to: &layers)
+            layers.settings.configFile = configFile
         }
-        for (setting, value) in flags { try setting.apply(&config, value, "--\(setting.name)") }
-        return checkOnly ? .checkConfig(config) : .run(config)
+        try parser.applyEnvironment(prefix: environmentPrefix, lookup: environment, to: &layers)
+        try parser.applyFlags(found, to: &layers)
+        return found.contains(where: { $0.option.name == "check-config" }) ? .checkConfig(layers) : .run(layers.settings)
     }
 
-    /// Applies `key = value` lines; `#` starts a comment; blank lines are fine.
-    /// Errors name the file and line: `echochat.conf:12: unknown key 'foo'`.
+    /// Applies a config file's `key = value` lines to `config`.
     public static func applyConfigFile(
         _ text: String, path: String, to config: inout ServerConfiguration
     ) throws(UsageError) {
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = Substring(rawLine)
-            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            let trimmed = line.trimmingSpaces()
-            if trimmed.isEmpty { continue }
-            let location = "\(path):\(number + 1)"
-            guard let equals = trimmed.firstIndex(of: "=") else {
-                throw UsageError("\(location): expected 'key = value', got '\(trimmed)'")
-            }
-            let key = String(trimmed[..<equals].trimmingSpaces())
-            let value = String(trimmed[trimmed.index(after: equals)...].trimmingSpaces())
-            guard let setting = table.first(where: { $0.name == key }) else {
-                throw UsageError("\(location): unknown key '\(key)'")
-            }
-            guard !value.isEmpty else { throw UsageError("\(location): missing value for '\(key)'") }
-            do {
-                try setting.apply(&config, value, "'\(key)'")
-            } catch {
-                throw UsageError("\(location): \(error.message)")
-            }
-        }
+        var layers = LayeredSettings(config)
+        try parser.applyConfigFile(text, path: path, to: &layers)
+        config = layers.settings
     }
 
-    // MARK: - Help
+    // MARK: - Output
 
-    public static let usageLine =
-        "echochat-server [--host <host>] [--port <port>] [--mode <mode>] [--strategy <strategy>] [--config <file>] [--daemon] [<options>]"
+    public static var helpText: String { parser.helpText }
+    public static var versionText: String { parser.versionText }
+    public static var usageLine: String { parser.usage }
 
-    public static var helpText: String {
-        let defaults = ServerConfiguration()
-        var rows: [(String, String)] = table.map { setting in
-            if setting.isSwitch { return ("--\(setting.name)", setting.help) }
-            let shown = setting.value(defaults)
-            return ("--\(setting.name) <\(setting.placeholder)>", setting.help + (shown.isEmpty ? "" : " (default: \(shown))"))
-        }
-        rows.append(("--config <file>", "Read settings from a config file (key = value); flags override it"))
-        rows.append(("--check-config", "Validate the flags and config file, print the effective settings, exit"))
-        rows.append(("--version", "Show the version."))
-        rows.append(("-h, --help", "Show help information."))
-        let width = rows.map(\.0.count).max()! + 2
-        let options = rows.map { "  " + $0.0.padding(to: width) + $0.1 }.joined(separator: "\n")
-        return """
-            OVERVIEW: EchoChat server: a multi-client TCP echo and chat server.
-
-            USAGE: \(usageLine)
-
-            OPTIONS:
-            \(options)
-
-            """
-    }
-
-    /// The settings in config-file syntax, one `key = value` per line (what
-    /// `--check-config` prints); unset paths are left out.
-    public static func render(_ config: ServerConfiguration) -> String {
-        var lines: [String] = []
-        if let file = config.configFile { lines.append("# effective settings: defaults < \(file) < flags") }
-        for setting in table {
-            let value = setting.value(config)
-            if !value.isEmpty { lines.append("\(setting.name) = \(value)") }
-        }
-        return lines.joined(separator: "\n") + "\n"
+    /// What `--check-config` prints: a comment naming the layers, then every
+    /// setting as `key = value  # source`, which is itself a valid config file.
+    public static func render(_ layers: LayeredSettings<ServerConfiguration>) -> String {
+        let file = layers.settings.configFile.map { "\($0) < " } ?? ""
+        return "# effective settings: defaults < \(file)environment (ECHOCHAT_*) < flags\n" + parser.render(layers)
     }
 
     /// What bad usage prints on stderr before exiting with 64.
-    public static func errorText(_ error: UsageError) -> String {
-        "Error: \(error.message)\nUsage: \(usageLine)\n  See 'echochat-server --help' for more information.\n"
-    }
-}
-
-extension StringProtocol {
-    func trimmingSpaces() -> SubSequence {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
-        guard let start = firstIndex(where: { !isSpace($0) }) else { return self[endIndex...] }
-        let end = lastIndex(where: { !isSpace($0) })!
-        return self[start...end]
-    }
-
-    func padding(to width: Int) -> String {
-        String(self) + String(repeating: " ", count: Swift.max(1, width - count))
-    }
+    public static func errorText(_ error: UsageError) -> String { parser.errorText(error) }
 }

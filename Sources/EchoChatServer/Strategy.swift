@@ -1,5 +1,5 @@
 /// The concurrency strategies `--strategy` selects. All behave identically on
-/// the wire (PROTOCOL.md); they differ in threads, memory and CPU.
+/// the wire (docs/PROTOCOL.md); they differ in threads, memory and CPU.
 public enum Strategy: String, Sendable, CaseIterable {
     /// One thread, non-blocking sockets, epoll.
     case epoll

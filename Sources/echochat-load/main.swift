@@ -2,5 +2,5 @@ import EchoChatLoad
 import EchoChatPOSIX
 
 // Everything lives in the library: threads created from top-level code in
-// main.swift trap at run time on this toolchain (SWIFT-ON-LINUX.md).
+// main.swift trap at run time on this toolchain (Swift 6.3 on Linux).
 System.exit(LoadMain.run(Array(CommandLine.arguments.dropFirst())))

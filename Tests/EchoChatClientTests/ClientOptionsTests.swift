@@ -1,4 +1,5 @@
 import EchoChatClient
+import EchoChatOptions
 import Testing
 
 @Suite("echochat options")
@@ -22,7 +23,7 @@ struct ClientOptionsTests {
             try ClientOptions.parse(["--host", "::1", "--port", "7100", "--nick", "alice", "--room", "#dev", "--no-color"])
                 == .run(expected))
         #expect(
-            try ClientOptions.parse(["--no-color", "--host=::1", "--port=7100", "--nick=alice", "--room=#dev"])
+            try ClientOptions.parse(["--no-color", "--host=::1", "--port=7_100", "--nick=alice", "--room=#dev"])
                 == .run(expected))
     }
 
@@ -33,31 +34,36 @@ struct ClientOptionsTests {
         #expect(ClientOptions.helpText.hasPrefix("OVERVIEW: "))
         #expect(ClientOptions.helpText.contains("USAGE: \(ClientOptions.usageLine)"))
         #expect(ClientOptions.helpText.contains("--port <port>  Server TCP port (default: 7007)"))
+        #expect(ClientOptions.helpText.contains("KEYS (on a terminal):\n  Enter "))
+        #expect(ClientOptions.helpText.contains("Numbers may group digits with '_'"))
     }
 
     @Test(arguments: [
         (["--bogus"], "unknown option '--bogus'"),
         (["-x"], "unknown option '-x'"),
         (["hostname"], "unexpected argument 'hostname'"),
+        (["-"], "unexpected argument '-'"),
+        (["--", "--port"], "unexpected argument '--port'"),
+        (["--port", "7__000"], "invalid value '7__000' for --port: expected an integer from 1 to 65535"),
         (["--port"], "missing value for '--port'"),
-        (["--port", "0"], "invalid value '0' for '--port': expected an integer from 1 to 65535"),
-        (["--port=65536"], "invalid value '65536' for '--port': expected an integer from 1 to 65535"),
-        (["--port", "http"], "invalid value 'http' for '--port': expected an integer from 1 to 65535"),
-        (["--host", ""], "invalid value '' for '--host': expected an address or host name"),
-        (["--nick", "a b"], "invalid value 'a b' for '--nick': expected 1 to 32 of A-Z a-z 0-9 _ -"),
-        (["--nick", "alice\n/quit"], "invalid value 'alice\n/quit' for '--nick': expected 1 to 32 of A-Z a-z 0-9 _ -"),
+        (["--port", "0"], "invalid value '0' for --port: expected an integer from 1 to 65535"),
+        (["--port=65536"], "invalid value '65536' for --port: expected an integer from 1 to 65535"),
+        (["--port", "http"], "invalid value 'http' for --port: expected an integer from 1 to 65535"),
+        (["--host", ""], "invalid value '' for --host: expected an address or host name"),
+        (["--nick", "a b"], "invalid value 'a b' for --nick: expected 1 to 32 of A-Z a-z 0-9 _ -"),
+        (["--nick", "alice\n/quit"], "invalid value 'alice\n/quit' for --nick: expected 1 to 32 of A-Z a-z 0-9 _ -"),
         (["--nick", String(repeating: "a", count: 33)],
-         "invalid value '\(String(repeating: "a", count: 33))' for '--nick': expected 1 to 32 of A-Z a-z 0-9 _ -"),
-        (["--room", "#"], "invalid value '#' for '--room': expected 1 to 32 of A-Z a-z 0-9 _ -, with or without a leading #"),
+         "invalid value '\(String(repeating: "a", count: 33))' for --nick: expected 1 to 32 of A-Z a-z 0-9 _ -"),
+        (["--room", "#"], "invalid value '#' for --room: expected 1 to 32 of A-Z a-z 0-9 _ -, with or without a leading #"),
         (["--no-color=yes"], "'--no-color' takes no value"),
     ])
     func badUsage(arguments: [String], message: String) {
-        #expect(throws: ClientUsageError(message)) { try ClientOptions.parse(arguments) }
+        #expect(throws: UsageError(message)) { try ClientOptions.parse(arguments) }
     }
 
     @Test func errorTextHasTheUsageHint() {
         #expect(
-            ClientOptions.errorText(ClientUsageError("unknown option '--bogus'")) == """
+            ClientOptions.errorText(UsageError("unknown option '--bogus'")) == """
                 Error: unknown option '--bogus'
                 Usage: echochat [--host <host>] [--port <port>] [--nick <name>] [--room <room>] [--no-color]
                   See 'echochat --help' for more information.

@@ -37,7 +37,7 @@ final class PseudoTerminal {
         slave = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY | O_CLOEXEC)
         guard slave >= 0 else { throw TestFailure("open /dev/pts/\(number): \(Errno.current)") }
         self.columns = columns
-        output = OutputCollector(descriptor: master)
+        output = try OutputCollector(descriptor: master, name: "terminal")
     }
 
     deinit {

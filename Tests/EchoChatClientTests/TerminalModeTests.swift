@@ -35,7 +35,7 @@ struct TerminalModeTests {
         try terminal.waitForScreen("the nick reply") { $0.rows.contains("* you are now alice") }
         _ = try bob.readLines(until: { $0 == "* guest1 is now alice" })
 
-        alice.write("hello wor")
+        try alice.write("hello wor")
         try terminal.waitForScreen("the typed text") { $0.cursorRow == "> hello wor" }
         try bob.send("hi alice\n")
         let screen = try terminal.waitForScreen("bob's line") { $0.rows.contains("<bob> hi alice") }
@@ -46,11 +46,11 @@ struct TerminalModeTests {
         #expect(screen.column == 11)
         #expect(terminal.output.text.contains("<bob> hi alice\r\n\r> hello wor"))
 
-        alice.write("ld\r")
+        try alice.write("ld\r")
         #expect(try bob.readLine() == "<alice> hello world")
         try terminal.waitForScreen("the sent line kept") { $0.rows.contains("> hello world") && $0.cursorRow == ">" }
 
-        alice.write("/quit\r")
+        try alice.write("/quit\r")
         #expect(try alice.waitForExit() == 0)
         let end = try terminal.waitForScreen("the closing line") {
             $0.rows.contains("echochat: connection closed by server")
@@ -70,9 +70,9 @@ struct TerminalModeTests {
         try terminal.output.waitFor(text: "<\(bobColor)> colourful")
         #expect(terminal.output.text.contains("\u{1B}[36m* welcome guest1"))
 
-        alice.write("half typed")
+        try alice.write("half typed")
         try terminal.waitForScreen("the typed text") { $0.cursorRow == "> half typed" }
-        alice.write("\u{03}")
+        try alice.write("\u{03}")
         #expect(try alice.waitForExit() == 130)
         #expect(try bob.readLine() == "* guest1 left #lobby")
         #expect(try terminal.isCanonicalWithEcho())
@@ -90,7 +90,7 @@ struct TerminalModeTests {
             $0.rows.contains("<bob> plain") && $0.rows.contains("[pm from bob] psst")
         }
         // Ctrl-D: end of input; the server answers what it has and closes.
-        alice.write("\u{04}")
+        try alice.write("\u{04}")
         #expect(try alice.waitForExit() == 0)
         try terminal.waitForScreen("the closing line") { $0.rows.last(where: { !$0.isEmpty }) == "echochat: connection closed by server" }
         #expect(!containsColor(terminal.output.text))
@@ -100,9 +100,9 @@ struct TerminalModeTests {
     @Test func echoModeOnATerminal() throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: .epoll)
         let (client, terminal) = try startClient(["--port", String(server.port), "--no-color"])
-        client.write("ping\r")
+        try client.write("ping\r")
         try terminal.waitForScreen("the echo") { Array($0.nonEmptyRows.suffix(3)) == ["> ping", "ping", ">"] }
-        client.write("unsent")
+        try client.write("unsent")
         try terminal.waitForScreen("the typed text") { $0.cursorRow == "> unsent" }
         #expect(try server.stop() == 0)
         #expect(try client.waitForExit() == 0)
@@ -116,7 +116,7 @@ struct TerminalModeTests {
     @Test func sigtermRestoresTheTerminal() throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: .epoll)
         let (client, terminal) = try startClient(["--port", String(server.port)])
-        Signals.send(.terminate, to: client.process.processIdentifier)
+        client.signal(.terminate)
         #expect(try client.waitForExit() == 143)
         #expect(try terminal.isCanonicalWithEcho())
     }

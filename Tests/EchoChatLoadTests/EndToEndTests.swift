@@ -1,4 +1,5 @@
 import EchoChatLoad
+import EchoChatOptions
 import EchoChatPOSIX
 import EchoChatTestSupport
 import Foundation
@@ -156,7 +157,7 @@ struct EndToEndTests {
         let help = try run(["--help"])
         #expect(help.status == 0 && help.stdout.contains("USAGE: echochat-load"))
         let version = try run(["--version"])
-        #expect(version.status == 0 && version.stdout == "echochat-load \(LoadCommandLine.version)\n")
+        #expect(version.status == 0 && version.stdout == "echochat-load \(Release.version)\n")
     }
 
     @Test func benchWritesTableAndChart() throws {

@@ -1,11 +1,12 @@
 @testable import EchoChatLoad
+import EchoChatOptions
 import Testing
 
 @Suite("Options")
 struct OptionsTests {
     func options(_ arguments: [String]) throws -> LoadOptions {
         guard case .run(let options) = try LoadCommandLine.parse(arguments) else {
-            throw LoadUsageError("not a run: \(arguments)")
+            throw UsageError("not a run: \(arguments)")
         }
         return options
     }
@@ -62,6 +63,9 @@ struct OptionsTests {
         (["--bogus"], "unknown option '--bogus'"),
         (["-x"], "unknown option '-x'"),
         (["extra"], "unexpected argument 'extra'"),
+        (["-"], "unexpected argument '-'"),
+        (["--", "-c"], "unexpected argument '-c'"),
+        (["--host", "a b"], "invalid value 'a b' for --host: expected an address or host name"),
         (["--port"], "missing value for '--port'"),
         (["--port", "70000"], "invalid value '70000' for --port"),
         (["-c", "0"], "invalid value '0' for --connections"),
@@ -77,6 +81,8 @@ struct OptionsTests {
         (["bench", "--workloads", "pp1,nope"], "unknown workload 'nope'"),
         (["bench", "--runs", "0"], "invalid value '0' for --runs"),
         (["bench-loadgen", "--frob"], "unknown option '--frob'"),
+        (["bench-loadgen"], "missing '--loadgen <path>'.\nbench-loadgen needs the C reference load generator, loadgen.c, from the\nEchoChat development kit"),
+        (["bench", "-"], "unexpected argument '-'"),
     ])
     func badUsageIsExplained(arguments: [String], message: String) {
         let error = usageError(arguments)
@@ -98,11 +104,20 @@ struct OptionsTests {
             return
         }
         #expect(compare.loadgen == "/l" && compare.runs == 5 && compare.duration == 5)
+        guard case .help(let compareHelp) = try LoadCommandLine.parse(["bench-loadgen", "--help"]) else {
+            Issue.record("no bench-loadgen help")
+            return
+        }
+        #expect(compareHelp.contains("--loadgen <path>") && compareHelp.contains("development kit"))
+        #expect(!compareHelp.contains("../") && !compareHelp.contains("/tmp/"))
     }
 
     @Test func errorTextFollowsArgumentParserConventions() {
-        let text = LoadCommandLine.errorText(LoadUsageError("unknown option '--x'"))
+        let text = LoadCommandLine.errorText(UsageError("unknown option '--x'"), arguments: ["--x"])
         #expect(text.hasPrefix("Error: unknown option '--x'\nUsage: echochat-load "))
         #expect(text.hasSuffix("See 'echochat-load --help' for more information.\n"))
+        let bench = LoadCommandLine.errorText(UsageError("unknown option '--x'"), arguments: ["bench", "--x"])
+        #expect(bench.hasPrefix("Error: unknown option '--x'\nUsage: echochat-load bench "))
+        #expect(bench.hasSuffix("See 'echochat-load bench --help' for more information.\n"))
     }
 }

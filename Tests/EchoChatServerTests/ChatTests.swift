@@ -206,7 +206,8 @@ struct ChatTests {
         #expect(try watcher.syncWho() == "* #lobby: guest1, guest2 (2)")  // blank lines were ignored
     }
 
-    @Test(arguments: Strategy.allCases)
+    // Skipped without netcat-openbsd; a failure under CI=true.
+    @Test(.requires(.nc), arguments: Strategy.allCases)
     func netcatJoinsTheChat(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (watcher, _) = try server.joinChat()

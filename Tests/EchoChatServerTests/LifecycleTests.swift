@@ -1,4 +1,5 @@
 import EchoChatCore
+import EchoChatOptions
 import EchoChatPOSIX
 import EchoChatServer
 import EchoChatTestSupport
@@ -41,7 +42,7 @@ struct LifecycleTests {
         try bob.send("/join other\n")
         _ = try bob.readLine()
         _ = try alice.readLine()
-        Signals.send(.terminate, to: server.pid)
+        server.signal(.terminate)
         for client in [alice, bob] {
             #expect(try client.readLine() == "* server shutting down")
             #expect(try client.isClosedByServer())  // and no left notices before the close
@@ -103,27 +104,10 @@ struct LifecycleTests {
 /// Flags, config file and exit codes of the real binary.
 @Suite("Command line")
 struct CommandLineTests {
-    struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    func run(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ServerProcess.binary)
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                   stderr: String(decoding: stderr, as: UTF8.self))
+    /// The server binary run to completion through the shared runner
+    /// (pipes read concurrently, a deadline, the status as a shell shows it).
+    func run(_ arguments: [String]) throws -> ProgramResult {
+        try runProgram(ServerProcess.binary, arguments, timeout: 30)
     }
 
     @Test func helpListsEveryOptionWithDefaults() throws {
@@ -142,7 +126,7 @@ struct CommandLineTests {
     @Test func versionPrintsAndExitsZero() throws {
         let result = try run(["--version"])
         #expect(result.status == 0)
-        #expect(result.stdout == "echochat-server \(ServerOptions.version)\n")
+        #expect(result.stdout == "echochat-server \(Release.version)\n")
     }
 
     @Test(arguments: [

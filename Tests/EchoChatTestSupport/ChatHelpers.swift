@@ -1,5 +1,7 @@
+import EchoChatPOSIX
 import EchoChatServer
 import Foundation
+import Testing
 
 extension ServerProcess {
     /// Connects a chat client and reads its welcome line; returns the client
@@ -36,26 +38,59 @@ public func parseStats(_ line: String) throws -> [String: String] {
     return pairs
 }
 
-/// Runs `body` on its own thread; `value(timeout:)` waits for its result.
-/// For a test that must keep one client busy while it waits on another.
+/// Runs `body` on its own (joinable) thread; `value(timeout:)` waits for its
+/// result. For a test that must keep one client busy while it waits on
+/// another. The thread never outlives this object: `deinit` waits for it to
+/// finish (the body's own socket timeouts bound that) and joins it, so it
+/// cannot go on using descriptors that a later test has been given.
 public final class Background<T>: @unchecked Sendable {
     // `result` is written once by the worker thread, then read after `done` signals.
-    private var result: Result<T, any Error>?
-    private let done = DispatchSemaphore(value: 0)
+    private final class Slot: @unchecked Sendable {
+        var result: Result<T, any Error>?
+        let done = DispatchSemaphore(value: 0)
+    }
+    private let slot = Slot()
+    private let thread: Lock<ThreadHandle?>
+    private let finished = Lock(false)
 
     public init(_ body: @escaping () throws -> T) {
         let box = UncheckedBox(body)
-        Thread { [self] in
-            result = Result { try box.value() }
-            done.signal()
-        }.start()
+        let slot = self.slot
+        do {
+            thread = Lock(try Threads.spawn(name: "test-background", stackSize: 1 << 20) {
+                slot.result = Result { try box.value() }
+                slot.done.signal()
+            })
+        } catch {
+            slot.result = .failure(error)
+            slot.done.signal()
+            thread = Lock(nil)
+        }
     }
 
+    /// The body's result; throws its error, or after `timeout` seconds.
     public func value(timeout: Double) throws -> T {
-        guard done.wait(timeout: .now() + timeout) == .success, let result else {
+        guard wait(timeout: timeout), let result = slot.result else {
             throw TestFailure("background work did not finish within \(timeout) s")
         }
         return try result.get()
+    }
+
+    /// Waits up to `timeout` seconds for the body to end; joins the thread if it did.
+    @discardableResult
+    public func wait(timeout: Double) -> Bool {
+        if finished.withLock({ $0 }) { return true }
+        guard slot.done.wait(timeout: .now() + timeout) == .success else { return false }
+        finished.withLock { $0 = true }
+        if let handle = thread.withLock({ handle in defer { handle = nil }; return handle }) { handle.join() }
+        return true
+    }
+
+    deinit {
+        if !wait(timeout: 120) {
+            // Cannot stop a thread from outside; at least say which test leaked one.
+            Issue.record("background work still running 120 s after its test let go of it")
+        }
     }
 }
 

@@ -66,6 +66,40 @@ int cechochat_fork(void);
 // kernel has it, else one close(2) per possible descriptor).
 void cechochat_close_all_from_3_except(int keep);
 
+// Starting test and benchmark programs (fork + exec). Between fork and exec
+// the child calls only async-signal-safe functions. It gets: a process group
+// of its own, PR_SET_PDEATHSIG(SIGKILL) when die_with_parent != 0 (checked
+// against a parent that died before it was set), an empty signal mask and
+// default dispositions, `in`/`out`/`err` as descriptors 0/1/2 (-1: /dev/null),
+// every other descriptor closed, and RLIMIT_NOFILE soft = hard =
+// open_file_limit when that is > 0. PDEATHSIG fires when the *thread* that
+// forked exits, so callers fork from a thread that lives as long as the
+// process. Returns the pid, or -1 with errno set (a failed exec included:
+// the child reports it on a close-on-exec pipe).
+int cechochat_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err,
+                    long open_file_limit, int die_with_parent);
+
+// Like cechochat_spawn, but the program is started by a guardian process that
+// is a child subreaper (PR_SET_CHILD_SUBREAPER): whatever the program leaves
+// behind (a daemon that double-forked) is re-parented to the guardian and
+// never reaped by it, so its pid stays valid. The guardian writes two 4-byte
+// messages on *control: the errno of the exec (0 when it started), then the
+// program's wait status. When the other end of *control closes (the caller
+// is done, or died) it SIGKILLs every descendant it holds, reaps them and
+// exits. Returns the guardian's pid, or -1 with errno set.
+int cechochat_spawn_guarded(const char *path, char *const argv[], char *const envp[], int in, int out, int err,
+                            int *control);
+
+// pidfd_open(2) and pidfd_send_signal(2) (Linux 5.3+); -1 with errno on failure.
+int cechochat_pidfd_open(int pid);
+int cechochat_pidfd_send_signal(int pidfd, int signo);
+
+// pipe2(2) with O_CLOEXEC.
+int cechochat_pipe_cloexec(int fds[2]);
+
+// prlimit(2): sets another process's RLIMIT_NOFILE.
+int cechochat_set_open_file_limit(int pid, long soft, long hard);
+
 // The calling thread's errno's errno (a macro in glibc).
 int cechochat_errno(void);
 
