@@ -56,7 +56,7 @@ public final class PoolServer: ServerStrategy {
         var stopDeadline: Int64?
         var nextSweep: Int64 = 0
         while stopDeadline.map({ Clock.monotonicNanoseconds() < $0 && !pool.isEmpty }) ?? true {
-            let timed = !pool.isEmpty || pausedUntil != nil
+            let timed = !pool.isEmpty || pausedUntil != nil || stopDeadline != nil
             let timeout = timed ? Int32(max(1, (nextSweep - Clock.monotonicNanoseconds()) / 1_000_000 + 1)) : -1
             let count = try pool.poller.wait(into: &events, timeoutMilliseconds: timeout)
             live.refresh()
