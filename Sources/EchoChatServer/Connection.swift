@@ -1,5 +1,6 @@
 import EchoChatCore
 import EchoChatPOSIX
+import Synchronization
 
 /// One client connection in a running server: a socket, its
 /// `ConnectionMachine`, and the hand-off through which other threads reach it.
@@ -30,6 +31,10 @@ final class Connection: @unchecked Sendable {
     let admitted: Bool
     private(set) var machine: ConnectionMachine
     let shared: Lock<Shared>
+    #if DEBUG
+        /// Set while a thread is in `serve`: checks the one-owner rule.
+        private let serving = Atomic<Bool>(false)
+    #endif
 
     /// What other threads may touch, under the lock.
     struct Shared {
@@ -84,6 +89,11 @@ final class Connection: @unchecked Sendable {
         deliveries: inout Deliveries
     ) {
         guard !machine.isClosed else { return }
+        #if DEBUG
+            // One owner at a time: two threads serving at once is a bug in a strategy.
+            precondition(!serving.exchange(true, ordering: .acquiring), "\(socket) served by two threads at once")
+            defer { serving.store(false, ordering: .releasing) }
+        #endif
         var io = SocketIO(connection: self)
         swap(&io.deliveries, &deliveries)
         defer { swap(&io.deliveries, &deliveries) }
@@ -141,12 +151,15 @@ final class Connection: @unchecked Sendable {
         machine.failed(.connectionError, io: &io)
     }
 
+    /// Marks the connection closed (under the lock, so no waker signals an
+    /// owner that is about to exit), then closes the descriptor, which no
+    /// other thread ever touches.
     fileprivate func closeDescriptor() {
         shared.withLock { state in
             state.closed = true
             state.pending.removeAll()
-            socket.close()
         }
+        socket.close()
     }
 }
 
