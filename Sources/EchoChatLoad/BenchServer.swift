@@ -21,6 +21,8 @@ public struct BenchWorkload: Sendable, Equatable {
         BenchWorkload(name: "4k10", title: "ping-pong 4 KiB, 10 connections", kind: .echo(connections: 10, size: 4096, pipeline: 1)),
         BenchWorkload(name: "hold10k", title: "10,000 idle connections", kind: .hold(connections: 10_000)),
         BenchWorkload(name: "chat100", title: "chat fan-out, 100 clients, 10 senders x 1,000 lines/s", kind: .chat(clients: 100, senders: 10, rate: 1000)),
+        BenchWorkload(
+            name: "chat1000", title: "chat fan-out, 1,000 clients, 10 senders x 50 lines/s", kind: .chat(clients: 1000, senders: 10, rate: 50)),
     ]
 }
 
