@@ -7,8 +7,9 @@ public struct ByteQueue: Sendable {
     private var head = 0
 
     /// Capacity kept when the queue empties; a burst larger than this is
-    /// returned to the allocator so idle connections stay small.
-    public static let retainedCapacity = 64 * 1024
+    /// returned to the allocator so idle connections stay small (thousands
+    /// of connections that each once queued a few KiB must not each keep it).
+    public static let retainedCapacity = 4 * 1024
 
     public init() {}
 

@@ -12,6 +12,9 @@ public struct ThreadHandle: Sendable {
 }
 
 public enum Threads {
+    /// Gives the CPU to another runnable thread (sched_yield(2)).
+    public static func yield() { sched_yield() }
+
     /// Creates a POSIX thread running `body`. `stackSize` (bytes, rounded up to
     /// PTHREAD_STACK_MIN and the page size) keeps thousands of threads
     /// affordable; nil keeps the system default (8 MiB of address space).

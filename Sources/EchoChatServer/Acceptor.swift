@@ -31,8 +31,8 @@ struct Acceptor: ~Copyable {
     /// Accepts what is waiting and hands each socket to `admit`; `refused`
     /// runs for each client turned away for lack of descriptors. Returns false
     /// when accepting should pause (`pause`) before being tried again.
-    mutating func acceptPending(admit: (Socket) -> Void, refused: () -> Void) -> Bool {
-        for _ in 0..<Self.batch {
+    mutating func acceptPending(limit: Int = Acceptor.batch, admit: (Socket) -> Void, refused: () -> Void) -> Bool {
+        for _ in 0..<limit {
             do {
                 switch try listener.accept(nonBlocking: true) {
                 case .wouldBlock: return true

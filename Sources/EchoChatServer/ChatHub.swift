@@ -14,13 +14,24 @@ import EchoChatPOSIX
 /// Lock order: hub, then connection.
 final class ChatHub: Sendable {
     private let state: Lock<State>
+    /// Bytes queued on all connections and not yet collected by their owners.
+    let waiting = SharedCount()
     /// Above this much queued, a recipient's owner should flush before the
     /// batch ends, while the kernel buffer can take it.
     static let urgentBytes = 64 * 1024
+    /// Above this much queued in all, owners should flush what they were
+    /// woken for now rather than at the end of their batch: a storm of joins
+    /// or leaves (each line to every member) must reach the kernel buffers,
+    /// which can hold it, instead of piling up here.
+    static let backlogBudget = 16 * 1024 * 1024
 
     init(limits: Limits, stats: @escaping @Sendable () -> TransportStats) {
-        state = Lock(State(core: ChatCore(maxLine: limits.maxLine), maxOutput: limits.maxOutput, stats: stats))
+        state = Lock(State(
+            core: ChatCore(maxLine: limits.maxLine), maxOutput: limits.maxOutput, waiting: waiting, stats: stats))
     }
+
+    /// Whether owners should flush their deliveries before their batch ends.
+    var isBacklogged: Bool { waiting.value.load(ordering: .relaxed) > Self.backlogBudget }
 
     var clientCount: Int { state.withLock { $0.core.clientCount } }
 
@@ -71,21 +82,23 @@ final class ChatHub: Sendable {
     private final class State: ChatOutput {
         let core: ChatCore
         let maxOutput: Int
+        let waiting: SharedCount
         let stats: @Sendable () -> TransportStats
         var connections: [ConnectionID: Connection] = [:]
         var deliveries = Deliveries()
 
-        init(core: ChatCore, maxOutput: Int, stats: @escaping @Sendable () -> TransportStats) {
+        init(core: ChatCore, maxOutput: Int, waiting: SharedCount, stats: @escaping @Sendable () -> TransportStats) {
             self.core = core
             self.maxOutput = maxOutput
+            self.waiting = waiting
             self.stats = stats
         }
 
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }
             let maxOutput = self.maxOutput
-            let (wake, urgent) = connection.shared.withLock { state -> (Bool, Bool) in
-                guard !state.closed, state.abort == nil else { return (false, false) }
+            let (wake, urgent, added) = connection.shared.withLock { state -> (Bool, Bool, Int) in
+                guard !state.closed, state.abort == nil, !state.peerGone else { return (false, false, 0) }
                 let before = state.pending.count
                 if state.ownerQueued + before + line.count > maxOutput {
                     state.abort = .slowConsumer
@@ -95,8 +108,10 @@ final class ChatHub: Sendable {
                 }
                 let wake = !state.mailWaiting
                 state.mailWaiting = true
-                return (wake, before < ChatHub.urgentBytes && state.pending.count >= ChatHub.urgentBytes)
+                let urgent = before < ChatHub.urgentBytes && state.pending.count >= ChatHub.urgentBytes
+                return (wake, urgent, state.pending.count - before)
             }
+            if added != 0 { waiting.value.wrappingAdd(added, ordering: .relaxed) }
             if wake { deliveries.woken.append(connection) }
             if urgent { deliveries.urgent.append(connection) }
         }

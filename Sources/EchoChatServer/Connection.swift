@@ -50,6 +50,8 @@ final class Connection: @unchecked Sendable {
         var mailWaiting = false
         /// The descriptor is closed: nobody may touch the socket.
         var closed = false
+        /// The peer reset or hung up: nothing queued for it could ever arrive.
+        var peerGone = false
         /// Strategy bookkeeping (see the strategy that uses it).
         var owner: WakeableThread?
         var inService = false
@@ -70,6 +72,12 @@ final class Connection: @unchecked Sendable {
     }
 
     var isClosed: Bool { machine.isClosed }
+
+    /// The poller reported a reset or hang-up: lines for this connection are
+    /// dropped from now on instead of queued (a storm of leaves, each line to
+    /// every member, would otherwise pile up for peers that are gone).
+    /// Any thread; strategies call it as soon as they see the event.
+    func peerGone() { shared.withLock { $0.peerGone = true } }
     /// When the owner must serve it again even if nothing happens (the owner only).
     var nextDeadline: Int64? { machine.nextDeadline }
 
@@ -101,6 +109,7 @@ final class Connection: @unchecked Sendable {
         if settings != machine.settings { machine.update(settings, now: now) }
         machine.tick(now: now, io: &io)
         let failed = ready.contains(.error) || ready.contains(.hangup)
+        if failed { peerGone() }
         if machine.wantsRead && (ready.contains(.readable) || failed) {
             read(into: buffer, now: now, io: &io)
         } else if failed && !machine.isClosed {
@@ -155,10 +164,12 @@ final class Connection: @unchecked Sendable {
     /// owner that is about to exit), then closes the descriptor, which no
     /// other thread ever touches.
     fileprivate func closeDescriptor() {
-        shared.withLock { state in
+        let dropped = shared.withLock { state in
+            defer { state.pending.removeAll() }
             state.closed = true
-            state.pending.removeAll()
+            return state.pending.count
         }
+        if dropped > 0 { layer.hub?.waiting.value.wrappingSubtract(dropped, ordering: .relaxed) }
         socket.close()
     }
 }
@@ -191,7 +202,9 @@ struct SocketIO: ConnectionIO {
             layer.counters.sent(UnsafeRawBufferPointer(rebasing: bytes[0..<written]), countLines: connection.countsLines)
             return written
         case .wouldBlock?: return 0
-        case nil: return nil
+        case nil:
+            connection.peerGone()
+            return nil
         }
     }
 
@@ -227,9 +240,11 @@ struct SocketIO: ConnectionIO {
     }
 
     mutating func collect(into output: inout ByteQueue) -> Mail {
-        connection.shared.withLock { state in
+        let (mail, moved) = connection.shared.withLock { state -> (Mail, Int) in
+            let moved = state.pending.count
             if output.isEmpty {
                 swap(&output, &state.pending)
+                state.pending = ByteQueue()  // not the old queue's capacity: most connections are idle
             } else if !state.pending.isEmpty {
                 state.pending.withReadableBytes { output.append($0) }
                 state.pending.removeAll()
@@ -239,7 +254,9 @@ struct SocketIO: ConnectionIO {
                 state.closeRequested = false
                 state.abort = nil
             }
-            return Mail(closeRequested: state.closeRequested, abort: state.abort)
+            return (Mail(closeRequested: state.closeRequested, abort: state.abort), moved)
         }
+        if moved > 0 { layer.hub?.waiting.value.wrappingSubtract(moved, ordering: .relaxed) }
+        return mail
     }
 }

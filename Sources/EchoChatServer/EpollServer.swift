@@ -31,7 +31,12 @@ public final class EpollServer: ServerStrategy {
     private var table: [Slot?] = []
     private var openCount = 0
     private var deliveries = Deliveries()
-    private var events = PollEvents(capacity: 1024)
+    /// Room for every connection's event in one wait (as Redis sizes its
+    /// event array by maxclients): a storm of hang-ups is seen whole, so each
+    /// is marked gone before lines are queued for it.
+    private var events: PollEvents
+    /// A second event array, to look for hang-ups in the middle of a batch.
+    private var harvest: PollEvents
     private let buffer: UnsafeMutableRawBufferPointer
     private var generation: UInt32 = 0
     private var now: Int64 = 0
@@ -57,6 +62,9 @@ public final class EpollServer: ServerStrategy {
         poller = try Poller()
         control = try ControlRequests()
         buffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        let capacity = min(max(1024, context.configuration.maxClients + 64), 65536)
+        events = PollEvents(capacity: capacity)
+        harvest = PollEvents(capacity: capacity)
         try poller.register(listener.descriptor, for: .readable, data: Self.listenerToken)
         try poller.register(control.wakeup.descriptor, for: .readable, data: Self.controlToken)
     }
@@ -76,6 +84,7 @@ public final class EpollServer: ServerStrategy {
             now = Clock.monotonicNanoseconds()
             live.refresh()
             settings = live.connection(shutdownDeadline: shutdownDeadline)
+            markGonePeers(in: events, count)  // before anyone queues lines for them
             for index in 0..<count {
                 switch events.data(at: index) {
                 case Self.listenerToken: acceptConnections()
@@ -83,8 +92,7 @@ public final class EpollServer: ServerStrategy {
                 case let token: ready(token, events.events(at: index))
                 }
             }
-            // The batch is over: every connection that got lines is served once.
-            while let connection = deliveries.woken.popLast() { serve(connection, []) }
+            flushDeliveries()  // the batch is over: each connection that got lines, once
             if now >= nextSweep { sweep() }
             if let deadline = shutdownDeadline, openCount == 0 || now >= deadline { break }
         }
@@ -92,11 +100,40 @@ public final class EpollServer: ServerStrategy {
         if listening { listener.close() }
     }
 
-    private func ready(_ token: UInt64, _ ready: Poller.Events) {
+    /// The connection an event's token names, unless it was closed since
+    /// (earlier in this batch, its descriptor number perhaps reused).
+    private func connection(_ token: UInt64) -> Connection? {
         let descriptor = Int(token & 0xFFFF_FFFF)
-        // A connection closed earlier in this batch, its number perhaps reused.
-        guard descriptor < table.count, let slot = table[descriptor], slot.connection.token == token else { return }
-        serve(slot.connection, ready)
+        guard descriptor < table.count, let slot = table[descriptor], slot.connection.token == token else { return nil }
+        return slot.connection
+    }
+
+    private func ready(_ token: UInt64, _ ready: Poller.Events) {
+        guard let connection = connection(token) else { return }
+        serve(connection, ready)
+        if layer.hub?.isBacklogged == true { flushDeliveries() }  // a storm: do not wait for the batch end
+    }
+
+    private func flushDeliveries() {
+        var served = 0
+        while let connection = deliveries.woken.popLast() {
+            // A storm of leaves (every member told of every leave) while more
+            // peers hang up: learn which are gone before queueing lines for
+            // them. Level-triggered, so the events come back to be handled.
+            if served % 64 == 0 && layer.hub?.isBacklogged == true,
+                let count = try? poller.wait(into: &harvest, timeoutMilliseconds: 0)
+            {
+                markGonePeers(in: harvest, count)
+            }
+            serve(connection, [])
+            served += 1
+        }
+    }
+
+    private func markGonePeers(in events: borrowing PollEvents, _ count: Int) {
+        for index in 0..<count where !events.events(at: index).isDisjoint(with: [.error, .hangup]) {
+            connection(events.data(at: index))?.peerGone()
+        }
     }
 
     /// Serves one connection, then whoever now has a lot waiting, and keeps
@@ -133,6 +170,7 @@ public final class EpollServer: ServerStrategy {
     private func acceptConnections() {
         guard listening else { return }
         let keepGoing = acceptor.acceptPending(admit: { admit($0) }, refused: { layer.refusedWithoutDescriptor() })
+        if layer.hub?.isBacklogged == true { flushDeliveries() }
         if !keepGoing {
             acceptPausedUntil = now + Acceptor.pause
             try? poller.modify(listener.descriptor, for: [], data: Self.listenerToken)
@@ -180,6 +218,6 @@ public final class EpollServer: ServerStrategy {
             guard let connection = slot?.connection, let deadline = connection.nextDeadline, now >= deadline else { continue }
             serve(connection, [])
         }
-        while let connection = deliveries.woken.popLast() { serve(connection, []) }
+        flushDeliveries()
     }
 }

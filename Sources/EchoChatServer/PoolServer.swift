@@ -165,13 +165,20 @@ private final class Workers: Sendable {
 
     func dispatch(_ token: UInt64, _ ready: Poller.Events) {
         guard let connection = table.withLock({ $0[token] }) else { return }
+        if !ready.isDisjoint(with: [.error, .hangup]) { connection.peerGone() }
         schedule(connection, ready)
     }
 
     /// Queues `connection` for a worker unless one already holds it, in which
     /// case that worker sees `ready` before letting go.
     private func schedule(_ connection: Connection, _ ready: Poller.Events) {
-        let queueIt = connection.shared.withLock { state -> Bool in
+        if acquire(connection, ready) { queue.push(.serve(connection, ready)) }
+    }
+
+    /// Takes `connection` into service; false if it is closed or a worker
+    /// already holds it (which will then see `ready` before letting go).
+    private func acquire(_ connection: Connection, _ ready: Poller.Events) -> Bool {
+        connection.shared.withLock { state in
             if state.closed { return false }
             if state.inService {
                 state.pendingEvents.formUnion(ready)
@@ -180,7 +187,6 @@ private final class Workers: Sendable {
             state.inService = true
             return true
         }
-        if queueIt { queue.push(.serve(connection, ready)) }
     }
 
     func wake(_ deliveries: inout Deliveries) {
@@ -191,12 +197,8 @@ private final class Workers: Sendable {
     /// Queues every connection whose deadline has passed.
     func sweep(now: Int64) {
         for connection in table.withLock({ Array($0.values) }) {
-            let due = connection.shared.withLock { state -> Bool in
-                guard !state.closed, !state.inService, let deadline = state.deadline, now >= deadline else { return false }
-                state.inService = true
-                return true
-            }
-            if due { queue.push(.serve(connection, [])) }
+            let due = connection.shared.withLock { state in state.deadline.map { now >= $0 } ?? false }
+            if due { schedule(connection, []) }
         }
     }
 
@@ -213,14 +215,26 @@ private final class Workers: Sendable {
         defer { buffer.deallocate() }
         var live = LiveSettings(settings)
         var deliveries = Deliveries()
-        while case .serve(let connection, var ready) = queue.pop() {
+        // Connections this worker holds: from the queue, or recipients it
+        // adopted to flush at once while the chat backlog is over budget.
+        var held: [(Connection, Poller.Events)] = []
+        while true {
+            if held.isEmpty {
+                guard case .serve(let connection, let ready) = queue.pop() else { return }
+                held.append((connection, ready))
+            }
+            var (connection, ready) = held.removeLast()
             live.refresh()
             while true {
                 let stop = shutdownDeadline.load(ordering: .acquiring)
                 let settings = live.connection(shutdownDeadline: stop > 0 ? stop : nil)
                 connection.serve(
                     ready, now: Clock.monotonicNanoseconds(), settings: settings, buffer: buffer, deliveries: &deliveries)
-                wake(&deliveries)
+                let adopt = layer.hub?.isBacklogged == true
+                for recipient in deliveries.woken where acquire(recipient, []) {
+                    if adopt { held.append((recipient, [])) } else { queue.push(.serve(recipient, [])) }
+                }
+                deliveries.removeAll()
                 if connection.isClosed {
                     table.withLock { $0[connection.token] = nil }
                     break

@@ -54,11 +54,15 @@ public final class ThreadServer: ServerStrategy {
             }
             guard ready.count > 1, ready[1] else { continue }
             let now = Clock.monotonicNanoseconds()
+            // The acceptor serves no client, so it can take a whole burst
+            // (the listen backlog) and wake each room member once for it.
             let keepGoing = acceptor.acceptPending(
+                limit: 4096,
                 admit: { socket in
                     let connection = threads.layer.accept(
                         socket, token: 0, now: now, settings: live.connection, deliveries: &deliveries)
                     threads.start(connection)
+                    if threads.layer.hub?.isBacklogged == true { threads.wake(&deliveries) }
                 },
                 refused: { threads.layer.refusedWithoutDescriptor() })
             threads.wake(&deliveries)  // once per batch, not per join
@@ -139,6 +143,9 @@ private final class ClientThreads: Sendable {
             let settings = live.connection(shutdownDeadline: stopped ? shutdownDeadline.load(ordering: .acquiring) : nil)
             connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
             wake(&deliveries, except: connection)
+            // A storm of joins or leaves: let the woken threads flush before
+            // this one queues more for them.
+            if layer.hub?.isBacklogged == true { Threads.yield() }
             if connection.isClosed { break }
             let interest = connection.interest
             let timeout = connection.nextDeadline.map { Int32(clamping: max(0, ($0 - now) / 1_000_000 + 1)) } ?? -1
