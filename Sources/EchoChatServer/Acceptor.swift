@@ -8,12 +8,17 @@ import EchoChatPOSIX
 /// On EMFILE/ENFILE the reserve descriptor (held open on /dev/null) is
 /// released, the waiting client is accepted, told `! server full, try again
 /// later` and closed, and the reserve is taken back: the trick libev and
-/// nginx describe. If the reserve cannot be had, the caller pauses accepting
-/// for a moment (its listener stays in the backlog's hands meanwhile).
+/// nginx describe. If the reserve cannot be had, accepting pauses for a
+/// moment (the listener stays in the backlog's hands meanwhile): a strategy
+/// that watches the listener with a poller gives it here, and the pause
+/// takes the listener out of it and puts it back.
 struct Acceptor: ~Copyable {
     let listener: Socket
     private let logger: Logger
+    private let poller: Poller?
     private var reserve = ReserveDescriptor()
+    /// Accepting is paused until then.
+    private(set) var pausedUntil: Int64?
 
     /// How many connections one call accepts at most, so a connect storm
     /// cannot starve the clients already connected.
@@ -23,15 +28,33 @@ struct Acceptor: ~Copyable {
     /// How often strategies that sweep look at their connections' timers.
     static let sweepInterval: Int64 = 100_000_000
 
-    init(listener: Socket, logger: Logger) {
+    init(listener: Socket, logger: Logger, poller: Poller? = nil) throws(SystemError) {
         self.listener = listener
         self.logger = logger
+        self.poller = poller
+        try poller?.register(listener.descriptor, for: .readable, data: PollTokens.listener)
     }
 
-    /// Accepts what is waiting and hands each socket to `admit`; `refused`
-    /// runs for each client turned away for lack of descriptors. Returns false
-    /// when accepting should pause (`pause`) before being tried again.
-    mutating func acceptPending(limit: Int = Acceptor.batch, admit: (Socket) -> Void, refused: () -> Void) -> Bool {
+    /// Accepts up to `limit` waiting connections and hands each socket to
+    /// `admit`; `refused` runs for each client turned away for lack of
+    /// descriptors. Pauses accepting for `pause` when it must.
+    mutating func accept(now: Int64, limit: Int = Acceptor.batch, admit: (Socket) -> Void, refused: () -> Void) {
+        guard pausedUntil == nil, !acceptPending(limit: limit, admit: admit, refused: refused) else { return }
+        pausedUntil = now + Self.pause
+        try? poller?.modify(listener.descriptor, for: [], data: PollTokens.listener)
+    }
+
+    /// Ends a pause that is due; true while still paused.
+    mutating func resumeIfDue(now: Int64) -> Bool {
+        guard let until = pausedUntil else { return false }
+        guard now >= until else { return true }
+        pausedUntil = nil
+        try? poller?.modify(listener.descriptor, for: .readable, data: PollTokens.listener)
+        return false
+    }
+
+    /// False when accepting should pause.
+    private mutating func acceptPending(limit: Int, admit: (Socket) -> Void, refused: () -> Void) -> Bool {
         for _ in 0..<limit {
             do {
                 switch try listener.accept(nonBlocking: true) {

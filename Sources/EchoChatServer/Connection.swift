@@ -174,6 +174,22 @@ final class Connection: @unchecked Sendable {
     }
 }
 
+/// The data a strategy registers a connection's descriptor with in epoll:
+/// a generation above the descriptor number, so an event still queued for a
+/// closed connection is never taken for the new one that got its number.
+struct PollTokens {
+    static let listener = UInt64(UInt32.max)
+    static let control = UInt64(UInt32.max) - 1
+    private var generation: UInt32 = 0
+
+    mutating func next(for socket: Socket) -> UInt64 {
+        generation &+= 1
+        return UInt64(generation) << 32 | UInt64(UInt32(socket.descriptor))
+    }
+
+    static func descriptor(of token: UInt64) -> Int { Int(token & 0xFFFF_FFFF) }
+}
+
 /// Connections that got mail during an event and whose owners must be woken.
 /// `urgent` ones have enough queued that waiting for the end of the batch
 /// would only grow memory.

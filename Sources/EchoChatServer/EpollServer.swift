@@ -38,10 +38,9 @@ public final class EpollServer: ServerStrategy {
     /// A second event array, to look for hang-ups in the middle of a batch.
     private var harvest: PollEvents
     private let buffer: UnsafeMutableRawBufferPointer
-    private var generation: UInt32 = 0
+    private var tokens = PollTokens()
     private var now: Int64 = 0
     private var nextSweep: Int64 = 0
-    private var acceptPausedUntil: Int64?
     private var shutdownDeadline: Int64?
     private var listening = true
 
@@ -50,23 +49,19 @@ public final class EpollServer: ServerStrategy {
         var interest: Poller.Events
     }
 
-    private static let listenerToken = UInt64(UInt32.max)
-    private static let controlToken = UInt64(UInt32.max) - 1
-
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         layer = ConnectionLayer(context: context, strategy: .epoll)
         live = LiveSettings(context.settings)
         settings = live.connection
         self.listener = listener
-        acceptor = Acceptor(listener: listener, logger: context.logger)
         poller = try Poller()
+        acceptor = try Acceptor(listener: listener, logger: context.logger, poller: poller)
         control = try ControlRequests()
         buffer = .allocate(byteCount: 64 * 1024, alignment: 16)
         let capacity = min(max(1024, context.configuration.maxClients + 64), 65536)
         events = PollEvents(capacity: capacity)
         harvest = PollEvents(capacity: capacity)
-        try poller.register(listener.descriptor, for: .readable, data: Self.listenerToken)
-        try poller.register(control.wakeup.descriptor, for: .readable, data: Self.controlToken)
+        try poller.register(control.wakeup.descriptor, for: .readable, data: PollTokens.control)
     }
 
     deinit {
@@ -79,7 +74,7 @@ public final class EpollServer: ServerStrategy {
     public func run() throws(SystemError) {
         loopThread = OwnerThread()
         while true {
-            let timeout = openCount > 0 || acceptPausedUntil != nil ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
+            let timeout = openCount > 0 || acceptor.pausedUntil != nil ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
             let count = try poller.wait(into: &events, timeoutMilliseconds: timeout)
             now = Clock.monotonicNanoseconds()
             live.refresh()
@@ -87,8 +82,8 @@ public final class EpollServer: ServerStrategy {
             markGonePeers(in: events, count)  // before anyone queues lines for them
             for index in 0..<count {
                 switch events.data(at: index) {
-                case Self.listenerToken: acceptConnections()
-                case Self.controlToken: handleControl()
+                case PollTokens.listener: acceptConnections()
+                case PollTokens.control: handleControl()
                 case let token: ready(token, events.events(at: index))
                 }
             }
@@ -103,7 +98,7 @@ public final class EpollServer: ServerStrategy {
     /// The connection an event's token names, unless it was closed since
     /// (earlier in this batch, its descriptor number perhaps reused).
     private func connection(_ token: UInt64) -> Connection? {
-        let descriptor = Int(token & 0xFFFF_FFFF)
+        let descriptor = PollTokens.descriptor(of: token)
         guard descriptor < table.count, let slot = table[descriptor], slot.connection.token == token else { return nil }
         return slot.connection
     }
@@ -169,17 +164,12 @@ public final class EpollServer: ServerStrategy {
 
     private func acceptConnections() {
         guard listening else { return }
-        let keepGoing = acceptor.acceptPending(admit: { admit($0) }, refused: { layer.refusedWithoutDescriptor() })
+        acceptor.accept(now: now, admit: { admit($0) }, refused: { layer.refusedWithoutDescriptor() })
         if layer.hub?.isBacklogged == true { flushDeliveries() }
-        if !keepGoing {
-            acceptPausedUntil = now + Acceptor.pause
-            try? poller.modify(listener.descriptor, for: [], data: Self.listenerToken)
-        }
     }
 
     private func admit(_ socket: Socket) {
-        generation &+= 1
-        let token = UInt64(generation) << 32 | UInt64(UInt32(socket.descriptor))
+        let token = tokens.next(for: socket)
         let connection = layer.accept(socket, token: token, now: now, settings: settings, deliveries: &deliveries)
         let interest = connection.interest
         do {
@@ -210,10 +200,7 @@ public final class EpollServer: ServerStrategy {
     /// Timers: the accept pause, and every connection whose deadline passed.
     private func sweep() {
         nextSweep = now + Acceptor.sweepInterval
-        if let until = acceptPausedUntil, now >= until {
-            acceptPausedUntil = nil
-            if listening { try? poller.modify(listener.descriptor, for: .readable, data: Self.listenerToken) }
-        }
+        if listening { _ = acceptor.resumeIfDue(now: now) }
         for slot in table {
             guard let connection = slot?.connection, let deadline = connection.nextDeadline, now >= deadline else { continue }
             serve(connection, [])

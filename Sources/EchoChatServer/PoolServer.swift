@@ -17,8 +17,7 @@ import Synchronization
 ///   lets go, never by a second one. A chat line for another client is queued
 ///   on that client's connection and, if it is not in service, the client is
 ///   queued for a worker once per burst (never written on the dispatcher).
-/// - Blocking: the dispatcher in epoll_wait, idle workers on the semaphore;
-///   sockets are non-blocking, so a worker never waits for a client.
+/// - Blocking: the dispatcher in epoll_wait, idle workers on the semaphore.
 /// - Capacity: descriptors and memory, as for epoll; throughput is bounded by
 ///   the hand-off from the dispatcher to a worker (one wake-up per event).
 /// - Shutdown: the dispatcher closes the listener, has the hub queue the chat
@@ -32,17 +31,13 @@ public final class PoolServer: ServerStrategy {
     private var acceptor: Acceptor
     private var live: LiveSettings
 
-    private static let listenerToken = UInt64(UInt32.max)
-    private static let controlToken = UInt64(UInt32.max) - 1
-
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         control = try ControlRequests()
         pool = try Workers(context: context)
         self.listener = listener
-        acceptor = Acceptor(listener: listener, logger: context.logger)
+        acceptor = try Acceptor(listener: listener, logger: context.logger, poller: pool.poller)
         live = LiveSettings(context.settings)
-        try pool.poller.register(listener.descriptor, for: .readable, data: Self.listenerToken)
-        try pool.poller.register(control.wakeup.descriptor, for: .readable, data: Self.controlToken)
+        try pool.poller.register(control.wakeup.descriptor, for: .readable, data: PollTokens.control)
     }
 
     public func serverStats() -> ServerStats { pool.layer.serverStats() }
@@ -51,35 +46,29 @@ public final class PoolServer: ServerStrategy {
         let workers = try pool.startWorkers()
         var events = PollEvents(capacity: 512)
         var deliveries = Deliveries()
-        var generation: UInt32 = 0
-        var pausedUntil: Int64?
+        var tokens = PollTokens()
         var stopDeadline: Int64?
         var nextSweep: Int64 = 0
         while stopDeadline.map({ Clock.monotonicNanoseconds() < $0 && !pool.isEmpty }) ?? true {
-            let timed = !pool.isEmpty || pausedUntil != nil || stopDeadline != nil
+            let timed = !pool.isEmpty || acceptor.pausedUntil != nil || stopDeadline != nil
             let timeout = timed ? Int32(max(1, (nextSweep - Clock.monotonicNanoseconds()) / 1_000_000 + 1)) : -1
             let count = try pool.poller.wait(into: &events, timeoutMilliseconds: timeout)
             live.refresh()
             let now = Clock.monotonicNanoseconds()
             for index in 0..<count {
                 switch events.data(at: index) {
-                case Self.listenerToken:
+                case PollTokens.listener:
                     guard stopDeadline == nil else { continue }
-                    let keepGoing = acceptor.acceptPending(
+                    acceptor.accept(
+                        now: now,
                         admit: { socket in
-                            generation &+= 1
-                            let token = UInt64(generation) << 32 | UInt64(UInt32(socket.descriptor))
                             let connection = pool.layer.accept(
-                                socket, token: token, now: now, settings: live.connection, deliveries: &deliveries)
+                                socket, token: tokens.next(for: socket), now: now, settings: live.connection, deliveries: &deliveries)
                             pool.add(connection)
                         },
                         refused: { pool.layer.refusedWithoutDescriptor() })
                     pool.wake(&deliveries)  // once per batch, not per join
-                    if !keepGoing {
-                        pausedUntil = now + Acceptor.pause
-                        try? pool.poller.modify(listener.descriptor, for: [], data: Self.listenerToken)
-                    }
-                case Self.controlToken:
+                case PollTokens.control:
                     control.wakeup.drain()
                     if control.takeStatsRequest() { pool.layer.logger.info("stats: \(serverStats().keyValues)") }
                     if control.shutdownRequested && stopDeadline == nil {
@@ -93,10 +82,7 @@ public final class PoolServer: ServerStrategy {
             }
             if now >= nextSweep {
                 nextSweep = now + Acceptor.sweepInterval
-                if let until = pausedUntil, now >= until, stopDeadline == nil {
-                    pausedUntil = nil
-                    try? pool.poller.modify(listener.descriptor, for: .readable, data: Self.listenerToken)
-                }
+                if stopDeadline == nil { _ = acceptor.resumeIfDue(now: now) }
                 pool.sweep(now: now)
             }
         }

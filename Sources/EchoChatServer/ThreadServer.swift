@@ -32,7 +32,7 @@ public final class ThreadServer: ServerStrategy {
         control = try ControlRequests()
         threads = try ClientThreads(context: context)
         self.listener = listener
-        acceptor = Acceptor(listener: listener, logger: context.logger)
+        acceptor = try Acceptor(listener: listener, logger: context.logger)
         live = LiveSettings(context.settings)
         // Before any client thread exists, so they all inherit the blocked SIGUSR2.
         WakeableThread.prepareProcess()
@@ -41,12 +41,11 @@ public final class ThreadServer: ServerStrategy {
     public func serverStats() -> ServerStats { threads.layer.serverStats() }
 
     public func run() throws(SystemError) {
-        var pausedUntil: Int64?
         var deliveries = Deliveries()
         while !control.shutdownRequested {
-            if let until = pausedUntil, Clock.monotonicNanoseconds() >= until { pausedUntil = nil }
-            let watched = pausedUntil == nil ? [control.wakeup.descriptor, listener.descriptor] : [control.wakeup.descriptor]
-            let ready = try Poll.readable(watched, timeoutMilliseconds: pausedUntil == nil ? -1 : 100)
+            let paused = acceptor.resumeIfDue(now: Clock.monotonicNanoseconds())
+            let watched = paused ? [control.wakeup.descriptor] : [control.wakeup.descriptor, listener.descriptor]
+            let ready = try Poll.readable(watched, timeoutMilliseconds: paused ? Int32(Acceptor.pause / 1_000_000) : -1)
             live.refresh()  // a SIGHUP may have changed max-clients while we waited
             if ready.first == true {
                 control.wakeup.drain()
@@ -56,8 +55,8 @@ public final class ThreadServer: ServerStrategy {
             let now = Clock.monotonicNanoseconds()
             // The acceptor serves no client, so it can take a whole burst
             // (the listen backlog) and wake each room member once for it.
-            let keepGoing = acceptor.acceptPending(
-                limit: 4096,
+            acceptor.accept(
+                now: now, limit: 4096,
                 admit: { socket in
                     let connection = threads.layer.accept(
                         socket, token: 0, now: now, settings: live.connection, deliveries: &deliveries)
@@ -66,7 +65,6 @@ public final class ThreadServer: ServerStrategy {
                 },
                 refused: { threads.layer.refusedWithoutDescriptor() })
             threads.wake(&deliveries)  // once per batch, not per join
-            if !keepGoing { pausedUntil = now + Acceptor.pause }
         }
         listener.close()
         threads.shutDown(within: live.shutdownTimeout)
