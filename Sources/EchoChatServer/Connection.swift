@@ -54,10 +54,32 @@ final class Connection: @unchecked Sendable {
         var peerGone = false
         /// Strategy bookkeeping (see the strategy that uses it).
         var owner: WakeableThread?
+        /// A thread is serving the connection (pool: a worker holds it;
+        /// thread: its own thread or a sender flushing it).
         var inService = false
+        /// Thread strategy: the connection's thread found it in service and
+        /// waits to be woken when it is free.
+        var ownerWaiting = false
+        /// Closed by a thread that is not its owner: the descriptor is still
+        /// open, for the owner to close (it may be waiting on it).
+        var descriptorLeftOpen = false
         var pendingEvents: Poller.Events = []
         /// The machine's next deadline, published by the owner after serving.
         var deadline: Int64?
+
+        /// Takes the connection into service unless a thread serves it (or
+        /// it is closed, unless `asOwner`: its owner must still see that).
+        /// The owner that finds it taken is woken when it is free.
+        mutating func take(asOwner: Bool = false) -> Bool {
+            if inService {
+                if asOwner { ownerWaiting = true }
+                return false
+            }
+            if closed && !asOwner { return false }
+            inService = true
+            if asOwner { ownerWaiting = false }
+            return true
+        }
     }
 
     init(socket: Socket, token: UInt64, layer: ConnectionLayer, machine: ConnectionMachine) {
@@ -92,9 +114,11 @@ final class Connection: @unchecked Sendable {
     /// Runs everything due: new settings, timers, the readiness `ready`
     /// reported, the mail, the queue. Deliveries this caused to *other*
     /// connections are appended to `deliveries` for the strategy to wake.
+    /// `leaveDescriptorOpen`: the caller is not the thread that waits on the
+    /// socket; if the connection closes, its descriptor is left for that thread.
     func serve(
         _ ready: Poller.Events, now: Int64, settings: ConnectionSettings, buffer: UnsafeMutableRawBufferPointer,
-        deliveries: inout Deliveries
+        deliveries: inout Deliveries, leaveDescriptorOpen: Bool = false
     ) {
         guard !machine.isClosed else { return }
         #if DEBUG
@@ -102,7 +126,7 @@ final class Connection: @unchecked Sendable {
             precondition(!serving.exchange(true, ordering: .acquiring), "\(socket) served by two threads at once")
             defer { serving.store(false, ordering: .releasing) }
         #endif
-        var io = SocketIO(connection: self)
+        var io = SocketIO(connection: self, leaveDescriptorOpen: leaveDescriptorOpen)
         swap(&io.deliveries, &deliveries)
         defer { swap(&io.deliveries, &deliveries) }
         let wasPaused = machine.paused
@@ -163,14 +187,25 @@ final class Connection: @unchecked Sendable {
     /// Marks the connection closed (under the lock, so no waker signals an
     /// owner that is about to exit), then closes the descriptor, which no
     /// other thread ever touches.
-    fileprivate func closeDescriptor() {
+    fileprivate func closeDescriptor(leaveOpen: Bool) {
         let dropped = shared.withLock { state in
             defer { state.pending.removeAll() }
             state.closed = true
+            state.descriptorLeftOpen = leaveOpen
             return state.pending.count
         }
         if dropped > 0 { layer.hub?.waiting.value.wrappingSubtract(dropped, ordering: .relaxed) }
-        socket.close()
+        if !leaveOpen { socket.close() }
+    }
+
+    /// The owner closes a descriptor another thread left open when it closed
+    /// the connection.
+    func closeDescriptorLeftOpen() {
+        let close = shared.withLock { state in
+            defer { state.descriptorLeftOpen = false }
+            return state.descriptorLeftOpen
+        }
+        if close { socket.close() }
     }
 }
 
@@ -208,6 +243,7 @@ struct Deliveries {
 /// The machine's actions, on a real socket.
 struct SocketIO: ConnectionIO {
     let connection: Connection
+    var leaveDescriptorOpen = false
     var deliveries = Deliveries()
 
     private var layer: ConnectionLayer { connection.layer }
@@ -235,7 +271,7 @@ struct SocketIO: ConnectionIO {
         case .lingerEnded: layer.logger.debug("closing \(connection.socket): the peer did not close within the linger time")
         case .shutdownDeadline: layer.logger.debug("closing \(connection.socket): shutdown deadline")
         }
-        connection.closeDescriptor()
+        connection.closeDescriptor(leaveOpen: leaveDescriptorOpen)
         layer.closed(connection)
     }
 

@@ -114,17 +114,49 @@ private final class ClientThreads: Sendable {
         }
     }
 
-    /// Wakes the thread of every connection that got lines (but `current`,
-    /// whose own thread has just collected them).
-    func wake(_ deliveries: inout Deliveries, except current: Connection? = nil) {
-        for connection in deliveries.woken where connection !== current {
-            // Under the lock: the owner closes (and then exits) only under it,
-            // so the thread is alive while we signal it.
-            connection.shared.withLock { state in
-                if !state.closed, let owner = state.owner { owner.wake() }
+    /// Wakes the thread of every connection that got lines (the acceptor's
+    /// way: it never writes to a client).
+    func wake(_ deliveries: inout Deliveries) {
+        for connection in deliveries.woken { wakeOwner(connection) }
+        deliveries.removeAll()
+    }
+
+    /// A client thread's way: a recipient nobody is serving is flushed right
+    /// here, one write for all its lines and no context switch; one that is
+    /// being served has its thread woken. Its thread is also woken when this
+    /// changed what it waits for (output left for the kernel, a close).
+    private func deliver(
+        _ deliveries: inout Deliveries, except current: Connection, now: Int64, settings: ConnectionSettings,
+        buffer: UnsafeMutableRawBufferPointer
+    ) {
+        var index = 0
+        var more = Deliveries()
+        while index < deliveries.woken.count {
+            let recipient = deliveries.woken[index]
+            index += 1
+            guard recipient !== current else { continue }
+            guard recipient.shared.withLock({ $0.take() }) else {
+                wakeOwner(recipient)
+                continue
             }
+            let before = (recipient.interest, recipient.nextDeadline)
+            recipient.serve([], now: now, settings: settings, buffer: buffer, deliveries: &more, leaveDescriptorOpen: true)
+            let changed = recipient.isClosed || before != (recipient.interest, recipient.nextDeadline)
+            let wake = recipient.shared.withLock { state in
+                state.inService = false
+                return changed || state.ownerWaiting || state.mailWaiting
+            }
+            if wake { wakeOwner(recipient) }
+            deliveries.woken.append(contentsOf: more.woken)  // a failed recipient's left notices
+            more.removeAll()
         }
         deliveries.removeAll()
+    }
+
+    /// Signals a connection's thread, under the lock: the thread clears
+    /// `owner` under it before it exits, so it is alive while we signal it.
+    private func wakeOwner(_ connection: Connection) {
+        connection.shared.withLock { state in state.owner?.wake() }
     }
 
     /// The life of one connection, on its own thread.
@@ -138,29 +170,35 @@ private final class ClientThreads: Sendable {
         while true {
             live.refresh()
             let now = Clock.monotonicNanoseconds()
-            let settings = live.connection(shutdownDeadline: stopped ? shutdownDeadline.load(ordering: .acquiring) : nil)
-            connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
-            wake(&deliveries, except: connection)
-            // A storm of joins or leaves: let the woken threads flush before
-            // this one queues more for them.
-            if layer.hub?.isBacklogged == true { Threads.yield() }
-            if connection.isClosed { break }
-            let interest = connection.interest
-            let timeout = connection.nextDeadline.map { Int32(clamping: max(0, ($0 - now) / 1_000_000 + 1)) } ?? -1
+            var wait = (readable: false, writable: false, timeout: Int32(-1))
+            // A sender may be flushing this connection: then wait for its wake-up.
+            if connection.shared.withLock({ $0.take(asOwner: true) }) {
+                let settings = live.connection(shutdownDeadline: stopped ? shutdownDeadline.load(ordering: .acquiring) : nil)
+                connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
+                ready = []
+                let interest = connection.interest
+                wait = (interest.contains(.readable), interest.contains(.writable), -1)
+                if let deadline = connection.nextDeadline { wait.timeout = Int32(clamping: max(0, (deadline - now) / 1_000_000 + 1)) }
+                let closed = connection.isClosed
+                connection.shared.withLock { $0.inService = false }
+                deliver(&deliveries, except: connection, now: now, settings: settings, buffer: buffer)
+                if closed { break }
+            }
             guard
                 let result = try? connection.socket.wait(
-                    readable: interest.contains(.readable), writable: interest.contains(.writable),
-                    stop: stopped ? nil : stop.descriptor, timeoutMilliseconds: timeout)
+                    readable: wait.readable, writable: wait.writable,
+                    stop: stopped ? nil : stop.descriptor, timeoutMilliseconds: wait.timeout)
             else {
                 connection.forceClose()
                 break
             }
-            ready = []
             if result.readable { ready.insert(.readable) }
             if result.writable { ready.insert(.writable) }
             if result.failed { ready.insert(.error) }
             if result.stopped { stopped = true }
         }
+        connection.closeDescriptorLeftOpen()
+        connection.shared.withLock { $0.owner = nil }
         buffer.deallocate()
         running.value.wrappingSubtract(1, ordering: .releasing)
         exits.ring()
