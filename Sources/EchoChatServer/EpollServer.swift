@@ -22,7 +22,6 @@ public final class EpollServer: ServerStrategy {
     private let layer: ConnectionLayer
     private var live: LiveSettings
     private var settings: ConnectionSettings
-    private let listener: Socket
     private let poller: Poller
     private var acceptor: Acceptor
     /// Claimed by `run()`: everything here belongs to that thread.
@@ -53,7 +52,6 @@ public final class EpollServer: ServerStrategy {
         layer = ConnectionLayer(context: context, strategy: .epoll)
         live = LiveSettings(context.settings)
         settings = live.connection
-        self.listener = listener
         poller = try Poller()
         acceptor = try Acceptor(listener: listener, logger: context.logger, poller: poller)
         control = try ControlRequests()
@@ -92,7 +90,7 @@ public final class EpollServer: ServerStrategy {
             if let deadline = shutdownDeadline, openCount == 0 || now >= deadline { break }
         }
         for slot in table { slot?.connection.forceClose() }
-        if listening { listener.close() }
+        if listening { acceptor.listener.close() }
     }
 
     /// The connection an event's token names, unless it was closed since
@@ -192,7 +190,7 @@ public final class EpollServer: ServerStrategy {
         shutdownDeadline = now + live.shutdownTimeout
         settings = live.connection(shutdownDeadline: shutdownDeadline)
         listening = false
-        listener.close()
+        acceptor.listener.close()
         layer.beginShutdown(deliveries: &deliveries)
         for slot in table { if let slot { serve(slot.connection, []) } }
     }

@@ -27,16 +27,12 @@ import Synchronization
 public final class PoolServer: ServerStrategy {
     public let control: ControlRequests
     private let pool: Workers
-    private let listener: Socket
     private var acceptor: Acceptor
-    private var live: LiveSettings
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         control = try ControlRequests()
         pool = try Workers(context: context)
-        self.listener = listener
         acceptor = try Acceptor(listener: listener, logger: context.logger, poller: pool.poller)
-        live = LiveSettings(context.settings)
         try pool.poller.register(control.wakeup.descriptor, for: .readable, data: PollTokens.control)
     }
 
@@ -45,6 +41,7 @@ public final class PoolServer: ServerStrategy {
     public func run() throws(SystemError) {
         let workers = try pool.startWorkers()
         var events = PollEvents(capacity: 512)
+        var live = LiveSettings(pool.layer.context.settings)
         var deliveries = Deliveries()
         var tokens = PollTokens()
         var stopDeadline: Int64?
@@ -73,7 +70,7 @@ public final class PoolServer: ServerStrategy {
                     if control.takeStatsRequest() { pool.layer.logger.info("stats: \(serverStats().keyValues)") }
                     if control.shutdownRequested && stopDeadline == nil {
                         stopDeadline = now + live.shutdownTimeout
-                        listener.close()
+                        acceptor.listener.close()
                         pool.shutDown(deadline: stopDeadline!)
                     }
                 case let token:

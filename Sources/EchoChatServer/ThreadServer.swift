@@ -24,16 +24,12 @@ import Synchronization
 public final class ThreadServer: ServerStrategy {
     public let control: ControlRequests
     private let threads: ClientThreads
-    private let listener: Socket
     private var acceptor: Acceptor
-    private var live: LiveSettings
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         control = try ControlRequests()
         threads = try ClientThreads(context: context)
-        self.listener = listener
         acceptor = try Acceptor(listener: listener, logger: context.logger)
-        live = LiveSettings(context.settings)
         // Before any client thread exists, so they all inherit the blocked SIGUSR2.
         WakeableThread.prepareProcess()
     }
@@ -41,10 +37,11 @@ public final class ThreadServer: ServerStrategy {
     public func serverStats() -> ServerStats { threads.layer.serverStats() }
 
     public func run() throws(SystemError) {
+        var live = LiveSettings(threads.layer.context.settings)
         var deliveries = Deliveries()
         while !control.shutdownRequested {
             let paused = acceptor.resumeIfDue(now: Clock.monotonicNanoseconds())
-            let watched = paused ? [control.wakeup.descriptor] : [control.wakeup.descriptor, listener.descriptor]
+            let watched = paused ? [control.wakeup.descriptor] : [control.wakeup.descriptor, acceptor.listener.descriptor]
             let ready = try Poll.readable(watched, timeoutMilliseconds: paused ? Int32(Acceptor.pause / 1_000_000) : -1)
             live.refresh()  // a SIGHUP may have changed max-clients while we waited
             if ready.first == true {
@@ -66,7 +63,7 @@ public final class ThreadServer: ServerStrategy {
                 refused: { threads.layer.refusedWithoutDescriptor() })
             threads.wake(&deliveries)  // once per batch, not per join
         }
-        listener.close()
+        acceptor.listener.close()
         threads.shutDown(within: live.shutdownTimeout)
     }
 }
