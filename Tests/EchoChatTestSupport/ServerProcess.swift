@@ -40,7 +40,7 @@ public final class ServerProcess: Sendable {
         var full = ["--host", host, "--port", "0"]
         if let strategy { full += ["--strategy", strategy.rawValue] }
         // The pool runs with more workers than this machine has cores, so the
-        // suite exercises several workers contending (as issue 3 asks: --workers 4).
+        // suite exercises several workers contending (--workers 4).
         if strategy == .pool && !arguments.contains("--workers") { full += ["--workers", "4"] }
         full += arguments
         let process = try TestProcess(
