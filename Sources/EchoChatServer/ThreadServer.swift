@@ -6,12 +6,15 @@ import Synchronization
 ///
 /// - Threads: the caller of `run()` is the acceptor; every accepted connection
 ///   gets a detached thread with a deliberately small stack (`--thread-stack`).
-/// - Ownership: a connection's thread alone serves it (`Connection.serve`):
-///   reads, writes, timers, close. A chat line for another client is queued
-///   by the hub on that client's connection; the first one since its thread
-///   last looked wakes that thread with SIGUSR2 (`WakeableThread`), after the
-///   sender's whole read (or the acceptor's whole batch) has been handled, and
-///   the woken thread sends everything queued in one write.
+/// - Ownership: one thread at a time serves a connection (`Connection.serve`,
+///   taken with the `inService` flag): its own thread, which alone reads it
+///   and closes its descriptor (it may be waiting on it), or a sender
+///   flushing lines to it. A chat line for another client is queued by the
+///   hub on that client's connection; after its whole read, the sender takes
+///   each recipient nobody is serving and writes its lines in one write (no
+///   context switch), and wakes the recipient's thread with SIGUSR2
+///   (`WakeableThread`) only when it could not take it or the thread must now
+///   wait for something else. The acceptor only wakes, once per burst.
 /// - Blocking: a client thread blocks only in ppoll(2) on its socket and the
 ///   shared stop eventfd, with SIGUSR2 unblocked only there, so a wake-up is
 ///   never lost; the acceptor in poll(2) on the listener and `control`.
