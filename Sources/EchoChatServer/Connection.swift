@@ -165,7 +165,9 @@ final class Connection: @unchecked Sendable {
         switch try? socket.read(into: target) {
         case .bytes(let count)?:
             let bytes = UnsafeRawBufferPointer(rebasing: target[0..<count])
-            layer.counters.received(bytes, countLines: countsLines)
+            // What a closing connection sends while we linger is thrown away
+            // unread: it counts nowhere (as a refused client counts nowhere).
+            if machine.phase != .lingering { layer.counters.received(bytes, countLines: countsLines) }
             machine.received(bytes, now: now, io: &io)
         case .endOfFile?:
             machine.endOfInput(now: now, io: &io)
