@@ -12,9 +12,10 @@ import Synchronization
 ///   flushing lines to it. A chat line for another client is queued by the
 ///   hub on that client's connection; after its whole read, the sender takes
 ///   each recipient nobody is serving and writes its lines in one write (no
-///   context switch), and wakes the recipient's thread with SIGUSR2
-///   (`WakeableThread`) only when it could not take it or the thread must now
-///   wait for something else. The acceptor only wakes, once per burst.
+///   context switch); whoever serves a connection looks for new lines before
+///   letting go, so a recipient that is taken needs nothing more. Its thread
+///   is woken with SIGUSR2 (`WakeableThread`) only when it must now wait for
+///   something else. The acceptor only wakes, once per burst.
 /// - Blocking: a client thread blocks only in ppoll(2) on its socket and the
 ///   shared stop eventfd, with SIGUSR2 unblocked only there, so a wake-up is
 ///   never lost; the acceptor in poll(2) on the listener and `control`.
@@ -122,9 +123,10 @@ private final class ClientThreads: Sendable {
     }
 
     /// A client thread's way: a recipient nobody is serving is flushed right
-    /// here, one write for all its lines and no context switch; one that is
-    /// being served has its thread woken. Its thread is also woken when this
-    /// changed what it waits for (output left for the kernel, a close).
+    /// here, one write for all its lines and no context switch. One that is
+    /// being served is left alone: whoever serves it looks for new lines
+    /// before letting go. Its thread is woken only when this changed what it
+    /// waits for (output left for the kernel, a close) or it is waiting.
     private func deliver(
         _ deliveries: inout Deliveries, except current: Connection, now: Int64, settings: ConnectionSettings,
         buffer: UnsafeMutableRawBufferPointer
@@ -134,19 +136,25 @@ private final class ClientThreads: Sendable {
         while index < deliveries.woken.count {
             let recipient = deliveries.woken[index]
             index += 1
-            guard recipient !== current else { continue }
-            guard recipient.shared.withLock({ $0.take() }) else {
-                wakeOwner(recipient)
-                continue
+            guard recipient !== current, recipient.shared.withLock({ $0.take() }) else { continue }
+            var rounds = 0
+            while true {
+                let before = (recipient.interest, recipient.nextDeadline)
+                recipient.serve([], now: now, settings: settings, buffer: buffer, deliveries: &more, leaveDescriptorOpen: true)
+                let closed = recipient.isClosed
+                let changed = closed || before != (recipient.interest, recipient.nextDeadline)
+                rounds += 1
+                // Lines that came meanwhile are flushed now (a few rounds at
+                // most), else its thread is woken for them.
+                let (again, wake) = recipient.shared.withLock { state -> (Bool, Bool) in
+                    if state.mailWaiting && !closed && rounds < 4 { return (true, false) }
+                    state.inService = false
+                    return (false, changed || state.ownerWaiting || state.mailWaiting)
+                }
+                if again { continue }
+                if wake { wakeOwner(recipient) }
+                break
             }
-            let before = (recipient.interest, recipient.nextDeadline)
-            recipient.serve([], now: now, settings: settings, buffer: buffer, deliveries: &more, leaveDescriptorOpen: true)
-            let changed = recipient.isClosed || before != (recipient.interest, recipient.nextDeadline)
-            let wake = recipient.shared.withLock { state in
-                state.inService = false
-                return changed || state.ownerWaiting || state.mailWaiting
-            }
-            if wake { wakeOwner(recipient) }
             deliveries.woken.append(contentsOf: more.woken)  // a failed recipient's left notices
             more.removeAll()
         }
@@ -167,12 +175,13 @@ private final class ClientThreads: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
         var ready: Poller.Events = []
         var stopped = false
+        var holding = false
         while true {
             live.refresh()
             let now = Clock.monotonicNanoseconds()
             var wait = (readable: false, writable: false, timeout: Int32(-1))
             // A sender may be flushing this connection: then wait for its wake-up.
-            if connection.shared.withLock({ $0.take(asOwner: true) }) {
+            if holding || connection.shared.withLock({ $0.take(asOwner: true) }) {
                 let settings = live.connection(shutdownDeadline: stopped ? shutdownDeadline.load(ordering: .acquiring) : nil)
                 connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
                 ready = []
@@ -180,9 +189,16 @@ private final class ClientThreads: Sendable {
                 wait = (interest.contains(.readable), interest.contains(.writable), -1)
                 if let deadline = connection.nextDeadline { wait.timeout = Int32(clamping: max(0, (deadline - now) / 1_000_000 + 1)) }
                 let closed = connection.isClosed
-                connection.shared.withLock { $0.inService = false }
+                // Lines that came while we served (their senders left them to
+                // us): keep the connection and serve again before waiting.
+                holding = !closed && connection.shared.withLock { state in
+                    if state.mailWaiting { return true }
+                    state.inService = false
+                    return false
+                }
                 deliver(&deliveries, except: connection, now: now, settings: settings, buffer: buffer)
                 if closed { break }
+                if holding { continue }
             }
             guard
                 let result = try? connection.socket.wait(
