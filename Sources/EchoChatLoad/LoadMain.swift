@@ -49,20 +49,25 @@ public enum LoadMain {
             System.writeToStandardError("Error: \(error)\n")
             return 1
         }
-        let jsonToStdout = options.jsonPath == "-"
-        // With --json -, stdout carries the JSON alone and the summary goes to stderr.
-        if jsonToStdout {
-            System.writeToStandardError(report.summary)
-            System.writeToStandardOutput(report.json.text + "\n")
-        } else {
-            System.writeToStandardOutput(report.summary)
-            if let path = options.jsonPath {
-                do { try System.writeFile(path, report.json.text + "\n") } catch {
-                    System.writeToStandardError("Error: cannot write \(path): \(error)\n")
-                    return 1
-                }
+        return emit(summary: report.summary, json: report.json.text, to: options.jsonPath, status: report.exitStatus)
+    }
+
+    /// Prints a run's summary and writes its JSON where asked; returns
+    /// `status`, or 1 if the JSON cannot be written. With `--json -`, stdout
+    /// carries the JSON alone and the summary goes to stderr.
+    static func emit(summary: String, json: String, to jsonPath: String?, status: Int32) -> Int32 {
+        if jsonPath == "-" {
+            System.writeToStandardError(summary)
+            System.writeToStandardOutput(json + "\n")
+            return status
+        }
+        System.writeToStandardOutput(summary)
+        if let path = jsonPath {
+            do { try System.writeFile(path, json + "\n") } catch {
+                System.writeToStandardError("Error: cannot write \(path): \(error)\n")
+                return 1
             }
         }
-        return report.exitStatus
+        return status
     }
 }

@@ -17,22 +17,26 @@ public struct LoadRunError: Error, CustomStringConvertible {
 public enum LoadRunner {
     /// `interruption`, when requested, ends the run early; the report then
     /// covers what was measured until then and says so.
+    /// The server's first address.
+    static func resolve(host: String, port: Int) throws(LoadRunError) -> SocketAddress {
+        do {
+            guard let first = try SocketAddress.resolve(host: host, port: port, passive: false).first else {
+                throw LoadRunError("cannot resolve \(host)")
+            }
+            return first
+        } catch let error as LoadRunError {
+            throw error
+        } catch {
+            throw LoadRunError("cannot resolve \(host): \(error)")
+        }
+    }
+
     public static func run(
         _ options: LoadOptions, progress: Bool = false, onHolding: (@Sendable () -> Void)? = nil,
         interruption: Interruption = Interruption()
     ) throws(LoadRunError) -> LoadReport {
         Signals.ignoreBrokenPipe()
-        let address: SocketAddress
-        do {
-            guard let first = try SocketAddress.resolve(host: options.host, port: options.port, passive: false).first else {
-                throw LoadRunError("cannot resolve \(options.host)")
-            }
-            address = first
-        } catch let error as LoadRunError {
-            throw error
-        } catch {
-            throw LoadRunError("cannot resolve \(options.host): \(error)")
-        }
+        let address = try resolve(host: options.host, port: options.port)
         let connections = options.connections
         let threads = max(1, min(options.threads ?? Threads.availableCores, connections))
 

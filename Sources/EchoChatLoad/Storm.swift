@@ -237,19 +237,7 @@ enum Storm {
     }
 
     static func emit(_ result: StormResult, options: StormOptions) -> Int32 {
-        if options.jsonPath == "-" {
-            System.writeToStandardError(result.summary)
-            System.writeToStandardOutput(result.json.text + "\n")
-        } else {
-            System.writeToStandardOutput(result.summary)
-            if let path = options.jsonPath {
-                do { try System.writeFile(path, result.json.text + "\n") } catch {
-                    System.writeToStandardError("Error: cannot write \(path): \(error)\n")
-                    return 1
-                }
-            }
-        }
-        return result.exitStatus
+        LoadMain.emit(summary: result.summary, json: result.json.text, to: options.jsonPath, status: result.exitStatus)
     }
 
     static func table(_ results: [StormResult]) -> String {
@@ -318,17 +306,7 @@ enum Storm {
 
     /// One storm against the server at options.host:port.
     static func storm(_ options: StormOptions, serverPID: Int32?) throws(LoadRunError) -> StormResult {
-        let address: SocketAddress
-        do {
-            guard let first = try SocketAddress.resolve(host: options.host, port: options.port, passive: false).first else {
-                throw LoadRunError("cannot resolve \(options.host)")
-            }
-            address = first
-        } catch let error as LoadRunError {
-            throw error
-        } catch {
-            throw LoadRunError("cannot resolve \(options.host): \(error)")
-        }
+        let address = try LoadRunner.resolve(host: options.host, port: options.port)
         let clients = options.clients
         let threads = max(1, min(options.threads, clients))
 
