@@ -83,19 +83,9 @@ struct DaemonTests {
         return text.split(separator: "\n").contains { predicate(String($0)) }
     }
 
-    /// Waits (bounded) for a running daemon to log a line: the file is
-    /// re-read every 20 ms, as nothing signals that a file was appended to.
+    /// Waits (bounded) for a running daemon to log a line.
     func waitForLog(_ path: String, _ predicate: (String) -> Bool, timeout: Double = 10) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let text = try? String(contentsOfFile: path, encoding: .utf8),
-               text.split(separator: "\n").contains(where: { predicate(String($0)) })
-            {
-                return true
-            }
-            _ = try? Poll.readable([], timeoutMilliseconds: 20)
-        }
-        return false
+        waitForLine(inFile: path, timeout: timeout, predicate) != nil
     }
 
     @Test(arguments: Strategy.allCases)

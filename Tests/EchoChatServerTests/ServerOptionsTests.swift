@@ -169,11 +169,8 @@ struct ServerOptionsTests {
         }
         try "max-clients = 9\n".write(toFile: file("rel.conf"), atomically: true, encoding: .utf8)
         #expect(daemon.signal(.hangup))
-        var log = ""
-        for _ in 0..<100 where !log.contains("SIGHUP: reloaded") {
-            Thread.sleep(forTimeInterval: 0.1)
-            log = (try? String(contentsOfFile: file("rel.log"), encoding: .utf8)) ?? ""
-        }
-        #expect(log.contains("SIGHUP: reloaded log-level=info max-clients=9 "), "\(log)")
+        let reloaded = waitForLine(inFile: file("rel.log")) { $0.contains("SIGHUP: reloaded") }
+        let log = (try? String(contentsOfFile: file("rel.log"), encoding: .utf8)) ?? ""
+        #expect(reloaded?.contains("SIGHUP: reloaded log-level=info max-clients=9 ") == true, "\(log)")
     }
 }

@@ -99,3 +99,20 @@ public struct UncheckedBox<T>: @unchecked Sendable {
     public let value: T
     public init(_ value: T) { self.value = value }
 }
+
+/// Waits (bounded) until the file at `path` has a line satisfying
+/// `predicate`, and returns it: for a daemon's log file, whose writer the
+/// test cannot watch. Nothing signals that a file was appended to (short of
+/// inotify), so the file is re-read every 20 ms until the deadline.
+public func waitForLine(inFile path: String, timeout: Double = 10, _ predicate: (String) -> Bool) -> String? {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { predicate(String($0)) })
+        {
+            return String(line)
+        }
+        if Date() >= deadline { return nil }
+        _ = try? Poll.readable([], timeoutMilliseconds: 20)
+    }
+}
