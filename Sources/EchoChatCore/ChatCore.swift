@@ -60,12 +60,20 @@ public final class ChatCore {
         let key: String
         /// `#` plus the spelling of the client who created it.
         let name: String
-        var members: [ConnectionID] = []
+        var members: [ConnectionID] = [] {
+            didSet { who = nil }
+        }
+        /// The `/who` reply, built once per change of membership or nicks
+        /// (a burst of `/who` in a big room costs a copy each, not a sort).
+        var who: [UInt8]?
         init(key: String, name: String) {
             self.key = key
             self.name = name
         }
     }
+
+    /// The `/rooms` reply, built once per change of rooms or their counts.
+    private var roomList: [UInt8]?
 
     public init(maxLine: Int) {
         self.maxLine = maxLine
@@ -90,15 +98,48 @@ public final class ChatCore {
         let client = Client(id: id, nick: nick, room: room, maxLine: maxLine)
         clients[id] = client
         nicks[nick] = id
+        roomList = nil
         room.members.append(id)
         send(Replies.welcome(nick: nick, room: room.name, count: room.members.count), to: id, output)
         broadcast(Replies.joined(nick: nick, room: room.name), in: room, except: id, output)
     }
 
-    /// Bytes that arrived from `id`: frame them, clean each line, act on it.
-    public func receive(_ bytes: UnsafeRawBufferPointer, from id: ConnectionID, output: some ChatOutput) {
-        guard let client = clients[id] else { return }
-        client.framer.feed(bytes) { event in handle(event, from: client, output) }
+    /// What one `receive` did.
+    public struct Intake: Sendable, Equatable {
+        /// Bytes framed; the rest were not looked at (the turn ended) and are
+        /// the caller's to hand in again, in order, on a later turn.
+        public var consumed: Int
+        /// Lines (and too-long reports) handled.
+        public var lines: Int
+        public init(consumed: Int, lines: Int) {
+            self.consumed = consumed
+            self.lines = lines
+        }
+    }
+
+    /// Bytes that arrived from `id`: frame them, clean each line, act on it,
+    /// handling at most `maxLines` lines, and none after `mayContinue`
+    /// returns false (fairness and the rate limit, §3.6).
+    @discardableResult
+    public func receive(
+        _ bytes: UnsafeRawBufferPointer, from id: ConnectionID, output: some ChatOutput, maxLines: Int = .max,
+        mayContinue: () -> Bool = { true }
+    ) -> Intake {
+        guard let client = clients[id], maxLines > 0 else { return Intake(consumed: clients[id] == nil ? bytes.count : 0, lines: 0) }
+        var lines = 0
+        let consumed = client.framer.feed(bytes) { event in
+            lines += 1
+            return handle(event, from: client, output) && lines < maxLines && mayContinue()
+        }
+        // A client that left (`/quit`) drops the rest of what it sent.
+        return Intake(consumed: clients[id] == nil ? bytes.count : consumed, lines: lines)
+    }
+
+    /// The rate limit paused `id` (§3.6); it hears why unless `notify` is false
+    /// (it was told less than a minute ago).
+    public func rateLimited(_ id: ConnectionID, linesPerSecond: Int, notify: Bool, output: some ChatOutput) {
+        guard notify, clients[id] != nil else { return }
+        send(Replies.slowDown(linesPerSecond: linesPerSecond), to: id, output)
     }
 
     /// The client shut down its sending side: its unterminated last line counts
@@ -131,6 +172,7 @@ public final class ChatCore {
         clients = [:]
         nicks = [:]
         rooms = [:]
+        roomList = nil
         guestFloor = 1
     }
 
@@ -177,11 +219,9 @@ public final class ChatCore {
             guard arguments.count == 1 else { return send(Replies.usageJoin, to: id, output) }
             join(client, arguments[0], output)
         case "/who":
-            let names = client.room.members.compactMap { clients[$0]?.nick }
-            send(Replies.who(room: client.room.name, nicks: names.sorted(by: Self.byLowercasedBytes)), to: id, output)
+            send(who(in: client.room), to: id, output)
         case "/rooms":
-            let list = rooms.values.sorted { Self.bytesLess($0.key, $1.key) }.map { ($0.name, $0.members.count) }
-            send(Replies.rooms(list), to: id, output)
+            send(roomsReply(), to: id, output)
         case "/msg":
             privateMessage(rest, from: client, output)
         case "/stats":
@@ -207,6 +247,7 @@ public final class ChatCore {
         releaseGuestNumber(oldKey)
         nicks[key] = client.id
         client.nick = nick
+        client.room.who = nil
         send(Replies.youAreNow(nick), to: client.id, output)
         if nick != old { broadcast(Replies.renamed(from: old, to: nick), in: client.room, except: client.id, output) }
     }
@@ -218,6 +259,7 @@ public final class ChatCore {
         if key == client.room.key { return send(Replies.alreadyIn(client.room.name), to: client.id, output) }
         leaveRoom(client, reason: nil, output)
         let room = findOrCreateRoom(key: key, spelling: spelling)
+        roomList = nil
         room.members.append(client.id)
         client.room = room
         broadcast(Replies.joined(nick: client.nick, room: room.name), in: room, except: client.id, output)
@@ -239,6 +281,28 @@ public final class ChatCore {
         send(Replies.sentTo(target.nick), to: client.id, output)
     }
 
+    // MARK: - Lists
+
+    /// Sorted by the byte order of the lower-cased nick, each key built once.
+    private func who(in room: Room) -> [UInt8] {
+        if let who = room.who { return who }
+        let nicks = room.members.compactMap { clients[$0]?.nick }
+        let sorted = nicks.map { (key: Array($0.asciiLowercased.utf8), nick: $0) }
+            .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map(\.nick)
+        let reply = Replies.who(room: room.name, nicks: sorted)
+        room.who = reply
+        return reply
+    }
+
+    private func roomsReply() -> [UInt8] {
+        if let roomList { return roomList }
+        let list = rooms.values.map { (key: Array($0.key.utf8), room: $0) }
+            .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { ($0.room.name, $0.room.members.count) }
+        let reply = Replies.rooms(list)
+        roomList = reply
+        return reply
+    }
+
     // MARK: - Registry
 
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
@@ -254,6 +318,7 @@ public final class ChatCore {
     /// otherwise it hears `* nick left #room` (with the reason, if any).
     private func leaveRoom(_ client: Client, reason: DisconnectReason?, _ output: some ChatOutput) {
         let room = client.room
+        roomList = nil
         if let index = room.members.firstIndex(of: client.id) { room.members.remove(at: index) }
         if room.members.isEmpty {
             rooms[room.key] = nil
@@ -320,13 +385,6 @@ public final class ChatCore {
         bytes.drop { $0 == 0x20 }
     }
 
-    static func byLowercasedBytes(_ a: String, _ b: String) -> Bool {
-        bytesLess(a.asciiLowercased, b.asciiLowercased)
-    }
-
-    static func bytesLess(_ a: String, _ b: String) -> Bool {
-        a.utf8.lexicographicallyPrecedes(b.utf8)
-    }
 }
 
 extension Character {

@@ -6,24 +6,34 @@
 ///
 /// Events in: `received` (bytes read), `endOfInput`, `failed`, `flush` (the
 /// socket is writable, or lines arrived for it), `tick` (time passed),
-/// `requestClose`, and the settings each event carries (a SIGHUP reload, the
-/// shutdown deadline). A refused connection is born with `refusing`.
+/// `takeTurn` (handle input read earlier), `requestClose`, and the settings
+/// each event carries (a SIGHUP reload, the shutdown deadline). A refused
+/// connection is born with `refusing`.
 ///
 /// Actions out (`ConnectionIO`): write, shut the sending side, close; hand
 /// chat bytes to the chat engine and collect the lines it queued here. The
-/// owner derives what to wait for from `wantsRead`, `wantsWrite` and
-/// `nextDeadline` after each event: pausing and resuming reading, arming and
-/// disarming writability are those properties changing.
+/// owner derives what to wait for from `wantsRead`, `wantsWrite`, `wantsTurn`
+/// and `nextDeadline` after each event: pausing and resuming reading, arming
+/// and disarming writability are those properties changing.
 ///
-/// The rules it owns (docs/PROTOCOL.md §2, §3.3, §3.5, §4):
+/// The rules it owns (docs/PROTOCOL.md §2, §3.3, §3.5, §3.6, §4):
 /// - Echo writes what it read straight back when nothing is queued before it
 ///   (write first, queue only what the kernel did not take), stops reading
 ///   when the queue reaches `max-output` and resumes once it has drained to
 ///   half: backpressure, never loss.
 /// - Chat hands bytes to the engine and drops a client whose queue passes
 ///   `max-output` (slow consumer).
-/// - Timers: idle, unfinished line, the close timeout of a finished session,
-///   the lingering close, the shutdown deadline. Each fires once.
+/// - Chat fairness: at most `Limits.linesPerTurn` lines per turn; what a read
+///   brought beyond that waits in `input` (and nothing more is read) until the
+///   owner gives the connection another turn, after the other clients. A
+///   client whose own queue is past half of `max-output` gets no turn and is
+///   not read until it drains.
+/// - Chat rate limit: a token bucket (`RateBucket`); a client out of tokens
+///   keeps its lines in `input`, unread and in order, until it refills; it is
+///   told to slow down at the start of a flood, at most once a minute.
+/// - Timers: idle, unfinished line, waiting output nobody takes (send
+///   timeout), the rate limit's refill, the close timeout of a finished
+///   session, the lingering close, the shutdown deadline. Each fires once.
 /// - Closing: a finished session delivers its queue, shuts its sending side,
 ///   and reads (discarding) until the peer closes or the linger ends, so
 ///   unread input cannot turn close(2) into a reset that destroys the last
@@ -51,9 +61,20 @@ public struct ConnectionMachine {
     public private(set) var inputClosed = false
     /// Echo: not reading because the queue reached `max-output`.
     public private(set) var paused = false
+    /// Chat: bytes read but not yet handed to the engine (the turn ended, or
+    /// the rate limit); at most one read's worth, since reading stops meanwhile.
+    public private(set) var input = ByteQueue()
     public private(set) var settings: ConnectionSettings
     private var lastInput: Int64
     private var partialSince: Int64?
+    /// Since when output has waited with none of it taken (nil: none waits).
+    private var outputWaitingSince: Int64?
+    private var rate = RateBucket()
+    /// Paused by the rate limit until then.
+    private var rateResumesAt: Int64?
+    /// In a flood: paused by the rate limit since `input` was last empty.
+    private var flooding = false
+    private var lastSlowDownNotice: Int64?
     private var closeDeadline: Int64?
     private var lingerDeadline: Int64?
     private var shutdownApplied = false
@@ -84,11 +105,18 @@ public struct ConnectionMachine {
     /// Whether the owner should read (and wait for readability).
     public var wantsRead: Bool {
         switch phase {
-        case .open: !inputClosed && !paused
+        case .open: !inputClosed && !paused && input.isEmpty && !inputBlocked
         case .lingering: true
         case .closing, .closed: false
         }
     }
+
+    /// Chat: lines read earlier wait and may be handled now; the owner should
+    /// serve the connection again (`takeTurn`) once the others had their turn.
+    public var wantsTurn: Bool { phase == .open && !input.isEmpty && !inputBlocked && rateResumesAt == nil }
+
+    /// Chat fairness: the client's own queue is past half of `max-output`.
+    private var inputBlocked: Bool { mode == .chat && settings.limits.chatInputBlocked(queuedBytes: output.count) }
 
     /// Whether the owner should wait for writability: output is waiting.
     public var wantsWrite: Bool { (phase == .open || phase == .closing) && !output.isEmpty }
@@ -114,6 +142,10 @@ public struct ConnectionMachine {
             if let partialSince, limits.lineTimeoutNanoseconds > 0 {
                 next = min(next ?? .max, partialSince + limits.lineTimeoutNanoseconds)
             }
+            if let outputWaitingSince, limits.sendTimeoutNanoseconds > 0 {
+                next = min(next ?? .max, outputWaitingSince + limits.sendTimeoutNanoseconds)
+            }
+            if let rateResumesAt { next = min(next ?? .max, rateResumesAt) }
             return next
         }
     }
@@ -144,18 +176,64 @@ public struct ConnectionMachine {
                 guard let written = io.write(bytes) else { return fail(.connectionError, io: &io) }
                 offset = written
             }
-            if offset < bytes.count { output.append(UnsafeRawBufferPointer(rebasing: bytes[offset...])) }
+            if offset < bytes.count {
+                output.append(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                if offset > 0 || outputWaitingSince == nil { outputWaitingSince = now }
+            }
             if output.count >= settings.limits.maxOutput { paused = true }
         case .chat:
-            let partial = io.chatReceive(bytes)
-            if settings.limits.lineTimeoutNanoseconds > 0 {
-                if !partial {
-                    partialSince = nil
-                } else if partialSince == nil {
-                    partialSince = now
-                }
+            let taken = handOver(bytes, now: now, io: &io)
+            if taken < bytes.count { input.append(UnsafeRawBufferPointer(rebasing: bytes[taken...])) }
+        }
+    }
+
+    /// Chat: hands on lines read earlier, as many as a turn and the rate
+    /// limit allow. Call when `wantsTurn` (a no-op otherwise).
+    public mutating func takeTurn(now: Int64, io: inout some ConnectionIO) {
+        guard wantsTurn else { return }
+        var waiting = ByteQueue()
+        swap(&waiting, &input)
+        let taken = waiting.withReadableBytes { handOver($0, now: now, io: &io) }
+        waiting.consume(taken)
+        swap(&waiting, &input)
+    }
+
+    /// Chat: gives the engine what this turn allows of `bytes`; returns how
+    /// many bytes it took (the rest waits in `input`).
+    private mutating func handOver(_ bytes: UnsafeRawBufferPointer, now: Int64, io: inout some ConnectionIO) -> Int {
+        let limits = settings.limits
+        let allowed = rate.available(now: now, limits: limits)
+        guard allowed > 0 else {
+            pauseForRate(now: now, io: &io)
+            return 0
+        }
+        let intake = io.chatReceive(bytes, maxLines: min(Limits.linesPerTurn, allowed), queuedBytes: output.count)
+        rate.spend(intake.lines, now: now, limits: limits)
+        guard intake.consumed == bytes.count else {
+            partialSince = nil  // what waits unread is not the client's unfinished line
+            if rate.available(now: now, limits: limits) == 0 { pauseForRate(now: now, io: &io) }
+            return intake.consumed
+        }
+        flooding = false
+        if limits.lineTimeoutNanoseconds > 0 {
+            if !intake.partialLine {
+                partialSince = nil
+            } else if partialSince == nil {
+                partialSince = now
             }
         }
+        return intake.consumed
+    }
+
+    /// Out of tokens with lines waiting: stop until one is due. The client
+    /// is told at the start of a flood, at most once a minute.
+    private mutating func pauseForRate(now: Int64, io: inout some ConnectionIO) {
+        rateResumesAt = rate.nextAllowed(now: now, limits: settings.limits)
+        guard !flooding else { return }
+        flooding = true
+        let notify = lastSlowDownNotice.map { now - $0 >= Limits.slowDownNoticeInterval } ?? true
+        if notify { lastSlowDownNotice = now }
+        io.chatRateLimited(linesPerSecond: settings.limits.rateLimit, notify: notify)
     }
 
     /// The client shut down its sending side (or closed).
@@ -199,10 +277,17 @@ public struct ConnectionMachine {
             if let reason = mail.abort { return fail(reason, io: &io) }
             if mail.closeRequested { requestClose(now: now) }
         }
+        var progressed = false
         while !output.isEmpty {
             guard let written = output.withReadableBytes({ io.write($0) }) else { return fail(.connectionError, io: &io) }
             if written == 0 { break }
             output.consume(written)
+            progressed = true
+        }
+        if output.isEmpty {
+            outputWaitingSince = nil
+        } else if progressed || outputWaitingSince == nil {
+            outputWaitingSince = now
         }
         let limits = settings.limits
         if mode == .chat && admitted && phase == .open && limits.isSlowConsumer(queuedBytes: output.count) {
@@ -235,7 +320,10 @@ public struct ConnectionMachine {
             }
             guard admitted else { return }
             let limits = settings.limits
-            if limits.isIdle(lastInput: lastInput, now: now, reading: wantsRead) {
+            if let resumes = rateResumesAt, now >= resumes || limits.rateLimit == 0 { rateResumesAt = nil }
+            if limits.isSendTimedOut(waitingSince: outputWaitingSince, now: now) {
+                fail(.sendTimeout, io: &io)
+            } else if limits.isIdle(lastInput: lastInput, now: now, reading: wantsRead) {
                 expire(.idleTimeout, now: now, io: &io)
             } else if mode == .chat && limits.isLineTimedOut(partialSince: partialSince, now: now) {
                 expire(.lineTimeout, now: now, io: &io)
@@ -282,6 +370,7 @@ public struct ConnectionMachine {
         phase = .closed
         paused = false
         output.removeAll()
+        input.removeAll()
         if admitted && wasSession { io.sessionEnded() }
         io.close(cause)
     }
@@ -349,12 +438,32 @@ public protocol ConnectionIO {
     mutating func sessionEnded()
     /// A timer ended the session (for the log).
     mutating func expired(_ reason: DisconnectReason)
-    /// Chat: hands received bytes to the engine; true if an unfinished line is waiting.
-    mutating func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool
+    /// Chat: hands received bytes to the engine, at most `maxLines` lines of
+    /// them, stopping early once the client's own queue (`queuedBytes` here,
+    /// plus what the engine queued for it since) is past half of `max-output`.
+    mutating func chatReceive(_ bytes: UnsafeRawBufferPointer, maxLines: Int, queuedBytes: Int) -> ChatIntake
+    /// Chat: the rate limit paused the client; `notify`: tell it to slow down.
+    mutating func chatRateLimited(linesPerSecond: Int, notify: Bool)
     /// Chat: the client shut down its sending side.
     mutating func chatEndOfInput()
     /// Chat: the session ends for `reason` (the engine tells the room).
     mutating func chatDisconnect(_ reason: DisconnectReason)
     /// Chat: moves the lines queued for this connection to the end of `output`.
     mutating func collect(into output: inout ByteQueue) -> Mail
+}
+
+/// What the chat engine did with bytes handed to it.
+public struct ChatIntake: Sendable, Equatable {
+    /// Bytes it took; the rest waits for the connection's next turn.
+    public var consumed: Int
+    /// Lines it handled (they count against the rate limit).
+    public var lines: Int
+    /// An unfinished line is waiting for its LF (the line timeout runs).
+    public var partialLine: Bool
+
+    public init(consumed: Int, lines: Int, partialLine: Bool) {
+        self.consumed = consumed
+        self.lines = lines
+        self.partialLine = partialLine
+    }
 }

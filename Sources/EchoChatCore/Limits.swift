@@ -1,4 +1,4 @@
-/// The configurable limits of docs/PROTOCOL.md §3.5 and the decisions they drive.
+/// The configurable limits of docs/PROTOCOL.md §3.5 and §3.6 and the decisions they drive.
 /// Times are nanoseconds on a monotonic clock the caller reads: the core keeps
 /// no clock, so every decision here is a pure function of its arguments.
 public struct Limits: Sendable, Equatable {
@@ -12,17 +12,36 @@ public struct Limits: Sendable, Equatable {
     public var idleTimeoutNanoseconds: Int64
     /// Chat: close a client whose unterminated line stays unfinished this long; 0 = off.
     public var lineTimeoutNanoseconds: Int64
+    /// Close a connection whose waiting output none of has been taken for this long; 0 = off.
+    public var sendTimeoutNanoseconds: Int64
+    /// Chat: lines per second one client may send (a token bucket); 0 = off.
+    public var rateLimit: Int
+    /// Chat: lines a client may send at once before `rateLimit` applies; 0 = 2 x `rateLimit`.
+    public var rateBurst: Int
+
+    /// Fairness (§3.6): at most this many of one client's lines are handled
+    /// per turn before the server serves the others that have input waiting.
+    public static let linesPerTurn = 32
+    /// A client that is told to slow down is told again at most this often.
+    public static let slowDownNoticeInterval: Int64 = 60_000_000_000
 
     public init(
         maxClients: Int = 10_000, maxLine: Int = 4096, maxOutput: Int = 1 << 20,
-        idleTimeoutNanoseconds: Int64 = 0, lineTimeoutNanoseconds: Int64 = 0
+        idleTimeoutNanoseconds: Int64 = 0, lineTimeoutNanoseconds: Int64 = 0, sendTimeoutNanoseconds: Int64 = 0,
+        rateLimit: Int = 0, rateBurst: Int = 0
     ) {
         self.maxClients = maxClients
         self.maxLine = maxLine
         self.maxOutput = maxOutput
         self.idleTimeoutNanoseconds = idleTimeoutNanoseconds
         self.lineTimeoutNanoseconds = lineTimeoutNanoseconds
+        self.sendTimeoutNanoseconds = sendTimeoutNanoseconds
+        self.rateLimit = rateLimit
+        self.rateBurst = rateBurst
     }
+
+    /// The burst in effect: `rateBurst`, or twice `rateLimit` when unset.
+    public var effectiveRateBurst: Int { rateBurst > 0 ? rateBurst : 2 * rateLimit }
 
     /// A new connection is admitted while fewer than `maxClients` are connected;
     /// otherwise it gets `Replies.serverFull` and is closed.
@@ -44,6 +63,19 @@ public struct Limits: Sendable, Equatable {
     @inline(__always)
     public func echoMayResume(queuedBytes: Int) -> Bool { queuedBytes <= maxOutput / 2 }
 
+    /// Chat fairness (§3.6): a client whose own queued output is past half of
+    /// `maxOutput` is not read (nor its waiting lines handled) until it drains,
+    /// so a burst of commands with large replies costs its sender, not the room.
+    @inline(__always)
+    public func chatInputBlocked(queuedBytes: Int) -> Bool { queuedBytes > maxOutput / 2 }
+
+    /// Send timeout: output has waited since `waitingSince` with none of it taken.
+    @inline(__always)
+    public func isSendTimedOut(waitingSince: Int64?, now: Int64) -> Bool {
+        guard sendTimeoutNanoseconds > 0, let waitingSince else { return false }
+        return now - waitingSince >= sendTimeoutNanoseconds
+    }
+
     /// Idle timeout: no byte arrived since `lastInput`. A client the server has
     /// stopped reading from is never idle, so the caller passes `reading`.
     @inline(__always)
@@ -59,7 +91,9 @@ public struct Limits: Sendable, Equatable {
     }
 
     /// Whether any per-connection timer is on (a strategy may skip its sweep).
-    public var hasTimers: Bool { idleTimeoutNanoseconds > 0 || lineTimeoutNanoseconds > 0 }
+    public var hasTimers: Bool {
+        idleTimeoutNanoseconds > 0 || lineTimeoutNanoseconds > 0 || sendTimeoutNanoseconds > 0 || rateLimit > 0
+    }
 }
 
 /// Why a client's session ended; shown to the room in parentheses (§3.3).
@@ -72,6 +106,8 @@ public enum DisconnectReason: Sendable, Equatable {
     case idleTimeout
     case lineTimeout
     case slowConsumer
+    /// Output waited `send-timeout` with none of it taken (§3.6).
+    case sendTimeout
 
     /// What follows `* nick left #room`.
     public var suffix: String {
@@ -82,6 +118,40 @@ public enum DisconnectReason: Sendable, Equatable {
         case .idleTimeout: " (idle timeout)"
         case .lineTimeout: " (line timeout)"
         case .slowConsumer: " (slow consumer)"
+        case .sendTimeout: " (send timeout)"
         }
+    }
+}
+
+/// The rate limit of §3.6 as a token bucket kept as one number, the
+/// theoretical arrival time of the generic cell rate algorithm (GCRA): each
+/// line pushes it one interval further, and a client may be at most `burst`
+/// intervals ahead of the clock. Pure: the caller passes the time.
+public struct RateBucket: Sendable, Equatable {
+    private var arrival: Int64 = .min
+
+    public init() {}
+
+    /// Lines `limits` allows now (Int.max when the limit is off).
+    public func available(now: Int64, limits: Limits) -> Int {
+        guard limits.rateLimit > 0 else { return .max }
+        let interval = 1_000_000_000 / Int64(limits.rateLimit)
+        let start = max(arrival, now)
+        let allowance = now + Int64(limits.effectiveRateBurst) * interval - start
+        return allowance <= 0 ? 0 : Int(allowance / interval)
+    }
+
+    /// When the next line will be allowed (now if one is).
+    public func nextAllowed(now: Int64, limits: Limits) -> Int64 {
+        guard limits.rateLimit > 0, available(now: now, limits: limits) == 0 else { return now }
+        let interval = 1_000_000_000 / Int64(limits.rateLimit)
+        return max(now, arrival + interval - Int64(limits.effectiveRateBurst) * interval)
+    }
+
+    /// `lines` were handled.
+    public mutating func spend(_ lines: Int, now: Int64, limits: Limits) {
+        guard limits.rateLimit > 0, lines > 0 else { return }
+        let interval = 1_000_000_000 / Int64(limits.rateLimit)
+        arrival = max(arrival, now) + Int64(lines) * interval
     }
 }

@@ -28,21 +28,25 @@ public struct LineFramer: Sendable {
     public var hasPartialLine: Bool { !partial.isEmpty || discarding }
 
     /// Feeds received bytes. `handle` runs once per event, in order; returning
-    /// false stops framing (the connection is closing) and drops the rest.
-    public mutating func feed(_ bytes: UnsafeRawBufferPointer, _ handle: (Event) -> Bool) {
+    /// false stops framing (the connection is closing, or the caller's turn is
+    /// over) right after that event. Returns how many bytes were consumed: all
+    /// of them, unless `handle` stopped it, in which case the rest is the
+    /// caller's to feed again later (or drop).
+    @discardableResult
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer, _ handle: (Event) -> Bool) -> Int {
         var index = 0
         let end = bytes.count
         while index < end {
             let newline = Self.firstNewline(in: bytes, from: index)
             if discarding {
-                guard let newline else { return }
+                guard let newline else { return end }
                 discarding = false
                 index = newline + 1
                 continue
             }
             guard let newline else {
                 keepPartial(UnsafeRawBufferPointer(rebasing: bytes[index..<end]), handle)
-                return
+                return end
             }
             let piece = UnsafeRawBufferPointer(rebasing: bytes[index..<newline])
             index = newline + 1
@@ -54,8 +58,9 @@ public struct LineFramer: Sendable {
                 keepGoing = partial.withUnsafeBytes { emit($0, handle) }
                 partial.removeAll(keepingCapacity: partial.capacity <= 4096)
             }
-            if !keepGoing { return }
+            if !keepGoing { return index }
         }
+        return end
     }
 
     /// End of input: an unterminated last line counts as a line (§3.3 half-close).

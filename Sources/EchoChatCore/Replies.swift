@@ -6,6 +6,9 @@ public enum Replies {
     public static let idleTimeout = bytes("* idle timeout")
     public static let lineTimeout = bytes("* line timeout")
     public static let bye = bytes("* bye")
+    public static func slowDown(linesPerSecond: Int) -> [UInt8] {
+        bytes("* slow down: at most \(linesPerSecond) lines per second")
+    }
 
     public static func welcome(nick: String, room: String, count: Int) -> [UInt8] {
         bytes("* welcome \(nick), you are in \(room) (\(count) here); /help lists commands")

@@ -46,11 +46,26 @@ final class ChatHub: Sendable {
         }
     }
 
-    /// Returns whether an unfinished line from `connection` is waiting.
-    func receive(_ bytes: UnsafeRawBufferPointer, from connection: Connection, deliveries: inout Deliveries) -> Bool {
+    /// Hands at most `maxLines` lines to the core, under the lock once,
+    /// stopping early once the sender's own queue is past half of `max-output`.
+    func receive(
+        _ bytes: UnsafeRawBufferPointer, from connection: Connection, maxLines: Int, queuedBytes: Int,
+        deliveries: inout Deliveries
+    ) -> ChatIntake {
         run(&deliveries) { state in
-            state.core.receive(bytes, from: connection.id, output: state)
-            return state.core.hasPartialLine(connection.id)
+            let limits = Limits(maxOutput: state.maxOutput)
+            let intake = state.core.receive(bytes, from: connection.id, output: state, maxLines: maxLines) {
+                !limits.chatInputBlocked(queuedBytes: queuedBytes + connection.shared.withLock { $0.pending.count })
+            }
+            return ChatIntake(
+                consumed: intake.consumed, lines: intake.lines, partialLine: state.core.hasPartialLine(connection.id))
+        }
+    }
+
+    func rateLimited(_ connection: Connection, linesPerSecond: Int, notify: Bool, deliveries: inout Deliveries) {
+        guard notify else { return }
+        run(&deliveries) { state in
+            state.core.rateLimited(connection.id, linesPerSecond: linesPerSecond, notify: true, output: state)
         }
     }
 

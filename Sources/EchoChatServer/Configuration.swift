@@ -14,8 +14,15 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxOutput = 1 << 20
     /// Seconds; 0 = off.
     public var idleTimeout = 0.0
-    /// Seconds; 0 = off.
-    public var lineTimeout = 0.0
+    /// Seconds; 0 = off. Chat only (echo has no lines).
+    public var lineTimeout = 60.0
+    /// Seconds output may wait with none of it taken before the connection
+    /// is closed; 0 = off.
+    public var sendTimeout = 60.0
+    /// Chat: lines per second per client; 0 = off.
+    public var rateLimit = 0
+    /// Chat: lines at once before the rate applies; 0 = twice `rateLimit`.
+    public var rateBurst = 0
     /// Seconds to deliver what is owed after SIGTERM/SIGINT.
     public var shutdownTimeout = 5.0
     /// Seconds a client whose session is over (quit, EOF, timeout, refusal)
@@ -43,6 +50,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var limits: Limits {
         Limits(
             maxClients: maxClients, maxLine: maxLine, maxOutput: maxOutput,
-            idleTimeoutNanoseconds: Int64(idleTimeout * 1e9), lineTimeoutNanoseconds: Int64(lineTimeout * 1e9))
+            idleTimeoutNanoseconds: Int64(idleTimeout * 1e9), lineTimeoutNanoseconds: Int64(lineTimeout * 1e9),
+            sendTimeoutNanoseconds: Int64(sendTimeout * 1e9), rateLimit: rateLimit, rateBurst: rateBurst)
     }
 }

@@ -30,6 +30,8 @@ final class Connection: @unchecked Sendable {
     let countsLines: Bool
     let admitted: Bool
     private(set) var machine: ConnectionMachine
+    /// Owner only: the connection waits in its strategy's list of turns.
+    var turnQueued = false
     let shared: Lock<Shared>
     #if DEBUG
         /// Set while a thread is in `serve`: checks the one-owner rule.
@@ -103,6 +105,10 @@ final class Connection: @unchecked Sendable {
     /// When the owner must serve it again even if nothing happens (the owner only).
     var nextDeadline: Int64? { machine.nextDeadline }
 
+    /// Lines read earlier wait to be handled: serve it again once the other
+    /// connections had their turn (fairness), without waiting for readiness.
+    var wantsTurn: Bool { machine.wantsTurn }
+
     /// What the owner should wait for next.
     var interest: Poller.Events {
         var events: Poller.Events = []
@@ -132,6 +138,7 @@ final class Connection: @unchecked Sendable {
         let wasPaused = machine.paused
         if settings != machine.settings { machine.update(settings, now: now) }
         machine.tick(now: now, io: &io)
+        machine.takeTurn(now: now, io: &io)  // lines read earlier, before reading more
         let failed = ready.contains(.error) || ready.contains(.hangup)
         if failed { peerGone() }
         if machine.wantsRead && (ready.contains(.readable) || failed) {
@@ -267,7 +274,9 @@ struct SocketIO: ConnectionIO {
     mutating func close(_ cause: CloseCause) {
         switch cause {
         case .finished: break
-        case .failed(let reason): layer.logger.debug("closing \(connection.socket): \(reason)")
+        case .failed(let reason):
+            layer.counters.expired(reason)
+            layer.logger.debug("closing \(connection.socket): \(reason)")
         case .closeTimeout:
             layer.logger.debug("closing \(connection.socket): its last output was not taken within the close timeout")
         case .lingerEnded: layer.logger.debug("closing \(connection.socket): the peer did not close within the linger time")
@@ -280,11 +289,19 @@ struct SocketIO: ConnectionIO {
     mutating func sessionEnded() { layer.sessionEnded(connection) }
 
     mutating func expired(_ reason: DisconnectReason) {
+        layer.counters.expired(reason)
         layer.logger.debug("closing \(connection.socket): \(reason)")
     }
 
-    mutating func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        layer.hub?.receive(bytes, from: connection, deliveries: &deliveries) ?? false
+    mutating func chatReceive(_ bytes: UnsafeRawBufferPointer, maxLines: Int, queuedBytes: Int) -> ChatIntake {
+        layer.hub?.receive(bytes, from: connection, maxLines: maxLines, queuedBytes: queuedBytes, deliveries: &deliveries)
+            ?? ChatIntake(consumed: bytes.count, lines: 0, partialLine: false)
+    }
+
+    mutating func chatRateLimited(linesPerSecond: Int, notify: Bool) {
+        layer.counters.add(layer.counters.rateLimited, 1)
+        layer.logger.debug("rate limit: reading \(connection.socket) more slowly")
+        layer.hub?.rateLimited(connection, linesPerSecond: linesPerSecond, notify: notify, deliveries: &deliveries)
     }
 
     mutating func chatEndOfInput() { layer.hub?.endOfInput(from: connection, deliveries: &deliveries) }

@@ -106,6 +106,34 @@ final class ServerCounters: Sendable {
     /// Echo mode only (chat lines are counted by the core).
     let messagesIn = Atomic<Int>(0)
     let messagesOut = Atomic<Int>(0)
+    /// Abuse limits (§3.6) and failures, by kind.
+    let rateLimited = Atomic<Int>(0)
+    let sendTimeouts = Atomic<Int>(0)
+    let lineTimeouts = Atomic<Int>(0)
+    let idleTimeouts = Atomic<Int>(0)
+    let slowConsumers = Atomic<Int>(0)
+
+    /// Counts a session ended by a limit (other reasons count nowhere).
+    func expired(_ reason: DisconnectReason) {
+        switch reason {
+        case .sendTimeout: add(sendTimeouts, 1)
+        case .lineTimeout: add(lineTimeouts, 1)
+        case .idleTimeout: add(idleTimeouts, 1)
+        case .slowConsumer: add(slowConsumers, 1)
+        case .endOfInput, .quit, .connectionError: break
+        }
+    }
+
+    /// The limit counters, as `/stats` shows them after the standard keys.
+    var limitPairs: [TransportStats.Pair] {
+        [
+            .init("rate_limited", String(rateLimited.load(ordering: .relaxed))),
+            .init("send_timeouts", String(sendTimeouts.load(ordering: .relaxed))),
+            .init("line_timeouts", String(lineTimeouts.load(ordering: .relaxed))),
+            .init("idle_timeouts", String(idleTimeouts.load(ordering: .relaxed))),
+            .init("slow_consumers", String(slowConsumers.load(ordering: .relaxed))),
+        ]
+    }
 
     func transport(strategy: Strategy, uptimeSeconds: Int, extra: [TransportStats.Pair]) -> TransportStats {
         TransportStats(
@@ -113,7 +141,7 @@ final class ServerCounters: Sendable {
             connectionsTotal: connectionsTotal.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
             bytesIn: bytesIn.load(ordering: .relaxed), bytesOut: bytesOut.load(ordering: .relaxed),
             messagesIn: messagesIn.load(ordering: .relaxed), messagesOut: messagesOut.load(ordering: .relaxed),
-            extra: extra)
+            extra: limitPairs + extra)
     }
 
     @inline(__always)

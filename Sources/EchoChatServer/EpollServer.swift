@@ -14,6 +14,9 @@ import EchoChatPOSIX
 ///   one 64 KiB buffer. Interest follows the connection: EPOLLOUT only while
 ///   output waits, EPOLLIN only while the connection reads.
 /// - Capacity: descriptors (`max-clients`, then RLIMIT_NOFILE; see `Acceptor`).
+/// - Fairness: a connection that still has lines to handle after its turn
+///   (`wantsTurn`) goes to the back of `turns`, served after the next
+///   batch of events (polled without waiting), so one flooder never holds the loop.
 /// - Timers: a sweep every 100 ms while any connection is open.
 /// - Shutdown: close the listener, let every connection deliver and close
 ///   (`Connection`), stop when none is left or `shutdown-timeout` has passed.
@@ -30,6 +33,9 @@ public final class EpollServer: ServerStrategy {
     private var table: [Slot?] = []
     private var openCount = 0
     private var deliveries = Deliveries()
+    /// Connections with lines still to handle, in the order they are owed a turn.
+    private var turns: [Connection] = []
+    private var turnsNow: [Connection] = []
     /// Room for every connection's event in one wait (as Redis sizes its
     /// event array by maxclients): a storm of hang-ups is seen whole, so each
     /// is marked gone before lines are queued for it.
@@ -72,7 +78,8 @@ public final class EpollServer: ServerStrategy {
     public func run() throws(SystemError) {
         loopThread = OwnerThread()
         while true {
-            let timeout = openCount > 0 || acceptor.pausedUntil != nil ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
+            var timeout = openCount > 0 || acceptor.pausedUntil != nil ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
+            if !turns.isEmpty { timeout = 0 }
             let count = try poller.wait(into: &events, timeoutMilliseconds: timeout)
             now = Clock.monotonicNanoseconds()
             live.refresh()
@@ -86,6 +93,7 @@ public final class EpollServer: ServerStrategy {
                 }
             }
             flushDeliveries()  // the batch is over: each connection that got lines, once
+            takeTurns()
             if now >= nextSweep { sweep() }
             if let deadline = shutdownDeadline, openCount == 0 || now >= deadline { break }
         }
@@ -123,6 +131,19 @@ public final class EpollServer: ServerStrategy {
         }
     }
 
+    /// One more turn for each connection that had lines left, in order; one
+    /// that still has some after it waits for the next round.
+    private func takeTurns() {
+        guard !turns.isEmpty else { return }
+        swap(&turns, &turnsNow)
+        for connection in turnsNow {
+            connection.turnQueued = false
+            serve(connection, [])
+        }
+        turnsNow.removeAll(keepingCapacity: true)
+        flushDeliveries()
+    }
+
     private func markGonePeers(in events: borrowing PollEvents, _ count: Int) {
         for index in 0..<count where !events.events(at: index).isDisjoint(with: [.error, .hangup]) {
             connection(events.data(at: index))?.peerGone()
@@ -148,6 +169,10 @@ public final class EpollServer: ServerStrategy {
             table[descriptor] = nil  // close(2) already took it out of epoll
             openCount -= 1
             return
+        }
+        if connection.wantsTurn && !connection.turnQueued {
+            connection.turnQueued = true
+            turns.append(connection)
         }
         let interest = connection.interest
         guard interest != slot.interest else { return }

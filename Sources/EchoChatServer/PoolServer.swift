@@ -17,6 +17,8 @@ import Synchronization
 ///   lets go, never by a second one. A chat line for another client is queued
 ///   on that client's connection and, if it is not in service, the client is
 ///   queued for a worker once per burst (never written on the dispatcher).
+/// - Fairness: a connection that still has lines to handle after its turn
+///   (`wantsTurn`) goes back to the end of the queue, still in service.
 /// - Blocking: the dispatcher in epoll_wait, idle workers on the semaphore.
 /// - Capacity: descriptors and memory, as for epoll; throughput is bounded by
 ///   the hand-off from the dispatcher to a worker (one wake-up per event).
@@ -220,6 +222,10 @@ private final class Workers: Sendable {
                 deliveries.removeAll()
                 if connection.isClosed {
                     table.withLock { $0[connection.token] = nil }
+                    break
+                }
+                if connection.wantsTurn {
+                    queue.push(.serve(connection, takePending(connection, release: false) ?? []))
                     break
                 }
                 if let more = takePending(connection, release: false) {

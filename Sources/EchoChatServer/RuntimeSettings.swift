@@ -9,7 +9,10 @@ public final class RuntimeSettings: Sendable {
     private let generation = Atomic<Int>(0)
 
     /// The settings a reload may change; the rest need a restart.
-    public static let reloadable = ["log-level", "max-clients", "idle-timeout", "line-timeout", "close-timeout", "shutdown-timeout"]
+    public static let reloadable = [
+        "log-level", "max-clients", "idle-timeout", "line-timeout", "send-timeout", "rate-limit", "rate-burst",
+        "close-timeout", "shutdown-timeout",
+    ]
 
     init(_ configuration: ServerConfiguration) {
         current = Lock(configuration)
@@ -40,6 +43,9 @@ public final class RuntimeSettings: Sendable {
             running.maxClients = new.maxClients
             running.idleTimeout = new.idleTimeout
             running.lineTimeout = new.lineTimeout
+            running.sendTimeout = new.sendTimeout
+            running.rateLimit = new.rateLimit
+            running.rateBurst = new.rateBurst
             running.closeTimeout = new.closeTimeout
             running.shutdownTimeout = new.shutdownTimeout
             return ignored

@@ -215,6 +215,7 @@ final class Reloader: Sendable {
             logger.info(
                 "SIGHUP: reloaded log-level=\(now.logLevel.rawValue) max-clients=\(now.maxClients) "
                     + "idle-timeout=\(ServerOptions.format(now.idleTimeout)) line-timeout=\(ServerOptions.format(now.lineTimeout)) "
+                    + "send-timeout=\(ServerOptions.format(now.sendTimeout)) rate-limit=\(now.rateLimit) rate-burst=\(now.rateBurst) "
                     + "close-timeout=\(ServerOptions.format(now.closeTimeout)) shutdown-timeout=\(ServerOptions.format(now.shutdownTimeout))")
             if !ignored.isEmpty {
                 logger.warn("SIGHUP: changed but only applied after a restart: \(ignored.joined(separator: ", "))")

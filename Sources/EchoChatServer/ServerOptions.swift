@@ -80,6 +80,15 @@ public enum ServerOptions {
         },
         seconds("idle-timeout", help: "Close clients silent this long; 0 = off", \.idleTimeout),
         seconds("line-timeout", help: "Chat: close clients that leave a line unfinished this long; 0 = off", \.lineTimeout),
+        seconds("send-timeout", help: "Close connections whose waiting output none of is taken this long; 0 = off", \.sendTimeout),
+        setting("rate-limit", placeholder: "lines", help: "Chat: lines per second per client, read more slowly beyond; 0 = off",
+                value: { String($0.rateLimit) }) { config, text, name throws(UsageError) in
+            config.rateLimit = try Value.integer(text, name, in: 0...1_000_000)
+        },
+        setting("rate-burst", placeholder: "lines", help: "Chat: lines a client may send at once before rate-limit applies; 0 = 2 x rate-limit",
+                value: { String($0.rateBurst) }) { config, text, name throws(UsageError) in
+            config.rateBurst = try Value.integer(text, name, in: 0...1_000_000)
+        },
         seconds("shutdown-timeout", help: "On SIGTERM/SIGINT, time allowed to deliver pending output", \.shutdownTimeout),
         seconds("close-timeout", help: "Time a finished session has to take its last output before it is closed anyway", \.closeTimeout),
         setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",

@@ -188,6 +188,11 @@ private final class ClientThreads: Sendable {
                 let interest = connection.interest
                 wait = (interest.contains(.readable), interest.contains(.writable), -1)
                 if let deadline = connection.nextDeadline { wait.timeout = Int32(clamping: max(0, (deadline - now) / 1_000_000 + 1)) }
+                // Lines left after its turn: let the other threads run, then go on.
+                if connection.wantsTurn {
+                    wait.timeout = 0
+                    Threads.yield()
+                }
                 let closed = connection.isClosed
                 // Lines that came while we served (their senders left them to
                 // us): keep the connection and serve again before waiting.

@@ -16,6 +16,10 @@ final class FakeIO: ConnectionIO, ChatOutput {
     var sessionsEnded = 0
     var expiries: [DisconnectReason] = []
     var disconnects: [DisconnectReason] = []
+    /// `chatRateLimited` calls: whether each was to notify the client.
+    var rateLimits: [Bool] = []
+    /// `maxLines` of every `chatReceive`.
+    var lineBudgets: [Int] = []
     var mailbox = ByteQueue()
     var mail = Mail()
     let core: ChatCore?
@@ -42,9 +46,19 @@ final class FakeIO: ConnectionIO, ChatOutput {
     func close(_ cause: CloseCause) { closes.append(cause) }
     func sessionEnded() { sessionsEnded += 1 }
     func expired(_ reason: DisconnectReason) { expiries.append(reason) }
-    func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        core!.receive(bytes, from: Self.id, output: self)
-        return core!.hasPartialLine(Self.id)
+    /// The server's `max-output`, for the fairness rule.
+    var maxOutput = Limits().maxOutput
+    func chatReceive(_ bytes: UnsafeRawBufferPointer, maxLines: Int, queuedBytes: Int) -> ChatIntake {
+        lineBudgets.append(maxLines)
+        let limits = Limits(maxOutput: maxOutput)
+        let intake = core!.receive(bytes, from: Self.id, output: self, maxLines: maxLines) {
+            !limits.chatInputBlocked(queuedBytes: queuedBytes + self.mailbox.count)
+        }
+        return ChatIntake(consumed: intake.consumed, lines: intake.lines, partialLine: core!.hasPartialLine(Self.id))
+    }
+    func chatRateLimited(linesPerSecond: Int, notify: Bool) {
+        rateLimits.append(notify)
+        core?.rateLimited(Self.id, linesPerSecond: linesPerSecond, notify: notify, output: self)
     }
     func chatEndOfInput() { core!.endOfInput(from: Self.id, output: self) }
     func chatDisconnect(_ reason: DisconnectReason) {
@@ -92,6 +106,11 @@ extension ConnectionMachine {
                     }
                     received(UnsafeRawBufferPointer(rebasing: all[start..<start + budget]), now: now, io: &io)
                     flush(now: now, io: &io)
+                    // Fairness: lines beyond one turn wait for the next turns.
+                    while wantsTurn {
+                        takeTurn(now: now, io: &io)
+                        flush(now: now, io: &io)
+                    }
                     start += budget
                 }
             }
@@ -296,14 +315,17 @@ struct ChatConnectionTests {
 /// Random event sequences against the invariants the strategies rely on.
 @Suite("Connection machine: model")
 struct ConnectionModelTests {
-    enum Event: CaseIterable { case read, eof, writable, kernelFull, tick, mail, close, shutdown, error }
+    enum Event: CaseIterable { case read, eof, writable, kernelFull, tick, mail, close, shutdown, error, turn }
 
     @Test(arguments: [ConnectionMachine.Mode.echo, .chat], 1...40)
     func invariantsHoldOverRandomEvents(mode: ConnectionMachine.Mode, seed: Int) {
         var generator = SeededGenerator(seed: UInt64(seed) &* 7919)
         let maxOutput = 300
-        let base = settings(maxOutput: maxOutput, idle: 7 * second, line: 5 * second, close: 4 * second, linger: 2 * second)
+        var base = settings(maxOutput: maxOutput, idle: 7 * second, line: 5 * second, close: 4 * second, linger: 2 * second)
+        base.limits.sendTimeoutNanoseconds = 6 * second
+        base.limits.rateLimit = seed % 2 == 0 ? 3 : 0
         var io = FakeIO(chat: mode == .chat)
+        io.maxOutput = maxOutput
         var machine = ConnectionMachine(mode: mode, settings: base, now: 0)
         var now: Int64 = 0
         var sent: [UInt8] = []  // echo: what the client sent that was read
@@ -332,6 +354,7 @@ struct ConnectionModelTests {
                 stopping.shutdownDeadline = shutdownAt
                 machine.update(stopping, now: now)
             case .error: if Int.random(in: 0..<10, using: &generator) == 0 { machine.failed(.connectionError, io: &io) }
+            case .turn: machine.takeTurn(now: now, io: &io)
             }
             machine.flush(now: now, io: &io)
 
@@ -341,6 +364,11 @@ struct ConnectionModelTests {
             #expect(machine.isClosed == (io.closes.count == 1))
             // The queue never passes its bound (chat: or the client is gone).
             #expect(machine.output.count <= maxOutput)
+            // Lines waiting for a turn: at most one read's worth, and nothing more is read meanwhile.
+            #expect(machine.input.count <= 120)
+            #expect(machine.input.isEmpty || !machine.wantsRead)
+            // A client waiting for a turn or a refill always has a way forward.
+            if !machine.input.isEmpty && machine.phase == .open { #expect(machine.wantsTurn || machine.nextDeadline != nil || machine.wantsWrite) }
             // Echo: paused exactly while the queue is above half of max-output.
             if mode == .echo && machine.phase == .open {
                 #expect(!machine.paused || machine.output.count > maxOutput / 2)

@@ -10,12 +10,17 @@ func referenceClean(_ input: [UInt8]) -> [UInt8] {
     for scalar in String(decoding: input, as: UTF8.self).unicodeScalars {
         let value = scalar.value
         if (value < 0x20 && value != 0x09) || (0x7F...0x9F).contains(value) { continue }
+        if separatorsAndBidi.contains(value) { continue }
         result += Array(String(scalar).utf8)
     }
     return result
 }
 
 let replacement: [UInt8] = [0xEF, 0xBF, 0xBD]  // U+FFFD
+
+/// §3.1 step 3's list beyond the controls, spelled out as the spec does.
+let separatorsAndBidi: Set<UInt32> = Set([0x2028, 0x2029, 0x061C, 0x200E, 0x200F])
+    .union(0x202A...0x202E).union(0x2066...0x2069)
 
 /// PROTOCOL.md §3.1 steps 2–4.
 @Suite("LineHygiene")
@@ -63,7 +68,8 @@ struct LineHygieneTests {
             let count = Int.random(in: 0...24, using: &generator)
             // Bias towards the interesting bytes: controls, continuation and lead bytes.
             let pool: [UInt8] = [0x00, 0x09, 0x0A, 0x1B, 0x20, 0x41, 0x7F, 0x80, 0x85, 0x9F, 0xA0, 0xBF,
-                                 0xC0, 0xC2, 0xC3, 0xDF, 0xE0, 0xE2, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF]
+                                 0xC0, 0xC2, 0xC3, 0xDF, 0xE0, 0xE2, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF,
+                                 0x80, 0xA8, 0xAA, 0xAE, 0xD8, 0x9C, 0x81, 0xA6]  // pieces of U+2028, U+202E, U+061C, U+2066
             let input = (0..<count).map { _ in
                 Bool.random(using: &generator) ? pool.randomElement(using: &generator)! : UInt8.random(in: 0...255, using: &generator)
             }
@@ -107,6 +113,27 @@ struct LineHygieneTests {
         #expect(clean(bytes("\u{1B}[2J\u{1B}[Hé")) == bytes("[2J[Hé"))
         // 8-bit CSI (U+009B) is a C1 control.
         #expect(clean(bytes("\u{9B}31mred")) == bytes("31mred"))
+    }
+
+    @Test(arguments: separatorsAndBidi.sorted())
+    func removesSeparatorsAndBidiControls(value: UInt32) {
+        let character = String(Unicode.Scalar(value)!)
+        #expect(clean(bytes("a" + character + "b")) == bytes("ab"))
+        #expect(clean(bytes("é" + character)) == bytes("é"))
+    }
+
+    @Test func rightToLeftOverrideCannotReverseTheTextAfterANick() {
+        // U+202E RIGHT-TO-LEFT OVERRIDE, then U+2066 and U+2069 around text.
+        #expect(clean(bytes("hi \u{202E}olleh\u{2066}x\u{2069}")) == bytes("hi ollehx"))
+        // U+2028 LINE SEPARATOR would break the line in two on a screen.
+        #expect(clean(bytes("one\u{2028}two\u{2029}three")) == bytes("onetwothree"))
+    }
+
+    @Test func keepsTheNeighboursOfTheBidiRanges() {
+        for value: UInt32 in [0x061B, 0x061D, 0x200D, 0x2010, 0x2027, 0x202F, 0x2065, 0x206A] {
+            let character = String(Unicode.Scalar(value)!)
+            #expect(clean(bytes(character)) == bytes(character), "U+\(String(value, radix: 16))")
+        }
     }
 
     @Test func removesCR() {
