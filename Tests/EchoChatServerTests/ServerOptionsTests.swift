@@ -139,7 +139,7 @@ struct ServerOptionsTests {
         #expect(process.signal(.hangup))
         let line = log.waitFor({ $0.contains("SIGHUP: reloaded") }, timeout: 10)
         // max-clients from the environment, close-timeout from the flag, the rest from the new file.
-        #expect(line?.contains("log-level=debug max-clients=3 idle-timeout=1 line-timeout=0 close-timeout=7") == true,
+        #expect(line?.contains("log-level=debug max-clients=3 idle-timeout=1 line-timeout=60 send-timeout=60 rate-limit=0 rate-burst=0 close-timeout=7") == true,
                 "\(log.text)")
     }
 
