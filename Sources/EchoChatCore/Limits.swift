@@ -12,16 +12,19 @@ public struct Limits: Sendable, Equatable {
     public var idleTimeoutNanoseconds: Int64
     /// Chat: close a client whose unterminated line stays unfinished this long; 0 = off.
     public var lineTimeoutNanoseconds: Int64
+    /// Connections one source address may hold at once (§3.6); 0 = no limit.
+    public var maxPerAddress: Int
 
     public init(
         maxClients: Int = 10_000, maxLine: Int = 4096, maxOutput: Int = 1 << 20,
-        idleTimeoutNanoseconds: Int64 = 0, lineTimeoutNanoseconds: Int64 = 0
+        idleTimeoutNanoseconds: Int64 = 0, lineTimeoutNanoseconds: Int64 = 0, maxPerAddress: Int = 0
     ) {
         self.maxClients = maxClients
         self.maxLine = maxLine
         self.maxOutput = maxOutput
         self.idleTimeoutNanoseconds = idleTimeoutNanoseconds
         self.lineTimeoutNanoseconds = lineTimeoutNanoseconds
+        self.maxPerAddress = maxPerAddress
     }
 
     /// A new connection is admitted while fewer than `maxClients` are connected;

@@ -10,6 +10,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var mode: ServerMode = .echo
     public var strategy: Strategy = .epoll
     public var maxClients = 10_000
+    /// Connections one source address may hold; 0 = no limit.
+    public var maxPerAddress = 0
     public var maxLine = 4096
     public var maxOutput = 1 << 20
     /// Seconds; 0 = off.
@@ -43,6 +45,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var limits: Limits {
         Limits(
             maxClients: maxClients, maxLine: maxLine, maxOutput: maxOutput,
-            idleTimeoutNanoseconds: Int64(idleTimeout * 1e9), lineTimeoutNanoseconds: Int64(lineTimeout * 1e9))
+            idleTimeoutNanoseconds: Int64(idleTimeout * 1e9), lineTimeoutNanoseconds: Int64(lineTimeout * 1e9),
+            maxPerAddress: maxPerAddress)
     }
 }

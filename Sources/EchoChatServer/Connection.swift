@@ -274,13 +274,14 @@ struct SocketIO: ConnectionIO {
         case .shutdownDeadline: layer.logger.debug("closing \(connection.socket): shutdown deadline")
         }
         connection.closeDescriptor(leaveOpen: leaveDescriptorOpen)
-        layer.closed(connection)
+        layer.closed(connection, cause: cause)
     }
 
     mutating func sessionEnded() { layer.sessionEnded(connection) }
 
     mutating func expired(_ reason: DisconnectReason) {
         layer.logger.debug("closing \(connection.socket): \(reason)")
+        layer.expired(reason)
     }
 
     mutating func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool {

@@ -9,7 +9,9 @@ public final class RuntimeSettings: Sendable {
     private let generation = Atomic<Int>(0)
 
     /// The settings a reload may change; the rest need a restart.
-    public static let reloadable = ["log-level", "max-clients", "idle-timeout", "line-timeout", "close-timeout", "shutdown-timeout"]
+    public static let reloadable = [
+        "log-level", "max-clients", "max-per-address", "idle-timeout", "line-timeout", "close-timeout", "shutdown-timeout",
+    ]
 
     init(_ configuration: ServerConfiguration) {
         current = Lock(configuration)
@@ -38,6 +40,7 @@ public final class RuntimeSettings: Sendable {
             }
             running.logLevel = new.logLevel
             running.maxClients = new.maxClients
+            running.maxPerAddress = new.maxPerAddress
             running.idleTimeout = new.idleTimeout
             running.lineTimeout = new.lineTimeout
             running.closeTimeout = new.closeTimeout

@@ -215,7 +215,8 @@ final class Reloader: Sendable {
             logger.info(
                 "SIGHUP: reloaded log-level=\(now.logLevel.rawValue) max-clients=\(now.maxClients) "
                     + "idle-timeout=\(ServerOptions.format(now.idleTimeout)) line-timeout=\(ServerOptions.format(now.lineTimeout)) "
-                    + "close-timeout=\(ServerOptions.format(now.closeTimeout)) shutdown-timeout=\(ServerOptions.format(now.shutdownTimeout))")
+                    + "close-timeout=\(ServerOptions.format(now.closeTimeout)) shutdown-timeout=\(ServerOptions.format(now.shutdownTimeout)) "
+                    + "max-per-address=\(now.maxPerAddress)")
             if !ignored.isEmpty {
                 logger.warn("SIGHUP: changed but only applied after a restart: \(ignored.joined(separator: ", "))")
             }
