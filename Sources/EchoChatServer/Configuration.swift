@@ -35,6 +35,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var pidFile: String?
     /// Log lines (and anything else on stderr) go here; SIGHUP reopens it.
     public var logFile: String?
+    /// Where to serve Prometheus metrics (`GET /metrics`); nil = nowhere.
+    public var metrics: Endpoint?
 
     public init() {}
 
@@ -48,4 +50,18 @@ public struct ServerConfiguration: Sendable, Equatable {
             idleTimeoutNanoseconds: Int64(idleTimeout * 1e9), lineTimeoutNanoseconds: Int64(lineTimeout * 1e9),
             maxPerAddress: maxPerAddress)
     }
+}
+
+/// A host and a port to listen on: `127.0.0.1:9107`, `[::1]:9107`.
+public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// IPv6 addresses in brackets, as in a URL.
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

@@ -34,7 +34,7 @@ public final class RuntimeSettings: Sendable {
                 ("max-line", new.maxLine != running.maxLine), ("max-output", new.maxOutput != running.maxOutput),
                 ("workers", new.workers != running.workers), ("thread-stack", new.threadStack != running.threadStack),
                 ("daemon", new.daemon != running.daemon), ("pidfile", new.pidFile != running.pidFile),
-                ("log-file", new.logFile != running.logFile),
+                ("log-file", new.logFile != running.logFile), ("metrics", new.metrics != running.metrics),
             ] where differs {
                 ignored.append(name)
             }

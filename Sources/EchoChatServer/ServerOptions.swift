@@ -111,6 +111,11 @@ public enum ServerOptions {
                 value: { $0.logLevel.rawValue }) { config, text, name throws(UsageError) in
             config.logLevel = try Value.choice(text, name, as: LogLevel.self)
         },
+        setting("metrics", placeholder: "host:port",
+                help: "Serve Prometheus metrics on GET /metrics at this address (port 0 picks one); off = none",
+                value: { $0.metrics?.description ?? "off" }) { config, text, name throws(UsageError) in
+            config.metrics = text == "off" ? nil : try Value.endpoint(text, name).map { Endpoint(host: $0.host, port: $0.port) }
+        },
     ]
 
     /// `--config` and `--check-config`: command line only, not settings.

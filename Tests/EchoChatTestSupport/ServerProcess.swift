@@ -61,6 +61,15 @@ public final class ServerProcess: Sendable {
 
     public var pid: Int32 { process.pid }
 
+    /// The port of `--metrics`, from the `metrics on http://…/metrics` line
+    /// the server logs before it listens; nil when metrics are off.
+    public var metricsPort: Int? {
+        guard let line = log.lines.first(where: { $0.contains("metrics on http://") }),
+            let url = line.split(separator: " ").last, url.hasSuffix("/metrics")
+        else { return nil }
+        return Int(url.dropLast("/metrics".count).split(separator: ":").last ?? "")
+    }
+
     /// The counters of a `stats:` line, asked for with SIGUSR1 (in both
     /// modes; an echo client cannot ask with `/stats`).
     public func statsFromLog(timeout: Double = 10) throws -> [String: String] {
