@@ -128,7 +128,7 @@ struct AbuseLimitTests {
     /// line per refusal.
     @Test(arguments: Strategy.allCases)
     func descriptorExhaustionLogsAboutOneLineASecond(strategy: Strategy) throws {
-        let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
+        let server = try ServerProcess(["--mode", "echo", "--metrics", "127.0.0.1:0"], strategy: strategy)
         try server.lowerOpenFileLimit(to: 40)
         // Fill the server up (the clients are held) until it refuses.
         var held: [TestClient] = []
@@ -181,5 +181,12 @@ struct AbuseLimitTests {
             try client.send("still \(index)\n")
             #expect(try client.readLine() == "still \(index)")
         }
+        // Once they leave, the metrics endpoint (which could not accept
+        // either meanwhile) tells the refusals by cause.
+        for client in held { client.close() }
+        let metrics = try server.scrape()
+        #expect(metrics.value("echochat_refusals_total", ["reason": "out_of_descriptors"]) == Double(serverRefused))
+        #expect(metrics.value("echochat_refusals_total", ["reason": "server_full"]) == 0)
+        #expect((metrics.value("echochat_emfile_events_total") ?? 0) >= Double(serverRefused))
     }
 }
