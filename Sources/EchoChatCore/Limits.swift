@@ -18,6 +18,8 @@ public struct Limits: Sendable, Equatable {
     public var rateLimit: Int
     /// Chat: lines a client may send at once before `rateLimit` applies; 0 = 2 x `rateLimit`.
     public var rateBurst: Int
+    /// Connections one source address may hold at once (§3.6); 0 = no limit.
+    public var maxPerAddress: Int
 
     /// Fairness (§3.6): at most this many of one client's lines are handled
     /// per turn before the server serves the others that have input waiting.
@@ -28,7 +30,7 @@ public struct Limits: Sendable, Equatable {
     public init(
         maxClients: Int = 10_000, maxLine: Int = 4096, maxOutput: Int = 1 << 20,
         idleTimeoutNanoseconds: Int64 = 0, lineTimeoutNanoseconds: Int64 = 0, sendTimeoutNanoseconds: Int64 = 0,
-        rateLimit: Int = 0, rateBurst: Int = 0
+        rateLimit: Int = 0, rateBurst: Int = 0, maxPerAddress: Int = 0
     ) {
         self.maxClients = maxClients
         self.maxLine = maxLine
@@ -38,6 +40,7 @@ public struct Limits: Sendable, Equatable {
         self.sendTimeoutNanoseconds = sendTimeoutNanoseconds
         self.rateLimit = rateLimit
         self.rateBurst = rateBurst
+        self.maxPerAddress = maxPerAddress
     }
 
     /// The burst in effect: `rateBurst`, or twice `rateLimit` when unset.

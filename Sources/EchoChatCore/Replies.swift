@@ -2,6 +2,7 @@
 /// Each ends with LF; markers: `<nick> `, `[pm from nick] `, `* `, `! `.
 public enum Replies {
     public static let serverFull = bytes("! server full, try again later")
+    public static let tooManyFromAddress = bytes("! too many connections from your address")
     public static let shuttingDown = bytes("* server shutting down")
     public static let idleTimeout = bytes("* idle timeout")
     public static let lineTimeout = bytes("* line timeout")

@@ -5,6 +5,8 @@ public struct TransportStats: Sendable, Equatable {
     public var uptimeSeconds: Int
     public var connectionsTotal: Int
     public var refused: Int
+    /// Of `refused`: those refused by `max-per-address` (§3.6).
+    public var refusedPerAddress: Int
     public var bytesIn: Int
     public var bytesOut: Int
     /// Echo mode only: LF bytes received / sent (chat lines are counted by the core).
@@ -12,6 +14,9 @@ public struct TransportStats: Sendable, Equatable {
     public var messagesOut: Int
     /// Strategy-specific pairs appended after the standard keys (e.g. `workers`).
     public var extra: [Pair]
+    /// Counters that are not `/stats` keys, for metrics: refusals, drops and
+    /// timeouts by cause, descriptor exhaustion.
+    public var detail: [Pair]
 
     public struct Pair: Sendable, Equatable {
         public var key: String
@@ -23,18 +28,21 @@ public struct TransportStats: Sendable, Equatable {
     }
 
     public init(
-        strategy: String, uptimeSeconds: Int = 0, connectionsTotal: Int = 0, refused: Int = 0,
-        bytesIn: Int = 0, bytesOut: Int = 0, messagesIn: Int = 0, messagesOut: Int = 0, extra: [Pair] = []
+        strategy: String, uptimeSeconds: Int = 0, connectionsTotal: Int = 0, refused: Int = 0, refusedPerAddress: Int = 0,
+        bytesIn: Int = 0, bytesOut: Int = 0, messagesIn: Int = 0, messagesOut: Int = 0, extra: [Pair] = [],
+        detail: [Pair] = []
     ) {
         self.strategy = strategy
         self.uptimeSeconds = uptimeSeconds
         self.connectionsTotal = connectionsTotal
         self.refused = refused
+        self.refusedPerAddress = refusedPerAddress
         self.bytesIn = bytesIn
         self.bytesOut = bytesOut
         self.messagesIn = messagesIn
         self.messagesOut = messagesOut
         self.extra = extra
+        self.detail = detail
     }
 }
 
@@ -63,18 +71,24 @@ public struct ServerStats: Sendable, Equatable {
             messagesIn: transport.messagesIn, messagesOut: transport.messagesOut, transport: transport)
     }
 
-    /// `mode=chat strategy=epoll clients=2 …`: single spaces, plain integers or words.
-    public var keyValues: String {
-        var pairs: [(String, String)] = [
+    /// The `/stats` pairs in order: the standard keys, the abuse-limit
+    /// counters (§3.6), then the strategy's extras.
+    public var pairs: [TransportStats.Pair] {
+        let standard: [(String, String)] = [
             ("mode", mode.rawValue), ("strategy", transport.strategy),
             ("clients", String(clients)), ("rooms", String(rooms)),
             ("uptime_s", String(transport.uptimeSeconds)),
             ("connections_total", String(transport.connectionsTotal)), ("refused", String(transport.refused)),
             ("messages_in", String(messagesIn)), ("messages_out", String(messagesOut)),
             ("bytes_in", String(transport.bytesIn)), ("bytes_out", String(transport.bytesOut)),
+            ("refused_per_address", String(transport.refusedPerAddress)),
         ]
-        pairs += transport.extra.map { ($0.key, $0.value) }
-        return pairs.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+        return standard.map { TransportStats.Pair($0.0, $0.1) } + transport.extra
+    }
+
+    /// `mode=chat strategy=epoll clients=2 …`: single spaces, plain integers or words.
+    public var keyValues: String {
+        pairs.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
     }
 }
 

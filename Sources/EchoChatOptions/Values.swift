@@ -88,6 +88,24 @@ public enum Value {
         return text
     }
 
+    /// `HOST:PORT`, an IPv6 host in brackets (`[::1]:9107`); the port 0 to 65535.
+    public static func endpoint(_ text: String, _ name: String) throws(UsageError) -> (host: String, port: Int)? {
+        let invalid = UsageError(
+            "invalid value '\(text)' for \(name): expected HOST:PORT (an IPv6 address in brackets: [::1]:9107)")
+        guard let colon = text.lastIndex(of: ":") else { throw invalid }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+        } else if host.contains(":") {
+            throw invalid
+        }
+        let digits = text[text.index(after: colon)...]
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCIIDigit), let port = Int(digits), port <= 65535,
+            (try? Value.host(host, name)) != nil
+        else { throw invalid }
+        return (host, port)
+    }
+
     /// `text` without the `_` that group digits, or nil when an `_` does not
     /// stand between two digits (`_1`, `1__000`, `1_`).
     static func ungrouped(_ text: String) -> String? {

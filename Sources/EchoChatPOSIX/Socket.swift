@@ -228,4 +228,18 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
         }
         return SocketAddress(storage: storage, length: length)
     }
+
+    /// getpeername(2): the address of the other end. ENOTCONN once the
+    /// peer has reset the connection.
+    public func peerAddress() throws(SystemError) -> SocketAddress {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = descriptor
+        _ = try syscallNoWait("getpeername") {
+            withUnsafeMutableBytes(of: &storage) { raw in
+                getpeername(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+            }
+        }
+        return SocketAddress(storage: storage, length: length)
+    }
 }

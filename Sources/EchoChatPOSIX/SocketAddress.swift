@@ -23,6 +23,31 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+    /// An IP address alone, in host byte order.
+    public enum IP: Sendable, Equatable {
+        /// 127.0.0.1 is `.v4(0x7F00_0001)`.
+        case v4(UInt32)
+        /// The first eight bytes in `high`; an IPv4-mapped address stays IPv6 here.
+        case v6(high: UInt64, low: UInt64)
+    }
+
+    /// The address without the port.
+    public var ip: IP {
+        withUnsafeBytes(of: storage) { raw in
+            if Int32(storage.ss_family) == AF_INET6 {
+                return withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { bytes in
+                    var (high, low): (UInt64, UInt64) = (0, 0)
+                    for index in 0..<8 {
+                        high = high << 8 | UInt64(bytes[index])
+                        low = low << 8 | UInt64(bytes[index + 8])
+                    }
+                    return .v6(high: high, low: low)
+                }
+            }
+            return .v4(UInt32(bigEndian: raw.load(as: sockaddr_in.self).sin_addr.s_addr))
+        }
+    }
+
     /// The numeric host: `127.0.0.1` or `::1`.
     public var host: String {
         var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)

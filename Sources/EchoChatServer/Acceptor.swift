@@ -12,9 +12,13 @@ import EchoChatPOSIX
 /// moment (the listener stays in the backlog's hands meanwhile): a strategy
 /// that watches the listener with a poller gives it here, and the pause
 /// takes the listener out of it and puts it back.
+///
+/// While descriptors are short every waiting client means a refusal, tens of
+/// thousands a second in a connect storm: each is counted (`refused`, EMFILE
+/// events), and the log gets one line a second that says how many it stands for.
 struct Acceptor: ~Copyable {
     let listener: Socket
-    private let logger: Logger
+    private let layer: ConnectionLayer
     private let poller: Poller?
     private var reserve = ReserveDescriptor()
     /// Accepting is paused until then.
@@ -28,18 +32,18 @@ struct Acceptor: ~Copyable {
     /// How often strategies that sweep look at their connections' timers.
     static let sweepInterval: Int64 = 100_000_000
 
-    init(listener: Socket, logger: Logger, poller: Poller? = nil) throws(SystemError) {
+    init(listener: Socket, layer: ConnectionLayer, poller: Poller? = nil) throws(SystemError) {
         self.listener = listener
-        self.logger = logger
+        self.layer = layer
         self.poller = poller
         try poller?.register(listener.descriptor, for: .readable, data: PollTokens.listener)
     }
 
     /// Accepts up to `limit` waiting connections and hands each socket to
-    /// `admit`; `refused` runs for each client turned away for lack of
-    /// descriptors. Pauses accepting for `pause` when it must.
-    mutating func accept(now: Int64, limit: Int = Acceptor.batch, admit: (Socket) -> Void, refused: () -> Void) {
-        guard pausedUntil == nil, !acceptPending(limit: limit, admit: admit, refused: refused) else { return }
+    /// `admit`; a client turned away for lack of descriptors is counted in
+    /// the layer. Pauses accepting for `pause` when it must.
+    mutating func accept(now: Int64, limit: Int = Acceptor.batch, admit: (Socket) -> Void) {
+        guard pausedUntil == nil, !acceptPending(limit: limit, admit: admit) else { return }
         pausedUntil = now + Self.pause
         try? poller?.modify(listener.descriptor, for: [], data: PollTokens.listener)
     }
@@ -54,7 +58,7 @@ struct Acceptor: ~Copyable {
     }
 
     /// False when accepting should pause.
-    private mutating func acceptPending(limit: Int, admit: (Socket) -> Void, refused: () -> Void) -> Bool {
+    private mutating func acceptPending(limit: Int, admit: (Socket) -> Void) -> Bool {
         for _ in 0..<limit {
             do {
                 switch try listener.accept(nonBlocking: true) {
@@ -63,9 +67,11 @@ struct Acceptor: ~Copyable {
                 }
             } catch {
                 if error.errno.isDescriptorExhaustion {
-                    if !refuseWithReserve(refused) { return false }
+                    layer.counters.add(layer.counters.descriptorExhaustion, 1)
+                    if !refuseWithReserve() { return false }
                 } else if error.errno != .connectionAborted {
-                    logger.warn("accept failed: \(error); pausing accepts for \(Self.pause / 1_000_000) ms")
+                    layer.logger.warn(
+                        "accept failed: \(error); pausing accepts for \(Self.pause / 1_000_000) ms", limitedAs: "accept-failed")
                     return false
                 }
             }
@@ -73,15 +79,20 @@ struct Acceptor: ~Copyable {
         return true
     }
 
-    private mutating func refuseWithReserve(_ refused: () -> Void) -> Bool {
-        guard reserve.isHeld else { return false }
+    private mutating func refuseWithReserve() -> Bool {
+        guard reserve.isHeld else {
+            layer.logger.warn(
+                "out of file descriptors, and the reserve descriptor is gone: pausing accepts for \(Self.pause / 1_000_000) ms",
+                limitedAs: "out-of-descriptors-paused")
+            return false
+        }
         reserve.release()
         if case .done(let socket)? = try? listener.accept(nonBlocking: true) {
-            refused()
+            layer.refusedWithoutDescriptor()
             Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
             socket.shutdownWrite()
             socket.close()
-            logger.warn("out of file descriptors: refused a client (server full)")
+            layer.logger.warn("out of file descriptors: refused a client (server full)", limitedAs: "out-of-descriptors")
         }
         return reserve.reacquire()
     }

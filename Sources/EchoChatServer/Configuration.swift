@@ -10,6 +10,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var mode: ServerMode = .echo
     public var strategy: Strategy = .epoll
     public var maxClients = 10_000
+    /// Connections one source address may hold; 0 = no limit.
+    public var maxPerAddress = 0
     public var maxLine = 4096
     public var maxOutput = 1 << 20
     /// Seconds; 0 = off.
@@ -40,6 +42,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var pidFile: String?
     /// Log lines (and anything else on stderr) go here; SIGHUP reopens it.
     public var logFile: String?
+    /// Where to serve Prometheus metrics (`GET /metrics`); nil = nowhere.
+    public var metrics: Endpoint?
 
     public init() {}
 
@@ -51,6 +55,21 @@ public struct ServerConfiguration: Sendable, Equatable {
         Limits(
             maxClients: maxClients, maxLine: maxLine, maxOutput: maxOutput,
             idleTimeoutNanoseconds: Int64(idleTimeout * 1e9), lineTimeoutNanoseconds: Int64(lineTimeout * 1e9),
-            sendTimeoutNanoseconds: Int64(sendTimeout * 1e9), rateLimit: rateLimit, rateBurst: rateBurst)
+            sendTimeoutNanoseconds: Int64(sendTimeout * 1e9), rateLimit: rateLimit, rateBurst: rateBurst,
+            maxPerAddress: maxPerAddress)
     }
+}
+
+/// A host and a port to listen on: `127.0.0.1:9107`, `[::1]:9107`.
+public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// IPv6 addresses in brackets, as in a URL.
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

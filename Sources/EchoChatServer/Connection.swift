@@ -275,7 +275,6 @@ struct SocketIO: ConnectionIO {
         switch cause {
         case .finished: break
         case .failed(let reason):
-            layer.counters.expired(reason)
             layer.logger.debug("closing \(connection.socket): \(reason)")
         case .closeTimeout:
             layer.logger.debug("closing \(connection.socket): its last output was not taken within the close timeout")
@@ -283,14 +282,14 @@ struct SocketIO: ConnectionIO {
         case .shutdownDeadline: layer.logger.debug("closing \(connection.socket): shutdown deadline")
         }
         connection.closeDescriptor(leaveOpen: leaveDescriptorOpen)
-        layer.closed(connection)
+        layer.closed(connection, cause: cause)
     }
 
     mutating func sessionEnded() { layer.sessionEnded(connection) }
 
     mutating func expired(_ reason: DisconnectReason) {
-        layer.counters.expired(reason)
         layer.logger.debug("closing \(connection.socket): \(reason)")
+        layer.expired(reason)
     }
 
     mutating func chatReceive(_ bytes: UnsafeRawBufferPointer, maxLines: Int, queuedBytes: Int) -> ChatIntake {

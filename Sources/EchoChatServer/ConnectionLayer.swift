@@ -13,6 +13,9 @@ final class ConnectionLayer: Sendable {
     private let echoClients = Atomic<Int>(0)
     /// Refused connections still waiting for their peer to close.
     private let lingeringRefusals = Atomic<Int>(0)
+    /// Connections per source address (`max-per-address`), counted whether
+    /// or not the limit is on, so a SIGHUP that turns it on finds them.
+    private let addresses = Lock(ConnectionsByAddress())
     /// The strategy's own `/stats` pairs (threads, workers, queue depth).
     private let extraStats: @Sendable () -> [TransportStats.Pair]
 
@@ -34,34 +37,50 @@ final class ConnectionLayer: Sendable {
     }
 
     /// A newly accepted socket: admitted (chat: welcomed, its room told) or
-    /// refused with `! server full`. The strategy registers it with whatever
-    /// waits for it before the first `serve`; the chat welcome and notices are
-    /// queued in `deliveries`, to be woken, not sent here.
+    /// refused with `! too many connections from your address`
+    /// (`max-per-address`) or `! server full, try again later`. The strategy
+    /// registers it with whatever waits for it before the first `serve`; the
+    /// chat welcome and notices are queued in `deliveries`, to be woken, not sent here.
     func accept(
         _ socket: Socket, token: UInt64, now: Int64, settings: ConnectionSettings, deliveries: inout Deliveries
     ) -> Connection {
         try? socket.setNoDelay()
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let limits = settings.limits
-        var admitted = settings.shutdownDeadline == nil
-        if admitted && hub == nil {
-            admitted = limits.admits(connectedClients: echoClients.load(ordering: .relaxed))
-            if admitted { echoClients.wrappingAdd(1, ordering: .relaxed) }
+        guard settings.shutdownDeadline == nil else { return refuse(socket, .serverFull, token: token, now: now, settings: settings) }
+        // A peer that is already gone (getpeername: ENOTCONN) is not counted:
+        // its first read ends it.
+        if let address = try? AddressKey(socket.peerAddress()),
+            !addresses.withLock({ $0.admit(address, slot: Int(socket.descriptor), limit: limits.maxPerAddress) })
+        {
+            logger.info(
+                "refused a client from \(address): max-per-address (\(limits.maxPerAddress)) reached",
+                limitedAs: "refused-per-address")
+            return refuse(socket, .perAddress, token: token, now: now, settings: settings)
         }
-        if admitted {
-            let connection = Connection(
-                socket: socket, token: token, layer: self, machine: ConnectionMachine(mode: mode, settings: settings, now: now))
-            if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
-                return refuse(socket, token: token, mode: mode, now: now, settings: settings)
+        if hub == nil {
+            guard limits.admits(connectedClients: echoClients.load(ordering: .relaxed)) else {
+                addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
+                return refuse(socket, .serverFull, token: token, now: now, settings: settings)
             }
-            counters.add(counters.connectionsTotal, 1)
-            logger.debug("accepted \(socket)")
-            return connection
+            echoClients.wrappingAdd(1, ordering: .relaxed)
         }
-        return refuse(socket, token: token, mode: mode, now: now, settings: settings)
+        let connection = Connection(
+            socket: socket, token: token, layer: self, machine: ConnectionMachine(mode: mode, settings: settings, now: now))
+        if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
+            addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
+            return refuse(socket, .serverFull, token: token, now: now, settings: settings)
+        }
+        counters.add(counters.connectionsTotal, 1)
+        logger.debug("accepted \(socket)")
+        return connection
     }
 
-    private func refuse(_ socket: Socket, token: UInt64, mode: ConnectionMachine.Mode, now: Int64, settings: ConnectionSettings)
+    private enum Refusal {
+        case serverFull, perAddress
+    }
+
+    private func refuse(_ socket: Socket, _ refusal: Refusal, token: UInt64, now: Int64, settings: ConnectionSettings)
         -> Connection
     {
         counters.add(counters.refused, 1)
@@ -69,20 +88,51 @@ final class ConnectionLayer: Sendable {
         if lingeringRefusals.wrappingAdd(1, ordering: .relaxed).newValue > Self.maxLingeringRefusals {
             settings.lingerNanoseconds = 0
         }
-        logger.debug("refused \(socket): server full")
-        let machine = ConnectionMachine(refusing: Replies.serverFull, mode: mode, settings: settings, now: now)
+        let line: [UInt8]
+        switch refusal {
+        case .serverFull:
+            counters.add(counters.refusedServerFull, 1)
+            logger.debug("refused \(socket): server full")
+            line = Replies.serverFull
+        case .perAddress:
+            counters.add(counters.refusedPerAddress, 1)
+            line = Replies.tooManyFromAddress
+        }
+        let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
+        let machine = ConnectionMachine(refusing: line, mode: mode, settings: settings, now: now)
         return Connection(socket: socket, token: token, layer: self, machine: machine)
     }
 
     /// A refusal the acceptor made itself (out of descriptors).
-    func refusedWithoutDescriptor() { counters.add(counters.refused, 1) }
-
-    func sessionEnded(_ connection: Connection) {
-        if hub == nil { echoClients.wrappingSubtract(1, ordering: .relaxed) }
+    func refusedWithoutDescriptor() {
+        counters.add(counters.refused, 1)
+        counters.add(counters.refusedWithoutDescriptor, 1)
     }
 
-    func closed(_ connection: Connection) {
+    /// An admitted client's session is over (its descriptor is still open,
+    /// so its number cannot have been given to a newer connection yet).
+    func sessionEnded(_ connection: Connection) {
+        if hub == nil { echoClients.wrappingSubtract(1, ordering: .relaxed) }
+        addresses.withLock { $0.release(slot: Int(connection.socket.descriptor)) }
+    }
+
+    func closed(_ connection: Connection, cause: CloseCause) {
         if !connection.admitted { lingeringRefusals.wrappingSubtract(1, ordering: .relaxed) }
+        switch cause {
+        case .failed(.slowConsumer): counters.add(counters.slowConsumers, 1)
+        case .failed(.sendTimeout): counters.add(counters.sendTimeouts, 1)
+        case .closeTimeout: counters.add(counters.closeTimeouts, 1)
+        default: break
+        }
+    }
+
+    /// A timer closed the connection's session (`Limits`).
+    func expired(_ reason: DisconnectReason) {
+        switch reason {
+        case .idleTimeout: counters.add(counters.idleTimeouts, 1)
+        case .lineTimeout: counters.add(counters.lineTimeouts, 1)
+        default: break
+        }
     }
 
     /// Chat: everyone gets `* server shutting down` (queued in `deliveries`).
@@ -101,28 +151,24 @@ final class ConnectionLayer: Sendable {
 final class ServerCounters: Sendable {
     let connectionsTotal = Atomic<Int>(0)
     let refused = Atomic<Int>(0)
+    // Of `refused`, by cause.
+    let refusedServerFull = Atomic<Int>(0)
+    let refusedPerAddress = Atomic<Int>(0)
+    let refusedWithoutDescriptor = Atomic<Int>(0)
+    /// accept(2) failing with EMFILE or ENFILE.
+    let descriptorExhaustion = Atomic<Int>(0)
+    let slowConsumers = Atomic<Int>(0)
+    let idleTimeouts = Atomic<Int>(0)
+    let lineTimeouts = Atomic<Int>(0)
+    let closeTimeouts = Atomic<Int>(0)
     let bytesIn = Atomic<Int>(0)
     let bytesOut = Atomic<Int>(0)
     /// Echo mode only (chat lines are counted by the core).
     let messagesIn = Atomic<Int>(0)
     let messagesOut = Atomic<Int>(0)
-    /// Abuse limits (§3.6) and failures, by kind.
+    /// Floods the rate limit paused (§3.6).
     let rateLimited = Atomic<Int>(0)
     let sendTimeouts = Atomic<Int>(0)
-    let lineTimeouts = Atomic<Int>(0)
-    let idleTimeouts = Atomic<Int>(0)
-    let slowConsumers = Atomic<Int>(0)
-
-    /// Counts a session ended by a limit (other reasons count nowhere).
-    func expired(_ reason: DisconnectReason) {
-        switch reason {
-        case .sendTimeout: add(sendTimeouts, 1)
-        case .lineTimeout: add(lineTimeouts, 1)
-        case .idleTimeout: add(idleTimeouts, 1)
-        case .slowConsumer: add(slowConsumers, 1)
-        case .endOfInput, .quit, .connectionError: break
-        }
-    }
 
     /// The limit counters, as `/stats` shows them after the standard keys.
     var limitPairs: [TransportStats.Pair] {
@@ -139,9 +185,21 @@ final class ServerCounters: Sendable {
         TransportStats(
             strategy: strategy.rawValue, uptimeSeconds: uptimeSeconds,
             connectionsTotal: connectionsTotal.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
+            refusedPerAddress: refusedPerAddress.load(ordering: .relaxed),
             bytesIn: bytesIn.load(ordering: .relaxed), bytesOut: bytesOut.load(ordering: .relaxed),
             messagesIn: messagesIn.load(ordering: .relaxed), messagesOut: messagesOut.load(ordering: .relaxed),
-            extra: limitPairs + extra)
+            extra: limitPairs + extra, detail: detail)
+    }
+
+    /// The counters `/stats` does not show, for metrics (`TransportStats.detail`).
+    private var detail: [TransportStats.Pair] {
+        func pair(_ key: String, _ counter: borrowing Atomic<Int>) -> TransportStats.Pair {
+            .init(key, String(counter.load(ordering: .relaxed)))
+        }
+        return [
+            pair("refused_server_full", refusedServerFull), pair("refused_out_of_descriptors", refusedWithoutDescriptor),
+            pair("emfile_events", descriptorExhaustion), pair("close_timeouts", closeTimeouts),
+        ]
     }
 
     @inline(__always)
@@ -165,4 +223,14 @@ final class ServerCounters: Sendable {
 /// An atomic count a closure can capture (an `Atomic` itself cannot be).
 final class SharedCount: Sendable {
     let value = Atomic<Int>(0)
+}
+
+extension AddressKey {
+    /// The key of a socket address (an IPv4-mapped IPv6 address is its IPv4 address).
+    init(_ address: SocketAddress) {
+        switch address.ip {
+        case .v4(let ipv4): self.init(ipv4: ipv4)
+        case .v6(let high, let low): self.init(high: high, low: low)
+        }
+    }
 }

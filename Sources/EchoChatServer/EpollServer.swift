@@ -59,7 +59,7 @@ public final class EpollServer: ServerStrategy {
         live = LiveSettings(context.settings)
         settings = live.connection
         poller = try Poller()
-        acceptor = try Acceptor(listener: listener, logger: context.logger, poller: poller)
+        acceptor = try Acceptor(listener: listener, layer: layer, poller: poller)
         control = try ControlRequests()
         buffer = .allocate(byteCount: 64 * 1024, alignment: 16)
         let capacity = min(max(1024, context.configuration.maxClients + 64), 65536)
@@ -187,7 +187,7 @@ public final class EpollServer: ServerStrategy {
 
     private func acceptConnections() {
         guard listening else { return }
-        acceptor.accept(now: now, admit: { admit($0) }, refused: { layer.refusedWithoutDescriptor() })
+        acceptor.accept(now: now, admit: { admit($0) })
         if layer.hub?.isBacklogged == true { flushDeliveries() }
     }
 

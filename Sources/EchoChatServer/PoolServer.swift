@@ -34,7 +34,7 @@ public final class PoolServer: ServerStrategy {
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         control = try ControlRequests()
         pool = try Workers(context: context)
-        acceptor = try Acceptor(listener: listener, logger: context.logger, poller: pool.poller)
+        acceptor = try Acceptor(listener: listener, layer: pool.layer, poller: pool.poller)
         try pool.poller.register(control.wakeup.descriptor, for: .readable, data: PollTokens.control)
     }
 
@@ -64,8 +64,7 @@ public final class PoolServer: ServerStrategy {
                             let connection = pool.layer.accept(
                                 socket, token: tokens.next(for: socket), now: now, settings: live.connection, deliveries: &deliveries)
                             pool.add(connection)
-                        },
-                        refused: { pool.layer.refusedWithoutDescriptor() })
+                        })
                     pool.wake(&deliveries)  // once per batch, not per join
                 case PollTokens.control:
                     control.wakeup.drain()

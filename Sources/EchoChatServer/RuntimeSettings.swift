@@ -10,8 +10,8 @@ public final class RuntimeSettings: Sendable {
 
     /// The settings a reload may change; the rest need a restart.
     public static let reloadable = [
-        "log-level", "max-clients", "idle-timeout", "line-timeout", "send-timeout", "rate-limit", "rate-burst",
-        "close-timeout", "shutdown-timeout",
+        "log-level", "max-clients", "max-per-address", "idle-timeout", "line-timeout", "send-timeout", "rate-limit",
+        "rate-burst", "close-timeout", "shutdown-timeout",
     ]
 
     init(_ configuration: ServerConfiguration) {
@@ -35,12 +35,13 @@ public final class RuntimeSettings: Sendable {
                 ("max-line", new.maxLine != running.maxLine), ("max-output", new.maxOutput != running.maxOutput),
                 ("workers", new.workers != running.workers), ("thread-stack", new.threadStack != running.threadStack),
                 ("daemon", new.daemon != running.daemon), ("pidfile", new.pidFile != running.pidFile),
-                ("log-file", new.logFile != running.logFile),
+                ("log-file", new.logFile != running.logFile), ("metrics", new.metrics != running.metrics),
             ] where differs {
                 ignored.append(name)
             }
             running.logLevel = new.logLevel
             running.maxClients = new.maxClients
+            running.maxPerAddress = new.maxPerAddress
             running.idleTimeout = new.idleTimeout
             running.lineTimeout = new.lineTimeout
             running.sendTimeout = new.sendTimeout

@@ -10,7 +10,8 @@ public protocol ServerStrategy: AnyObject {
     func run() throws(SystemError)
     /// Shutdown and stats requests from any thread (the signal watcher).
     var control: ControlRequests { get }
-    /// The `/stats` counters.
+    /// The `/stats` counters. Safe from any thread (the metrics endpoint
+    /// calls it from its own): it reads only the connection layer.
     func serverStats() -> ServerStats
 }
 

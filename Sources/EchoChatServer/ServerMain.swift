@@ -9,6 +9,11 @@ public enum ServerMain {
     /// epoll, eventfds, the pid file, the reserve descriptor, lingering refusals.
     static let reservedDescriptors = 16
 
+    /// `reservedDescriptors`, and what the metrics endpoint may hold if it is on.
+    static func reservedDescriptors(for configuration: ServerConfiguration) -> Int {
+        reservedDescriptors + (configuration.metrics == nil ? 0 : MetricsServer.descriptors)
+    }
+
     public static func run(_ arguments: [String]) -> Int32 {
         var configuration: ServerConfiguration
         // Relative paths keep meaning what they meant here, also on a SIGHUP
@@ -80,6 +85,16 @@ public enum ServerMain {
             pidFile?.remove()
             return fail("cannot listen on \(configuration.host):\(configuration.port): \(error.errno)")
         }
+        var metrics: MetricsServer?
+        if let endpoint = configuration.metrics {
+            do {
+                metrics = try MetricsServer(endpoint: endpoint, logger: logger)
+            } catch {
+                listener.close()
+                pidFile?.remove()
+                return fail("cannot listen for metrics on \(endpoint): \(error.errno)")
+            }
+        }
         let context = ServerContext(configuration: configuration, logger: logger)
         let server: any ServerStrategy
         do {
@@ -98,7 +113,13 @@ public enum ServerMain {
                     control.requestShutdown()
                 }
             }
+            if let metrics {
+                let stats = StatsReader(server: server)
+                try metrics.start { let stats = stats.server.serverStats(); return stats.pairs + stats.transport.detail }
+                logger.info("metrics on http://\(metrics.address)/metrics")
+            }
         } catch {
+            metrics?.shutDown()
             pidFile?.remove()
             return fail("cannot start the server: \(error)")
         }
@@ -115,6 +136,7 @@ public enum ServerMain {
             logger.error("server failed: \(error)")
             status = 1
         }
+        metrics?.shutDown()
         pidFile?.remove()
         return status
     }
@@ -152,7 +174,8 @@ public enum ServerMain {
     /// plus the server's own descriptors, raise the soft limit (up to the hard
     /// limit); if that is still too low, lower `max-clients` to fit and say so.
     static func fitMaxClientsToDescriptors(_ configuration: inout ServerConfiguration, logger: Logger) {
-        let needed = configuration.maxClients + reservedDescriptors
+        let reserved = reservedDescriptors(for: configuration)
+        let needed = configuration.maxClients + reserved
         var limit = System.openFileLimit()
         if limit.soft < needed && limit.soft < limit.hard {
             let raised = min(limit.hard, needed)
@@ -162,10 +185,10 @@ public enum ServerMain {
             limit = System.openFileLimit()
         }
         guard limit.soft < needed else { return }
-        let fitted = max(1, limit.soft - reservedDescriptors)
+        let fitted = max(1, limit.soft - reserved)
         logger.warn(
             "the open-file limit (\(limit.soft), hard \(limit.hard)) cannot hold max-clients \(configuration.maxClients) "
-                + "plus \(reservedDescriptors) for the server: lowering max-clients to \(fitted)")
+                + "plus \(reserved) for the server: lowering max-clients to \(fitted)")
         configuration.maxClients = fitted
     }
 }
@@ -216,7 +239,8 @@ final class Reloader: Sendable {
                 "SIGHUP: reloaded log-level=\(now.logLevel.rawValue) max-clients=\(now.maxClients) "
                     + "idle-timeout=\(ServerOptions.format(now.idleTimeout)) line-timeout=\(ServerOptions.format(now.lineTimeout)) "
                     + "send-timeout=\(ServerOptions.format(now.sendTimeout)) rate-limit=\(now.rateLimit) rate-burst=\(now.rateBurst) "
-                    + "close-timeout=\(ServerOptions.format(now.closeTimeout)) shutdown-timeout=\(ServerOptions.format(now.shutdownTimeout))")
+                    + "close-timeout=\(ServerOptions.format(now.closeTimeout)) shutdown-timeout=\(ServerOptions.format(now.shutdownTimeout)) "
+                    + "max-per-address=\(now.maxPerAddress)")
             if !ignored.isEmpty {
                 logger.warn("SIGHUP: changed but only applied after a restart: \(ignored.joined(separator: ", "))")
             }
@@ -224,4 +248,13 @@ final class Reloader: Sendable {
             break
         }
     }
+}
+
+/// Hands the strategy to the metrics thread, which only calls its
+/// `serverStats()`.
+/// @unchecked Sendable: `serverStats()` is safe from any thread in every
+/// strategy (it reads the connection layer's atomics and the hub under its
+/// lock; see `ServerStrategy`); nothing else is called through this.
+private struct StatsReader: @unchecked Sendable {
+    let server: any ServerStrategy
 }

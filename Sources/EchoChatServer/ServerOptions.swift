@@ -69,6 +69,11 @@ public enum ServerOptions {
                 value: { String($0.maxClients) }) { config, text, name throws(UsageError) in
             config.maxClients = try Value.integer(text, name, in: 1...1_000_000)
         },
+        setting("max-per-address", placeholder: "n",
+                help: "Connections one client address may hold at once; more are refused; 0 = no limit",
+                value: { String($0.maxPerAddress) }) { config, text, name throws(UsageError) in
+            config.maxPerAddress = try Value.integer(text, name, in: 0...1_000_000)
+        },
         setting("max-line", placeholder: "bytes", help: "Longest chat line, without its line end",
                 value: { String($0.maxLine) }) { config, text, name throws(UsageError) in
             config.maxLine = try Value.size(text, name, minimum: 1)
@@ -114,6 +119,11 @@ public enum ServerOptions {
         setting("log-level", placeholder: "level", help: "debug, info, warn or error",
                 value: { $0.logLevel.rawValue }) { config, text, name throws(UsageError) in
             config.logLevel = try Value.choice(text, name, as: LogLevel.self)
+        },
+        setting("metrics", placeholder: "host:port",
+                help: "Serve Prometheus metrics on GET /metrics at this address (port 0 picks one); off = none",
+                value: { $0.metrics?.description ?? "off" }) { config, text, name throws(UsageError) in
+            config.metrics = text == "off" ? nil : try Value.endpoint(text, name).map { Endpoint(host: $0.host, port: $0.port) }
         },
     ]
 

@@ -33,7 +33,7 @@ public final class ThreadServer: ServerStrategy {
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         control = try ControlRequests()
         threads = try ClientThreads(context: context)
-        acceptor = try Acceptor(listener: listener, logger: context.logger)
+        acceptor = try Acceptor(listener: listener, layer: threads.layer)
         // Before any client thread exists, so they all inherit the blocked SIGUSR2.
         WakeableThread.prepareProcess()
     }
@@ -63,8 +63,7 @@ public final class ThreadServer: ServerStrategy {
                         socket, token: 0, now: now, settings: live.connection, deliveries: &deliveries)
                     threads.start(connection)
                     if threads.layer.hub?.isBacklogged == true { threads.wake(&deliveries) }
-                },
-                refused: { threads.layer.refusedWithoutDescriptor() })
+                })
             threads.wake(&deliveries)  // once per batch, not per join
         }
         acceptor.listener.close()

@@ -86,17 +86,27 @@ struct LimitsAndQueueTests {
             messagesIn: 100, messagesOut: 200)
         let stats = ServerStats(mode: .chat, clients: 1, rooms: 2, messagesIn: 8, messagesOut: 9, transport: transport)
         #expect(stats.keyValues == "mode=chat strategy=epoll clients=1 rooms=2 uptime_s=3 connections_total=4 "
-            + "refused=5 messages_in=8 messages_out=9 bytes_in=6 bytes_out=7")
+            + "refused=5 messages_in=8 messages_out=9 bytes_in=6 bytes_out=7 refused_per_address=0")
         let keys = stats.keyValues.split(separator: " ").map { $0.split(separator: "=")[0] }
         #expect(keys == ["mode", "strategy", "clients", "rooms", "uptime_s", "connections_total", "refused",
-                         "messages_in", "messages_out", "bytes_in", "bytes_out"])
+                         "messages_in", "messages_out", "bytes_in", "bytes_out", "refused_per_address"])
+        #expect(stats.pairs.map(\.key) == keys.map(String.init))
+    }
+
+    @Test func refusedPerAddressFollowsTheStandardKeysAndDetailIsNotShown() {
+        let transport = TransportStats(
+            strategy: "thread", refused: 9, refusedPerAddress: 4, extra: [.init("threads", "2")],
+            detail: [.init("idle_timeouts", "3")])
+        let stats = ServerStats.echo(clients: 2, transport: transport)
+        #expect(stats.keyValues.hasSuffix(" refused=9 messages_in=0 messages_out=0 bytes_in=0 bytes_out=0 refused_per_address=4 threads=2"))
+        #expect(!stats.keyValues.contains("idle_timeouts"))
     }
 
     @Test func keyValuesAppendsExtraPairsAfterTheStandardKeys() {
         let transport = TransportStats(strategy: "pool", extra: [.init("workers", "8"), .init("queue", "0")])
         let stats = ServerStats(mode: .echo, clients: 0, rooms: 0, messagesIn: 0, messagesOut: 0, transport: transport)
         #expect(stats.keyValues == "mode=echo strategy=pool clients=0 rooms=0 uptime_s=0 connections_total=0 "
-            + "refused=0 messages_in=0 messages_out=0 bytes_in=0 bytes_out=0 workers=8 queue=0")
+            + "refused=0 messages_in=0 messages_out=0 bytes_in=0 bytes_out=0 refused_per_address=0 workers=8 queue=0")
     }
 
     @Test func coreStatsUseTheCoresMessageCountersAndTheTransportsRest() {

@@ -100,7 +100,7 @@ struct LimitsTests {
     /// max-output; the sender and the rest of the room are not held up.
     @Test(arguments: Strategy.allCases)
     func slowConsumerIsDisconnected(strategy: Strategy) throws {
-        let server = try ServerProcess(["--mode", "chat", "--max-output", "64K"], strategy: strategy)
+        let server = try ServerProcess(["--mode", "chat", "--max-output", "64K", "--metrics", "127.0.0.1:0"], strategy: strategy)
         let (sender, _) = try server.joinChat()
         let (listener, _) = try server.joinChat()
         _ = try sender.readLine()
@@ -132,6 +132,10 @@ struct LimitsTests {
         }
         #expect(senderSaw == "* \(stuckNick) left #lobby (slow consumer)")
         #expect(listenerSaw == "* \(stuckNick) left #lobby (slow consumer)")
+        // Counted as its connection closes, just after the room was told: scrape until then.
+        var drops = try server.scrape().value("echochat_slow_consumers_total")
+        for _ in 0..<50 where drops == 0 { drops = try server.scrape().value("echochat_slow_consumers_total") }
+        #expect(drops == 1)
     }
 }
 

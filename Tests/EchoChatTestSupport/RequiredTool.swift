@@ -23,6 +23,7 @@ public struct RequiredTool: Sendable, CustomStringConvertible {
     public static let ncat = RequiredTool("ncat", package: "ncat")
     public static let logrotate = RequiredTool("logrotate", package: "logrotate")
     public static let systemdAnalyze = RequiredTool("systemd-analyze", package: "systemd")
+    public static let curl = RequiredTool("curl", package: "curl")
 
     /// `CI=true` (or 1/yes) in the environment: missing tools are failures.
     public static var isCI: Bool {

@@ -61,6 +61,30 @@ public final class ServerProcess: Sendable {
 
     public var pid: Int32 { process.pid }
 
+    /// The port of `--metrics`, from the `metrics on http://…/metrics` line
+    /// the server logs before it listens; nil when metrics are off.
+    public var metricsPort: Int? {
+        guard let line = log.lines.first(where: { $0.contains("metrics on http://") }),
+            let url = line.split(separator: " ").last, url.hasSuffix("/metrics")
+        else { return nil }
+        return Int(url.dropLast("/metrics".count).split(separator: ":").last ?? "")
+    }
+
+    /// The counters of a `stats:` line, asked for with SIGUSR1 (in both
+    /// modes; an echo client cannot ask with `/stats`).
+    public func statsFromLog(timeout: Double = 10) throws -> [String: String] {
+        // Complete lines only: the last piece may be a line still being written.
+        func count(_ bytes: [UInt8]) -> Int {
+            String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+                .filter { $0.contains(" stats: ") }.count
+        }
+        let before = count(log.data)
+        signal(.user1)
+        try log.waitFor("a stats line", timeout: timeout) { count($0) > before }
+        guard let line = log.lines.last(where: { $0.contains(" stats: ") }) else { throw TestFailure("no stats line") }
+        return try parseStats("* stats: " + line.components(separatedBy: " stats: ")[1])
+    }
+
     /// Sends `signal` to the server (never to a reused pid; false once it has gone).
     @discardableResult
     public func signal(_ signal: Signal) -> Bool { process.signal(signal) }
