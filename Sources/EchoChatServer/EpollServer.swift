@@ -181,7 +181,7 @@ public final class EpollServer: ServerStrategy {
             slot.interest = interest
             table[descriptor] = slot
         } catch {
-            layer.logger.warn("epoll_ctl failed for \(connection.socket): \(error)")
+            layer.logger.warn("epoll_ctl failed for \(connection.socket): \(error)", limitedAs: "epoll-ctl")
         }
     }
 
@@ -198,7 +198,7 @@ public final class EpollServer: ServerStrategy {
         do {
             try poller.register(socket.descriptor, for: interest, data: token)
         } catch {
-            layer.logger.warn("cannot watch new connection: \(error)")
+            layer.logger.warn("cannot watch new connection: \(error)", limitedAs: "watch-connection")
             return connection.forceClose()
         }
         let index = Int(socket.descriptor)

@@ -142,7 +142,7 @@ private final class Workers: Sendable {
         do {
             try poller.register(connection.socket.descriptor, for: [.oneShot], data: connection.token)
         } catch {
-            layer.logger.warn("cannot watch \(connection.socket): \(error)")
+            layer.logger.warn("cannot watch \(connection.socket): \(error)", limitedAs: "watch-connection")
         }
         queue.push(.serve(connection, []))  // its first look arms it
     }

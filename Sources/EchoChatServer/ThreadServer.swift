@@ -108,7 +108,7 @@ private final class ClientThreads: Sendable {
                 serve(connection)
             }
         } catch {
-            layer.logger.warn("cannot start a thread for \(connection.socket): \(error)")
+            layer.logger.warn("cannot start a thread for \(connection.socket): \(error)", limitedAs: "start-thread")
             running.value.wrappingSubtract(1, ordering: .relaxed)
             connection.forceClose()
         }
