@@ -35,6 +35,10 @@ public struct LoadOptions: Sendable, Equatable {
     public var connectionsPerSource: Int?
     /// Upper bound in seconds for a `--messages` run, and for connecting.
     public var timeout = 60.0
+    /// Chat: the room every client joins after its welcome, so the run shares
+    /// a server with other clients (`chaos`); nil = all stay in #lobby.
+    /// No flag: 1-32 of A-Z a-z 0-9 _ -, without the `#`.
+    public var room: String?
 
     public init() {}
 
