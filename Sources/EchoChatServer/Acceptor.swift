@@ -63,7 +63,11 @@ struct Acceptor: ~Copyable {
                 }
             } catch {
                 if error.errno.isDescriptorExhaustion {
-                    if !refuseWithReserve(refused) { return false }
+                    switch refuseWithReserve(refused) {
+                    case .refused: continue
+                    case .nothingWaiting: return true
+                    case .noReserve: return false
+                    }
                 } else if error.errno != .connectionAborted {
                     logger.warn("accept failed: \(error); pausing accepts for \(Self.pause / 1_000_000) ms")
                     return false
@@ -73,16 +77,25 @@ struct Acceptor: ~Copyable {
         return true
     }
 
-    private mutating func refuseWithReserve(_ refused: () -> Void) -> Bool {
-        guard reserve.isHeld else { return false }
+    private enum Refusal { case refused, nothingWaiting, noReserve }
+
+    /// accept(2) reports EMFILE before it looks at the backlog, so an empty
+    /// backlog fails like one more client to refuse; the accept the freed
+    /// reserve allows tells them apart. Going on after `nothingWaiting`
+    /// would spin through the whole batch (accept, close, accept, open)
+    /// for every connection that arrives while descriptors are out.
+    private mutating func refuseWithReserve(_ refused: () -> Void) -> Refusal {
+        guard reserve.isHeld else { return .noReserve }
         reserve.release()
+        var outcome = Refusal.nothingWaiting
         if case .done(let socket)? = try? listener.accept(nonBlocking: true) {
+            outcome = .refused
             refused()
             Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
             socket.shutdownWrite()
             socket.close()
             logger.warn("out of file descriptors: refused a client (server full)")
         }
-        return reserve.reacquire()
+        return reserve.reacquire() ? outcome : .noReserve
     }
 }
