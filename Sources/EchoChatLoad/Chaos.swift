@@ -42,7 +42,7 @@ public struct ChaosOptions: Sendable, Equatable {
     public var settle = 10.0
     /// What running out of descriptors may add to the server's CPU (points
     /// of one core, over the same load before the limit was lowered).
-    public var maxSaturatedCPU = 50.0
+    public var maxSaturatedCPU = 15.0
     public var quiet = false
     public init() {}
 
@@ -98,7 +98,7 @@ extension LoadCommandLine {
             o.settle = try Value.seconds(v, n, maximum: 3600)
         },
         Option("max-saturated-cpu", placeholder: "percent",
-               help: "Fail if being out of descriptors adds more than this to the server's CPU (points of one core)", default: "50",
+               help: "Fail if being out of descriptors adds more than this to the server's CPU (points of one core)", default: "15",
                inUsage: false) { o, v, n throws(UsageError) in
             o.maxSaturatedCPU = try Value.positive(v, n, maximum: 10_000)
         },

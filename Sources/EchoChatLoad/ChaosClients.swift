@@ -116,6 +116,10 @@ struct FloodResult: Sendable {
     var slowConsumers = 0
     /// Chat: slow consumers whose connection the server closed.
     var slowDropped = 0
+    /// Chat: seconds from the start of the flood until the first and the
+    /// last slow consumer was dropped.
+    var firstDrop: Double?
+    var lastDrop: Double?
     /// Echo: slow consumers the server stopped reading (their sends would block).
     var slowBackpressured = 0
     /// Echo: slow consumers the server closed (only `send-timeout` should).
@@ -125,14 +129,22 @@ struct FloodResult: Sendable {
 
 /// Flooders send as fast as the server takes it (chat: 1,000-byte lines into
 /// #chaos-flood; echo: bytes that come back) and read everything they get.
-/// Slow consumers never read: in chat they sit
-/// in #chaos-flood and must be dropped by the server once `max-output` is
-/// queued for them; in echo they send until the server stops reading them.
-/// At the end, chat slow consumers are read to their end: a connection the
-/// server closed ends (EOF or reset), one it kept does not.
+/// Slow consumers never read: in chat they sit in #chaos-flood and must be
+/// dropped by the server once `max-output` is queued for them; in echo they
+/// send until the server stops reading them.
+///
+/// A dropped slow consumer cannot tell by itself: the server's FIN waits
+/// behind the data it had already queued in the kernel, which the client
+/// never reads. So the server's side of each connection is looked up in
+/// /proc/net/tcp every 100 ms (chaos runs against local servers only):
+/// anything but ESTABLISHED (or no socket at all) means the server closed
+/// it. In chat the flood goes on past its deadline, up to `dropSlack`
+/// seconds, until every slow consumer has been dropped: on a busy machine a
+/// server may drop late, which is not the same as never.
 enum FloodChaos {
     static let room = "chaos-flood"
     static let floodLine = 1000
+    static let dropSlack: Int64 = 10_000_000_000
 
     static func run(_ target: ChaosTarget, flooders: Int, slowConsumers: Int, until: Int64) -> FloodResult {
         var result = FloodResult()
@@ -150,6 +162,9 @@ enum FloodChaos {
             payload += head + [UInt8](repeating: UInt8(0x61 + line % 26), count: floodLine - 1 - head.count) + [0x0A]
         }
         var sockets = [Socket?](repeating: nil, count: flooders + slowConsumers)
+        var slowPorts = [Int](repeating: -1, count: slowConsumers)
+        var dropped = [Bool](repeating: false, count: slowConsumers)
+        let floodStart = Clock.monotonicNanoseconds()
         var offsets = [Int](repeating: 0, count: flooders)
         var backpressured = [Bool](repeating: false, count: slowConsumers)
 
@@ -182,6 +197,7 @@ enum FloodChaos {
             }
             if target.chat && !ChaosSocket.send(socket, "/nick chaos-slow-\(index)\n/join \(room)\n") { continue }
             sockets[slot] = socket
+            slowPorts[index] = (try? socket.localAddress().port) ?? -1
             result.slowConsumers += 1
         }
 
@@ -190,6 +206,24 @@ enum FloodChaos {
         // of the send buffer is free, which never happens once the server has
         // stopped reading).
         var nextPush: Int64 = 0
+        var nextLookup: Int64 = 0
+        /// Marks the slow consumers whose server side is no longer established.
+        func lookUpDrops(now: Int64) {
+            let serverPort = target.address.port
+            var states: [Int: Int] = [:]
+            for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                guard let bytes = try? System.readFile(file) else { continue }
+                states.merge(ProcFacts.serverSideTCPStates(String(decoding: bytes, as: UTF8.self), serverPort: serverPort)) { a, _ in a }
+            }
+            for index in 0..<slowConsumers where sockets[flooders + index] != nil && !dropped[index] && slowPorts[index] > 0 {
+                guard states[slowPorts[index]] != 1 else { continue }
+                dropped[index] = true
+                result.slowDropped += 1
+                let seconds = Double(now - floodStart) / 1e9
+                result.firstDrop = min(result.firstDrop ?? seconds, seconds)
+                result.lastDrop = max(result.lastDrop ?? seconds, seconds)
+            }
+        }
         func push(_ index: Int) {
             let slot = flooders + index
             guard let socket = sockets[slot], !backpressured[index] else { return }
@@ -210,7 +244,14 @@ enum FloodChaos {
 
         while true {
             let now = Clock.monotonicNanoseconds()
-            let stop = target.stop(until)
+            if target.chat && now >= nextLookup {
+                nextLookup = now + 100_000_000
+                lookUpDrops(now: now)
+            }
+            var stop = target.stop(until)
+            if target.chat && target.interruption.signal == nil && result.slowDropped < result.slowConsumers {
+                stop = until + dropSlack
+            }
             if now >= stop { break }
             if !target.chat && now >= nextPush {
                 nextPush = now + 50_000_000
@@ -251,40 +292,8 @@ enum FloodChaos {
                 }
             }
         }
-        for slot in 0..<flooders { closeSlot(slot) }
-        if target.chat {
-            result.slowDropped = readToEnd(
-                sockets[flooders...].compactMap { $0 }, buffer: buffer,
-                deadline: Clock.monotonicNanoseconds() + 3_000_000_000)
-        } else {
-            for slot in flooders..<(flooders + slowConsumers) { closeSlot(slot) }
-        }
+        for slot in 0..<(flooders + slowConsumers) { closeSlot(slot) }
         return result
-    }
-
-    /// Reads every socket until it ends or the deadline passes; closes them
-    /// all and returns how many had ended (closed by the server).
-    static func readToEnd(_ sockets: [Socket], buffer: UnsafeMutableRawBufferPointer, deadline: Int64) -> Int {
-        var open = sockets
-        var ended = 0
-        var ignored = 0
-        while !open.isEmpty {
-            let now = Clock.monotonicNanoseconds()
-            if now >= deadline { break }
-            let ready = (try? Poll.readable(open.map(\.descriptor), timeoutMilliseconds: Int32(min(100, (deadline - now) / 1_000_000 + 1)))) ?? []
-            var still: [Socket] = []
-            for (index, socket) in open.enumerated() {
-                if index < ready.count && ready[index] && ChaosSocket.drain(socket, buffer: buffer, bytes: &ignored) {
-                    ended += 1
-                    socket.close()
-                } else {
-                    still.append(socket)
-                }
-            }
-            open = still
-        }
-        for socket in open { socket.close() }
-        return ended
     }
 }
 

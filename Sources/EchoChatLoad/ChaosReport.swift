@@ -12,7 +12,7 @@ struct ChaosResult: Sendable {
     var stormSeconds = 0.0
     var serverPID: Int32?
     var lineTimeout: Double?
-    var maxSaturatedCPU = 50.0
+    var maxSaturatedCPU = 15.0
 
     var wellBehaved: LoadReport?
     var wellBehavedError: String?
@@ -141,9 +141,13 @@ struct ChaosResult: Sendable {
         } else if let error = wellBehavedError {
             rows.append(("well-behaved", "did not run: \(error)"))
         }
-        let slow = chat
-            ? "\(flood.slowDropped) of \(flood.slowConsumers) slow consumers dropped by the server"
-            : "\(flood.slowBackpressured) of \(flood.slowConsumers) slow consumers backpressured (\(flood.slowClosed) closed)"
+        var slow = "\(flood.slowBackpressured) of \(flood.slowConsumers) slow consumers backpressured (\(flood.slowClosed) closed)"
+        if chat {
+            slow = "\(flood.slowDropped) of \(flood.slowConsumers) slow consumers dropped by the server"
+            if let first = flood.firstDrop, let last = flood.lastDrop {
+                slow += " \(Format.fixed(first, decimals: 1))-\(Format.fixed(last, decimals: 1)) s into the flood"
+            }
+        }
         rows.append(("flood", "\(flood.flooders) flooders sent \(Format.bytes(Double(flood.bytesSent)))\(flood.flooderDrops > 0 ? " (\(flood.flooderDrops) dropped and replaced)" : ""); \(slow)"))
         rows.append(("resets", "\(Format.grouped(resets.handled)) clients vanished with RST: \(Format.grouped(resets.midLine)) mid-line, \(Format.grouped(resets.midOutput)) mid-output (\(Format.grouped(resets.outputSeen)) with output arriving)"))
         var loris = "\(slowloris.clients) clients, one byte every \(SlowlorisChaos.interval / 1_000_000_000) s: \(slowloris.closedByServer) closed by the server"
@@ -217,6 +221,8 @@ struct ChaosResult: Sendable {
                 ("handled", .int(chat ? flood.slowDropped : flood.slowBackpressured)),
                 ("dropped", .int(flood.slowDropped)), ("backpressured", .int(flood.slowBackpressured)),
                 ("closed", .int(flood.slowClosed)),
+                ("first_drop_s", flood.firstDrop.map { .number($0, decimals: 2) } ?? .null),
+                ("last_drop_s", flood.lastDrop.map { .number($0, decimals: 2) } ?? .null),
             ])),
             ("resets", .object([
                 ("handled", .int(resets.handled)), ("mid_line", .int(resets.midLine)), ("mid_output", .int(resets.midOutput)),

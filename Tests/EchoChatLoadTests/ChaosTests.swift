@@ -186,6 +186,19 @@ struct ChaosTests {
         #expect(ExhaustionChaos.limit(open: [0, 1, 2, 10, 11], free: 8) == 13)
     }
 
+    /// The server's side of each connection, by client port, from /proc/net/tcp.
+    @Test func theServerSideOfEachConnectionIsReadFromProcNetTCP() {
+        let text = """
+              sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+               0: 0100007F:1B5F 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1206 1
+               1: 0100007F:1B5F 0100007F:A2DD 01 00000000:00000000 00:00000000 00000000  1000        0 1207 1
+               2: 0100007F:1B5F 0100007F:A2DE 04 00010000:00000000 00:00000000 00000000  1000        0 0 3
+               3: 0100007F:A2DD 0100007F:1B5F 01 00000000:00000000 00:00000000 00000000  1000        0 1208 1
+            """
+        let states = ProcFacts.serverSideTCPStates(text, serverPort: 0x1B5F)
+        #expect(states == [0: 10, 0xA2DD: 1, 0xA2DE: 4])
+    }
+
     /// The verdict: each check that can fail says so in `failures`.
     @Test func theVerdictNamesWhatFailed() {
         var result = ChaosResult()
