@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,14 @@ int cechochat_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int cechochat_set_open_file_limit(int pid, long soft, long hard) {
     struct rlimit limit = {(rlim_t)soft, (rlim_t)hard};
     return prlimit(pid, RLIMIT_NOFILE, &limit, NULL);
+}
+
+int cechochat_get_open_file_limit(int pid, long *soft, long *hard) {
+    struct rlimit limit;
+    if (prlimit(pid, RLIMIT_NOFILE, NULL, &limit) != 0) return -1;
+    *soft = limit.rlim_cur > (rlim_t)LONG_MAX ? LONG_MAX : (long)limit.rlim_cur;
+    *hard = limit.rlim_max > (rlim_t)LONG_MAX ? LONG_MAX : (long)limit.rlim_max;
+    return 0;
 }
 
 static void cechochat_write_int(int fd, int value) {

@@ -69,6 +69,22 @@ public enum ProcFacts {
         return (rss, threads)
     }
 
+    /// The server side of local TCP connections, from /proc/net/tcp or
+    /// tcp6 text: for each connection whose local port is `serverPort`, its
+    /// remote (client) port and its state (1 = ESTABLISHED; 4 = FIN-WAIT-1,
+    /// the server has closed it; see include/net/tcp_states.h).
+    public static func serverSideTCPStates(_ text: String, serverPort: Int) -> [Int: Int] {
+        var states: [Int: Int] = [:]
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count > 3, let local = fields[1].split(separator: ":").last, let remote = fields[2].split(separator: ":").last,
+                Int(local, radix: 16) == serverPort, let client = Int(remote, radix: 16), let state = Int(fields[3], radix: 16)
+            else { continue }
+            states[client] = state
+        }
+        return states
+    }
+
     /// utime + stime in clock ticks from a /proc/PID/stat text (fields 14 and
     /// 15; the command name in parentheses may contain spaces).
     public static func cpuTicks(_ text: String) -> Int {

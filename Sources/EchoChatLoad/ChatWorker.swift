@@ -18,8 +18,10 @@ struct ChatConnection {
     var writtenBytes = 0
 }
 
-/// A worker of the chat workload. All clients are in one room (#lobby).
-/// Phases: connect; read every welcome (each says how many are in the room);
+/// A worker of the chat workload. All clients are in one room: #lobby, or
+/// the room `options.room` names, which each client joins on its welcome.
+/// Phases: connect; read every welcome, or every `* you joined` reply (each
+/// says how many are in the room);
 /// wait until every client has seen the join notice of every client that came
 /// after it; then the senders send on a fixed schedule (open loop) while
 /// every client checks what it receives: each line from each other sender
@@ -84,6 +86,10 @@ struct ChatLoop {
     let senderSlots: [Int]
     let result: WorkerResult
     var tracker: ChatTracker
+    /// With a room: `/join ROOM\n`, sent on the welcome; the reply's prefix;
+    /// and how another client's join notice for that room ends.
+    let joinCommand: [UInt8]?
+    let roomJoinedSuffix: [UInt8]
     var now: Int64 = 0
     var end: Int64 = .max
     var live = 0
@@ -95,6 +101,8 @@ struct ChatLoop {
         self.size = options.size
         self.result = result
         self.tracker = result.tracker!
+        joinCommand = options.room.map { Array("/join \($0)\n".utf8) }
+        roomJoinedSuffix = Array(" joined #\(options.room ?? "")".utf8)
         connections = .allocate(capacity: max(1, ids.count))
         var senderSlots: [Int] = []
         for slot in 0..<ids.count {
@@ -335,6 +343,7 @@ struct ChatLoop {
 
     static let welcomePrefix = Array("* welcome ".utf8)
     static let joinedMarker = Array(" joined #".utf8)
+    static let youJoinedPrefix = Array("* you joined #".utf8)
 
     mutating func line(_ slot: Int, _ text: UnsafeRawBufferPointer) {
         guard text.count >= 2 else {
@@ -343,7 +352,19 @@ struct ChatLoop {
         }
         if text[0] == 0x2A && text[1] == 0x20 {  // "* " notice
             result.notices += 1
-            if text.starts(with: Self.welcomePrefix) {
+            if joinCommand != nil {
+                // In a room of our own: only that room's notices count; the
+                // join notices of #lobby (met before moving) do not.
+                if text.starts(with: Self.welcomePrefix) {
+                    join(slot)
+                } else if text.starts(with: Self.youJoinedPrefix) {
+                    connections[slot].welcomeRoomSize = Self.roomSize(inWelcome: text)
+                } else if text.count > roomJoinedSuffix.count
+                    && UnsafeRawBufferPointer(rebasing: text[(text.count - roomJoinedSuffix.count)...]).elementsEqual(roomJoinedSuffix)
+                {
+                    connections[slot].joinsSeen += 1
+                }
+            } else if text.starts(with: Self.welcomePrefix) {
                 connections[slot].welcomeRoomSize = Self.roomSize(inWelcome: text)
             } else if Self.contains(text, Self.joinedMarker) {
                 connections[slot].joinsSeen += 1
@@ -375,6 +396,15 @@ struct ChatLoop {
         }
     }
 
+    /// Sends `/join ROOM` right after the welcome: the first bytes this
+    /// client writes, so the kernel takes them whole (or the client fails).
+    mutating func join(_ slot: Int) {
+        guard let command = joinCommand else { return }
+        let written = command.withUnsafeBytes { try? Socket(descriptor: connections[slot].fd).write($0) }
+        if written != .done(command.count) { fail(slot) }
+    }
+
+    /// K from a welcome line or a `* you joined #room (K here)` reply.
     static func roomSize(inWelcome text: UnsafeRawBufferPointer) -> Int {
         guard let open = text.lastIndex(of: 0x28) else { return 0 }  // "(K here)"
         var value = 0

@@ -24,6 +24,8 @@ public enum LoadMain {
             return LoadgenComparison.run(options, arguments: Array(arguments.dropFirst()))
         case .storm(let options):
             return Storm.run(options, arguments: Array(arguments.dropFirst()))
+        case .chaos(let options):
+            return Chaos.run(options)
         case .run(let options):
             return runLoad(options)
         }

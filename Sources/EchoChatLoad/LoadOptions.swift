@@ -35,6 +35,10 @@ public struct LoadOptions: Sendable, Equatable {
     public var connectionsPerSource: Int?
     /// Upper bound in seconds for a `--messages` run, and for connecting.
     public var timeout = 60.0
+    /// Chat: the room every client joins after its welcome, so the run shares
+    /// a server with other clients (`chaos`); nil = all stay in #lobby.
+    /// No flag: 1-32 of A-Z a-z 0-9 _ -, without the `#`.
+    public var room: String?
 
     public init() {}
 
@@ -50,6 +54,7 @@ public enum LoadCommand: Equatable, Sendable {
     case bench(BenchOptions)
     case compare(CompareOptions)
     case storm(StormOptions)
+    case chaos(ChaosOptions)
     case help(String)
     case version
 }
@@ -182,6 +187,7 @@ public enum LoadCommandLine {
             "echochat-load bench [<options>]          (every strategy; see 'echochat-load bench --help')",
             "echochat-load bench-loadgen [<options>]  (against the C reference; see 'echochat-load bench-loadgen --help')",
             "echochat-load storm [<options>]          (a chat connect storm; see 'echochat-load storm --help')",
+            "echochat-load chaos [<options>]          (hostile clients beside verifying ones; see 'echochat-load chaos --help')",
         ])
 
     // MARK: - Parsing
@@ -192,6 +198,7 @@ public enum LoadCommandLine {
         case "bench": return try parseBench(Array(arguments.dropFirst()))
         case "bench-loadgen": return try parseCompare(Array(arguments.dropFirst()))
         case "storm": return try parseStorm(Array(arguments.dropFirst()))
+        case "chaos": return try parseChaos(Array(arguments.dropFirst()))
         default: break
         }
         var options = LoadOptions()
@@ -212,6 +219,7 @@ public enum LoadCommandLine {
         case "bench": benchParser.errorText(error)
         case "bench-loadgen": compareParser.errorText(error)
         case "storm": stormParser.errorText(error)
+        case "chaos": chaosParser.errorText(error)
         default: parser.errorText(error)
         }
     }

@@ -15,8 +15,6 @@ public struct LoadRunError: Error, CustomStringConvertible {
 /// read-only options and message pattern, and counters they publish with
 /// relaxed atomic stores; their histograms and counts are merged after they end.
 public enum LoadRunner {
-    /// `interruption`, when requested, ends the run early; the report then
-    /// covers what was measured until then and says so.
     /// The server's first address.
     static func resolve(host: String, port: Int) throws(LoadRunError) -> SocketAddress {
         do {
@@ -31,9 +29,12 @@ public enum LoadRunner {
         }
     }
 
+    /// `interruption`, when requested, ends the run early; the report then
+    /// covers what was measured until then and says so. `onStart` is called
+    /// once every connection is ready and the load begins (not for `--hold`).
     public static func run(
         _ options: LoadOptions, progress: Bool = false, onHolding: (@Sendable () -> Void)? = nil,
-        interruption: Interruption = Interruption()
+        onStart: (@Sendable () -> Void)? = nil, interruption: Interruption = Interruption()
     ) throws(LoadRunError) -> LoadReport {
         Signals.ignoreBrokenPipe()
         let address = try resolve(host: options.host, port: options.port)
@@ -108,6 +109,7 @@ public enum LoadRunner {
         case (.echo, false):
             control.startTime.store(Clock.monotonicNanoseconds(), ordering: .releasing)
             control.letGo()
+            onStart?()
         case (.echo, true):
             control.startTime.store(Clock.monotonicNanoseconds(), ordering: .releasing)
             control.letGo()
@@ -123,6 +125,7 @@ public enum LoadRunner {
             _ = control.waitForArrivals(deadline: phaseDeadline())
             control.startTime.store(Clock.monotonicNanoseconds(), ordering: .releasing)
             control.letGo()
+            onStart?()
         }
         let start = control.startTime.load(ordering: .relaxed)
         let cpuAtStart = System.processCPUSeconds()

@@ -243,6 +243,21 @@ public enum Spawn {
         _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_open_file_limit(pid, limit, limit) }
     }
 
+    /// prlimit(2) on another process: sets its RLIMIT_NOFILE to `soft` and
+    /// `hard`. Lowering the hard limit cannot be undone without privilege;
+    /// the soft limit can go back up to the hard one.
+    public static func setOpenFileLimit(of pid: Int32, soft: Int, hard: Int) throws(SystemError) {
+        _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_open_file_limit(pid, soft, hard) }
+    }
+
+    /// prlimit(2) on another process: its RLIMIT_NOFILE, (soft, hard).
+    public static func openFileLimit(of pid: Int32) throws(SystemError) -> (soft: Int, hard: Int) {
+        var soft = 0
+        var hard = 0
+        _ = try syscallNoWait("prlimit \(pid)") { cechochat_get_open_file_limit(pid, &soft, &hard) }
+        return (soft, hard)
+    }
+
     /// `wait(2)` status as a shell reports it: the exit code, or 128 + N when signal N killed it.
     public static func exitCode(fromWaitStatus status: Int32) -> Int32 {
         let signal = status & 0x7F

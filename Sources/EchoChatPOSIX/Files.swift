@@ -38,6 +38,21 @@ extension System {
         if let failure { throw failure }
     }
 
+    /// The names in directory `path`, without `.` and `..` (opendir(3),
+    /// readdir(3)); `/proc/PID/fd` lists a process's open descriptors.
+    public static func directoryEntries(_ path: String) throws(SystemError) -> [String] {
+        guard let directory = opendir(path) else { throw SystemError("opendir \(path)", .current) }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// Whether a file exists and is executable by us (access(2)).
     public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
 

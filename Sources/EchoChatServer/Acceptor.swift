@@ -68,7 +68,11 @@ struct Acceptor: ~Copyable {
             } catch {
                 if error.errno.isDescriptorExhaustion {
                     layer.counters.add(layer.counters.descriptorExhaustion, 1)
-                    if !refuseWithReserve() { return false }
+                    switch refuseWithReserve() {
+                    case .refused: continue
+                    case .nothingWaiting: return true
+                    case .noReserve: return false
+                    }
                 } else if error.errno != .connectionAborted {
                     layer.logger.warn(
                         "accept failed: \(error); pausing accepts for \(Self.pause / 1_000_000) ms", limitedAs: "accept-failed")
@@ -79,21 +83,30 @@ struct Acceptor: ~Copyable {
         return true
     }
 
-    private mutating func refuseWithReserve() -> Bool {
+    private enum Refusal { case refused, nothingWaiting, noReserve }
+
+    /// accept(2) reports EMFILE before it looks at the backlog, so an empty
+    /// backlog fails like one more client to refuse; the accept the freed
+    /// reserve allows tells them apart. Going on after `nothingWaiting`
+    /// would spin through the whole batch (accept, close, accept, open)
+    /// for every connection that arrives while descriptors are out.
+    private mutating func refuseWithReserve() -> Refusal {
         guard reserve.isHeld else {
             layer.logger.warn(
                 "out of file descriptors, and the reserve descriptor is gone: pausing accepts for \(Self.pause / 1_000_000) ms",
                 limitedAs: "out-of-descriptors-paused")
-            return false
+            return .noReserve
         }
         reserve.release()
+        var outcome = Refusal.nothingWaiting
         if case .done(let socket)? = try? listener.accept(nonBlocking: true) {
+            outcome = .refused
             layer.refusedWithoutDescriptor()
             Replies.serverFull.withUnsafeBytes { _ = try? socket.write($0) }
             socket.shutdownWrite()
             socket.close()
             layer.logger.warn("out of file descriptors: refused a client (server full)", limitedAs: "out-of-descriptors")
         }
-        return reserve.reacquire()
+        return reserve.reacquire() ? outcome : .noReserve
     }
 }

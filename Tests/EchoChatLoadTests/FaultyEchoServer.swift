@@ -4,10 +4,10 @@ import Foundation
 
 /// A tiny echo server that misbehaves on purpose, to prove that the load
 /// client notices: it echoes every connection faithfully until `after` bytes
-/// have passed on it, then either flips one bit of the next byte and goes on
-/// echoing, or closes the connection.
+/// have passed on it, then flips one bit of the next byte, or drops it, and
+/// goes on echoing, or closes the connection.
 final class FaultyEchoServer: Sendable {
-    enum Fault: Sendable { case flipByte, close }
+    enum Fault: Sendable { case flipByte, dropByte, close }
 
     let port: Int
     private let listener: Socket
@@ -70,6 +70,7 @@ final class FaultyEchoServer: Sendable {
                 let index = after - passed
                 switch fault {
                 case .flipByte: chunk[index] ^= 0x20
+                case .dropByte: chunk.remove(at: index)
                 case .close:
                     try? client.writeAll(Array(chunk[0..<index]))
                     return

@@ -99,6 +99,8 @@ int cechochat_pipe_cloexec(int fds[2]);
 
 // prlimit(2): sets another process's RLIMIT_NOFILE.
 int cechochat_set_open_file_limit(int pid, long soft, long hard);
+// prlimit(2): reads another process's RLIMIT_NOFILE (RLIM_INFINITY as LONG_MAX).
+int cechochat_get_open_file_limit(int pid, long *soft, long *hard);
 
 // The calling thread's errno's errno (a macro in glibc).
 int cechochat_errno(void);
