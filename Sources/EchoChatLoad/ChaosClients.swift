@@ -546,8 +546,9 @@ struct GarbageResult: Sendable {
     var sessions: [String: Int] = [:]
     var bytesSent = 0
     var bytesReceived = 0
-    /// Chat: control characters (C0 but TAB and LF, DEL, C1) in what the
-    /// garbage clients received: escapes the server let through.
+    /// Chat: characters PROTOCOL.md §3.1 step 3 removes (C0 but TAB and LF,
+    /// DEL, C1, line/paragraph separators, bidi controls) in what the garbage
+    /// clients received: escapes the server let through.
     var controlsRelayed = 0
     /// Echo: sessions whose echo was not exactly as long as what was sent.
     var echoMismatched = 0
@@ -584,8 +585,9 @@ enum GarbageChaos {
         var draining = false
         var drainDeadline: Int64 = 0
         var nextStart: Int64 = 0
-        /// The byte before this chunk, to see a C1 control split across reads.
-        var previous: UInt8 = 0
+        /// The two bytes before this chunk (older in the high byte), to see a
+        /// multi-byte control split across reads.
+        var previous: UInt16 = 0
         /// The last bytes received: what the server said before it closed.
         var tail: [UInt8] = []
 
@@ -686,12 +688,8 @@ enum GarbageChaos {
                     guard target.chat else { return }
                     tail = Array((tail + chunk.suffix(32)).suffix(32))
                     for byte in chunk {
-                        if (byte < 0x20 && byte != 0x0A && byte != 0x09) || byte == 0x7F
-                            || (previous == 0xC2 && byte >= 0x80 && byte <= 0x9F)
-                        {
-                            result.controlsRelayed += 1
-                        }
-                        previous = byte
+                        if ChaosCheck.endsForbidden(previous: previous, byte) { result.controlsRelayed += 1 }
+                        previous = previous << 8 | UInt16(byte)
                     }
                 }
                 lanes[slot].previous = previous
@@ -717,5 +715,23 @@ enum GarbageChaos {
             }
         }
         return result
+    }
+}
+
+/// What a chat client must never receive from another (§3.1 step 3), checked
+/// byte by byte on UTF-8 output.
+enum ChaosCheck {
+    /// Whether `byte`, after the two bytes `previous` (older one high), ends
+    /// a forbidden character.
+    static func endsForbidden(previous: UInt16, _ byte: UInt8) -> Bool {
+        if (byte < 0x20 && byte != 0x0A && byte != 0x09) || byte == 0x7F { return true }
+        let one = UInt8(previous & 0xFF)
+        let two = UInt8(previous >> 8)
+        if one == 0xC2 && (0x80...0x9F).contains(byte) { return true }  // C1
+        if one == 0xD8 && byte == 0x9C { return true }  // U+061C
+        // U+200E U+200F, U+2028–U+202E (E2 80 xx), U+2066–U+2069 (E2 81 xx).
+        if two == 0xE2 && one == 0x80 && (byte == 0x8E || byte == 0x8F || (0xA8...0xAE).contains(byte)) { return true }
+        if two == 0xE2 && one == 0x81 && (0xA6...0xA9).contains(byte) { return true }
+        return false
     }
 }

@@ -231,3 +231,30 @@ struct ChaosTests {
         #expect(result.summary.contains("INTERRUPTED by SIGINT"))
     }
 }
+
+@Suite("chaos: what a chat client must never receive")
+struct ChaosCheckTests {
+    /// Feeds `text`'s UTF-8 byte by byte as the garbage clients do.
+    private func forbiddenCount(_ text: String) -> Int {
+        var previous: UInt16 = 0
+        var count = 0
+        for byte in text.utf8 {
+            if ChaosCheck.endsForbidden(previous: previous, byte) { count += 1 }
+            previous = previous << 8 | UInt16(byte)
+        }
+        return count
+    }
+
+    @Test func everyCharacterTheServerMustRemoveIsCaught() {
+        let forbidden: [UInt32] = [0x00, 0x1B, 0x7F, 0x80, 0x9B, 0x9F, 0x061C, 0x200E, 0x200F, 0x2028, 0x2029]
+            + Array(0x202A...0x202E) + Array(0x2066...0x2069)
+        for value in forbidden {
+            let text = "a" + String(Unicode.Scalar(value)!) + "b"
+            #expect(forbiddenCount(text) == 1, "U+\(String(value, radix: 16))")
+        }
+    }
+
+    @Test func cleanTextPasses() {
+        #expect(forbiddenCount("<guest1> héllo wörld \t tab, € and 😀 and \u{2027}\u{202F}\u{2065}\u{206A}\u{200D}\n") == 0)
+    }
+}
