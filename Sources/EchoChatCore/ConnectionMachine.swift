@@ -151,7 +151,9 @@ public struct ConnectionMachine {
             if settings.limits.lineTimeoutNanoseconds > 0 {
                 if !partial {
                     partialSince = nil
-                } else if partialSince == nil {
+                } else if partialSince == nil || bytes.contains(0x0A) {
+                    // An LF in this read ended the line that was waiting, so
+                    // the unfinished one started now, however reads were cut.
                     partialSince = now
                 }
             }

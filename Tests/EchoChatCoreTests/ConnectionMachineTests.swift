@@ -272,6 +272,23 @@ struct ChatConnectionTests {
         #expect(machine.phase == .lingering)
     }
 
+    /// The line timeout measures each line: a read that ends one line and
+    /// starts the next restarts the clock, as it would had the reads been
+    /// cut at the LF. (Otherwise a client streaming lines whose reads all end
+    /// mid-line would be cut off after `line-timeout` of steady sending.)
+    @Test func aReadThatEndsALineAndStartsAnotherRestartsTheLineClock() {
+        var io = FakeIO(chat: true)
+        var machine = ConnectionMachine(mode: .chat, settings: settings(line: 4 * second), now: 0)
+        bytes("first").withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        bytes(" line\nsecond").withUnsafeBytes { machine.received($0, now: 3 * second, io: &io) }
+        #expect(machine.nextDeadline == 7 * second)
+        machine.tick(now: 5 * second, io: &io)
+        #expect(io.disconnects.isEmpty)
+        bytes(" line").withUnsafeBytes { machine.received($0, now: 6 * second, io: &io) }
+        machine.tick(now: 7 * second, io: &io)
+        #expect(io.disconnects == [.lineTimeout])
+    }
+
     @Test func aQueuePastMaxOutputIsASlowConsumer() {
         var io = FakeIO(chat: true)
         var machine = ConnectionMachine(mode: .chat, settings: settings(maxOutput: 100), now: 0)
