@@ -236,7 +236,11 @@ final class ChatSimulation {
                 problem("deliveries do not settle")
                 return
             }
-            for connection in live { withIO(connection) { machine, io in machine.flush(now: now, io: &io) } }
+            // Only a connection with mail, or output and perhaps room in the
+            // kernel, has anything to flush (the server wakes only those).
+            for connection in live where connection.mailWaiting || connection.machine.wantsWrite {
+                withIO(connection) { machine, io in machine.flush(now: now, io: &io) }
+            }
         } while live.contains { $0.mailWaiting && ($0.machine.phase == .open || $0.machine.phase == .closing) }
     }
 
@@ -298,6 +302,12 @@ final class ChatSimulation {
     // MARK: - Checks after every turn
 
     private func check() {
+        checkQueues()
+        // The registry and the framers change only when the core is fed bytes,
+        // or does something it counts or closes.
+        let activity = (fed, core.messagesOut, core.clientCount, closes)
+        guard activity != lastActivity else { return }
+        lastActivity = activity
         let registry = core.registrySnapshot()
         for text in Invariants.registryProblems(registry, maxLine: config.maxLine) { problem(text) }
         // The core's clients are exactly the admitted connections whose session is open.
@@ -311,14 +321,23 @@ final class ChatSimulation {
         if sessions != registry.clients.count {
             problem("\(sessions) open sessions but the core has \(registry.clients.count) clients: \(registry.clients.map { $0.id })")
         }
+        if core.clientCount > config.maxClients {
+            problem("\(core.clientCount) clients, max-clients is \(config.maxClients)")
+        }
+    }
+
+    private var lastActivity = (-1, -1, -1, -1)
+    /// Bytes handed to the core.
+    fileprivate var fed = 0
+    /// Connections the core has closed (`ChatOutputModel.close`).
+    fileprivate var closes = 0
+
+    private func checkQueues() {
         for connection in live where connection.admitted {
             let queued = connection.machine.output.count + connection.pending.count
             if queued > config.maxOutput {
                 problem("\(connection) has \(queued) bytes queued, max-output is \(config.maxOutput)")
             }
-        }
-        if core.clientCount > config.maxClients {
-            problem("\(core.clientCount) clients, max-clients is \(config.maxClients)")
         }
     }
 
@@ -467,6 +486,7 @@ final class ChatOutputModel: ChatOutput {
         }
         connection.closeRequested = true
         connection.mailWaiting = true
+        simulation.closes += 1
     }
 
     func transportStats() -> TransportStats { TransportStats(strategy: "fuzz") }
@@ -508,6 +528,7 @@ struct SimIO: ConnectionIO {
     mutating func expired(_ reason: DisconnectReason) {}
 
     mutating func chatReceive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        simulation.fed += bytes.count
         simulation.core.receive(bytes, from: connection.id, output: simulation.output)
         return simulation.core.hasPartialLine(connection.id)
     }
