@@ -3,6 +3,19 @@
 // Zero package dependencies by design: only the toolchain's own libraries.
 import PackageDescription
 
+// ECHOCHAT_FUZZING=1 (set by .ci/fuzz, with --sanitize=fuzzer --sanitize=address)
+// builds echochat-fuzz as a libFuzzer target. SwiftPM hands each --sanitize to
+// swiftc as its own -sanitize= flag and swiftc keeps only the last, in an
+// order that changes between builds (half of them lacked coverage or ASan);
+// a target's own flags come after them, so each target here says exactly
+// what it gets: the core is what is fuzzed (coverage, compare tracing, ASan);
+// the harness only checks it (ASan, no coverage: its byte loops made
+// libFuzzer's compare callbacks a third of the run time).
+let fuzzing = Context.environment["ECHOCHAT_FUZZING"] == "1"
+func fuzzing(_ sanitizers: String, _ settings: [SwiftSetting] = []) -> [SwiftSetting] {
+    fuzzing ? [.unsafeFlags(["-sanitize=\(sanitizers)"])] + settings : []
+}
+
 let package = Package(
     name: "EchoChat",
     products: [
@@ -12,7 +25,7 @@ let package = Package(
     ],
     targets: [
         // The protocol as a pure state machine: no libc, no clock, no I/O.
-        .target(name: "EchoChatCore"),
+        .target(name: "EchoChatCore", swiftSettings: fuzzing("fuzzer,address")),
         // epoll, eventfd and accept4 are not exported by Glibc's module map.
         .target(name: "CEchoChatShim"),
         // The only module that calls libc.
@@ -29,9 +42,18 @@ let package = Package(
         // The load client: per-thread epoll workers, verification, histograms, reports.
         .target(name: "EchoChatLoad", dependencies: ["EchoChatPOSIX", "EchoChatOptions"]),
         .executableTarget(name: "echochat-load", dependencies: ["EchoChatLoad"]),
+        // The fuzz harness: runs the core and the connection machine from a
+        // script of bytes and checks invariants (docs/fuzzing.md).
+        .target(name: "EchoChatFuzzing", dependencies: ["EchoChatCore"], swiftSettings: fuzzing("address")),
+        // With ECHOCHAT_FUZZING=1: the libFuzzer entry point. Otherwise it
+        // replays corpus and crash files through the same harness.
+        .executableTarget(
+            name: "echochat-fuzz", dependencies: fuzzing ? ["EchoChatFuzzing"] : ["EchoChatFuzzing", "EchoChatPOSIX"],
+            swiftSettings: fuzzing("fuzzer,address", [.define("FUZZING")])),
 
         .testTarget(name: "EchoChatCoreTests", dependencies: ["EchoChatCore"]),
         .testTarget(name: "EchoChatOptionsTests", dependencies: ["EchoChatOptions"]),
+        .testTarget(name: "EchoChatFuzzingTests", dependencies: ["EchoChatFuzzing", "EchoChatCore"]),
         // Helpers every end-to-end test target shares: start the real server,
         // talk to it with timeouts, run programs.
         .target(

@@ -398,3 +398,21 @@ extension String {
         String(decoding: utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 }
+
+// MARK: - Inspection (for checkers, not for the server)
+
+extension ChatCore {
+    /// A copy of the registry as it is now. O(clients + rooms); read-only.
+    public func registrySnapshot() -> RegistrySnapshot {
+        RegistrySnapshot(
+            clients: clients.values.sorted { $0.id < $1.id }.map { client in
+                RegistrySnapshot.Client(
+                    id: client.id, nick: client.nick, roomKey: client.room.key,
+                    bufferedBytes: client.framer.bufferedByteCount)
+            },
+            rooms: rooms.values.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }.map { room in
+                RegistrySnapshot.Room(key: room.key, name: room.name, members: room.members)
+            },
+            nickIndex: nicks)
+    }
+}

@@ -27,6 +27,9 @@ public struct LineFramer: Sendable {
     /// line timeout measures). A line being discarded counts too.
     public var hasPartialLine: Bool { !partial.isEmpty || discarding }
 
+    /// Bytes of the unfinished line held now (at most `maxLine` + 1).
+    public var bufferedByteCount: Int { partial.count }
+
     /// Feeds received bytes. `handle` runs once per event, in order; returning
     /// false stops framing (the connection is closing, or the caller's turn is
     /// over) right after that event. Returns how many bytes were consumed: all

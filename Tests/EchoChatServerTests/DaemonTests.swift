@@ -71,7 +71,7 @@ struct DaemonTests {
     /// there, so the tests look for them once the daemon has stopped.
     func expectCleanLog(_ path: String) {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        for marker in ["ThreadSanitizer", "AddressSanitizer", "Fatal error", "runtime error"] {
+        for marker in reportMarkers {
             #expect(!text.contains(marker), "the daemon's log has a \(marker) report:\n\(text)")
         }
     }

@@ -120,8 +120,9 @@ public final class ServerProcess: Sendable {
     }
 
     /// Every server a test starts must also stop cleanly: SIGTERM ends it with
-    /// status 0 and a log free of sanitizer reports (TSan runs the server
-    /// binary instrumented too, and its races are in the server's threads).
+    /// status 0 and a log free of sanitizer reports (TSan and ASan run the
+    /// server binary instrumented too: races are in the server's threads, and
+    /// LeakSanitizer reports when the server exits).
     deinit {
         if process.exitStatus == nil {
             do {
@@ -131,11 +132,7 @@ public final class ServerProcess: Sendable {
                 Issue.record("\(error)")
             }
         }
-        let reports = log.lines.filter { line in
-            ["ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "Fatal error", "runtime error"].contains {
-                line.contains($0)
-            }
-        }
+        let reports = log.lines.filter { line in reportMarkers.contains { line.contains($0) } }
         if !reports.isEmpty { Issue.record("server log has sanitizer or runtime reports:\n\(log.text)") }
     }
 }

@@ -477,14 +477,23 @@ public final class TestProcess: @unchecked Sendable {
     }
 
     /// Fails the test if the program printed a sanitizer or runtime report
-    /// (under `--sanitize=thread` the programs are instrumented too).
+    /// (under `--sanitize=thread` or `address` the programs are instrumented too).
     public func expectNoReports(sourceLocation: SourceLocation = #_sourceLocation) {
         let text = (stderr ?? stdout)?.text ?? ""
-        for marker in ["ThreadSanitizer", "AddressSanitizer", "Fatal error", "Fatal access conflict"] {
+        for marker in reportMarkers {
             #expect(!text.contains(marker), "report in output:\n\(text)", sourceLocation: sourceLocation)
         }
     }
 }
+
+/// What a sanitizer or the Swift runtime prints when it reports a problem:
+/// a program's output holding one of these fails the test. Under
+/// `swift test --sanitize=thread` or `--sanitize=address` every program the
+/// tests start is instrumented too; ASan's reports name AddressSanitizer (its
+/// leak summaries too), LeakSanitizer's name it.
+public let reportMarkers = [
+    "ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "Fatal error", "Fatal access conflict", "runtime error",
+]
 
 /// Runs `executable` with `arguments`, feeding `input` on stdin (then EOF),
 /// and waits for it, at most `timeout` seconds (then kills it and throws).
