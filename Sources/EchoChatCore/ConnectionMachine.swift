@@ -442,7 +442,8 @@ public protocol ConnectionIO {
     mutating func expired(_ reason: DisconnectReason)
     /// Chat: hands received bytes to the engine, at most `maxLines` lines of
     /// them, stopping early once the client's own queue (`queuedBytes` here,
-    /// plus what the engine queued for it since) is past half of `max-output`.
+    /// plus what the engine queued for it since) is past half of `max-output`
+    /// or the engine found the client too slow.
     mutating func chatReceive(_ bytes: UnsafeRawBufferPointer, maxLines: Int, queuedBytes: Int) -> ChatIntake
     /// Chat: the rate limit paused the client; `notify`: tell it to slow down.
     mutating func chatRateLimited(linesPerSecond: Int, notify: Bool)

@@ -127,10 +127,16 @@ final class ChatSimulation {
     /// deliveries that made it want to.
     private func readWhatWaits() {
         var rounds = 0
-        while let connection = live.first(where: { $0.machine.wantsRead && ($0.hasUnreadInput || $0.hasUnreadEndOfInput) }) {
+        while let connection = live.first(where: {
+            $0.machine.wantsTurn || ($0.machine.wantsRead && ($0.hasUnreadInput || $0.hasUnreadEndOfInput))
+        }) {
             rounds += 1
             if rounds > 1000 { return problem("reading never settles") }
-            read(connection)
+            if connection.machine.wantsTurn {
+                takeTurns(connection)  // lines read earlier, before reading more
+            } else {
+                read(connection)
+            }
             deliver()
         }
     }
@@ -204,15 +210,8 @@ final class ChatSimulation {
             withIO(connection) { machine, io in
                 connection.inbound.withUnsafeBytes { machine.received(UnsafeRawBufferPointer(rebasing: $0[start..<end]), now: now, io: &io) }
                 machine.flush(now: now, io: &io)
-                // Fairness: the lines past one turn get their turns (no
-                // other client has input waiting in this sequential model).
-                var turns = 0
-                while machine.wantsTurn && turns < 100_000 {
-                    machine.takeTurn(now: now, io: &io)
-                    machine.flush(now: now, io: &io)
-                    turns += 1
-                }
             }
+            takeTurns(connection)
             if !last {
                 // The whole-input run read all of it in one go; if this run
                 // stops here for its own reasons (a failure, a pause), what
@@ -230,6 +229,23 @@ final class ChatSimulation {
         if connection.hasUnreadEndOfInput && connection.inbound.isEmpty && connection.machine.wantsRead {
             connection.endOfInputRead = true
             withIO(connection) { machine, io in machine.endOfInput(now: now, io: &io) }
+        }
+    }
+
+    /// Fairness: the lines past one turn get their turns (no other client
+    /// has input waiting in this sequential model), each turn a serve of its
+    /// own, as a strategy gives it: the hub sees the queue the owner
+    /// published after the previous one.
+    private func takeTurns(_ connection: SimConnection) {
+        kernelTakesOutput = false
+        defer { kernelTakesOutput = true }
+        var turns = 0
+        while connection.machine.wantsTurn && turns < 100_000 {
+            withIO(connection) { machine, io in
+                machine.takeTurn(now: now, io: &io)
+                machine.flush(now: now, io: &io)
+            }
+            turns += 1
         }
     }
 
@@ -539,7 +555,7 @@ struct SimIO: ConnectionIO {
         let limits = Limits(maxOutput: simulation.config.maxOutput)
         let connection = self.connection
         let intake = simulation.core.receive(bytes, from: connection.id, output: simulation.output, maxLines: maxLines) {
-            !limits.chatInputBlocked(queuedBytes: queuedBytes + connection.pending.count)
+            connection.abort == nil && !limits.chatInputBlocked(queuedBytes: queuedBytes + connection.pending.count)
         }
         simulation.fed += intake.consumed
         return ChatIntake(

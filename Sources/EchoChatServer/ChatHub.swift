@@ -47,7 +47,9 @@ final class ChatHub: Sendable {
     }
 
     /// Hands at most `maxLines` lines to the core, under the lock once,
-    /// stopping early once the sender's own queue is past half of `max-output`.
+    /// stopping early once the sender's own queue is past half of `max-output`,
+    /// or once it was found too slow (its session ends at its next flush;
+    /// nothing more it sent is acted on).
     func receive(
         _ bytes: UnsafeRawBufferPointer, from connection: Connection, maxLines: Int, queuedBytes: Int,
         deliveries: inout Deliveries
@@ -55,7 +57,8 @@ final class ChatHub: Sendable {
         run(&deliveries) { state in
             let limits = Limits(maxOutput: state.maxOutput)
             let intake = state.core.receive(bytes, from: connection.id, output: state, maxLines: maxLines) {
-                !limits.chatInputBlocked(queuedBytes: queuedBytes + connection.shared.withLock { $0.pending.count })
+                let (pending, aborted) = connection.shared.withLock { ($0.pending.count, $0.abort != nil) }
+                return !aborted && !limits.chatInputBlocked(queuedBytes: queuedBytes + pending)
             }
             return ChatIntake(
                 consumed: intake.consumed, lines: intake.lines, partialLine: state.core.hasPartialLine(connection.id))

@@ -52,7 +52,7 @@ final class FakeIO: ConnectionIO, ChatOutput {
         lineBudgets.append(maxLines)
         let limits = Limits(maxOutput: maxOutput)
         let intake = core!.receive(bytes, from: Self.id, output: self, maxLines: maxLines) {
-            !limits.chatInputBlocked(queuedBytes: queuedBytes + self.mailbox.count)
+            self.mail.abort == nil && !limits.chatInputBlocked(queuedBytes: queuedBytes + self.mailbox.count)
         }
         return ChatIntake(consumed: intake.consumed, lines: intake.lines, partialLine: core!.hasPartialLine(Self.id))
     }
