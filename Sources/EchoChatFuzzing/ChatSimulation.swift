@@ -247,6 +247,9 @@ final class ChatSimulation {
             }
             turns += 1
         }
+        // Lines left waiting behind the client's own queue: paused, as a
+        // chunked run's reading would be, at a point that depends on timing.
+        if connection.machine.phase == .open && !connection.machine.input.isEmpty { burstCutShort = true }
     }
 
     /// Deliveries: flush every connection until none has mail waiting.
