@@ -288,7 +288,10 @@ final class ChatSimulation {
         read(connection)
         let got = (tap?.lines ?? []).map { String(decoding: $0.dropLast(), as: UTF8.self) }
         tap = nil
-        if got != expected && !(connection.isClosed && expected.starts(with: got)) {
+        // Closed, or paused by fairness (its own queue past half of
+        // max-output, `/rooms` still waiting its turn): a prefix is right.
+        let cutShort = connection.isClosed || !connection.machine.input.isEmpty || connection.hasUnreadInput
+        if got != expected && !(cutShort && expected.starts(with: got)) {
             problem("\(connection) asked /who and /rooms: expected \(expected), got \(got)")
         }
     }
