@@ -319,6 +319,10 @@ final class ChatSimulation {
         if !connection.isClosed {
             connection.ownerQueued = connection.machine.output.count
         } else if let index = live.firstIndex(where: { $0 === connection }) {
+            // Which line tips a client over max-output depends on where its
+            // turns ended, and so on how its input was cut: from a slow
+            // consumer on, the runs may legitimately differ.
+            if connection.closeCause == .failed(.slowConsumer) { burstCutShort = true }
             live.remove(at: index)
             connection.closedAtStep = step
             if hub[connection.id] === connection {

@@ -76,6 +76,22 @@ struct FairnessTests {
     }
 }
 
+extension FairnessTests {
+    /// Once the engine finds a client too slow, nothing more it sent is
+    /// acted on (broadcast to its room): its session ends at the next flush.
+    @Test func aClientFoundTooSlowHasNoMoreLinesHandledInItsTurn() {
+        var io = FakeIO(chat: true)
+        var machine = ConnectionMachine(mode: .chat, settings: chatSettings(), now: 0)
+        machine.flush(now: 0, io: &io)
+        io.mail.abort = .slowConsumer  // as the hub marks it when a line would pass max-output
+        nickLines(10).withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        #expect(io.lineBudgets.count == 1)
+        #expect(io.core!.messagesIn == 1)  // the line during which it was found slow, and no other
+        machine.flush(now: 0, io: &io)
+        #expect(io.closes == [.failed(.slowConsumer)])
+    }
+}
+
 @Suite("Abuse limits: rate limit")
 struct RateLimitTests {
     @Test func theBucketAllowsTheBurstThenOneLinePerInterval() {
