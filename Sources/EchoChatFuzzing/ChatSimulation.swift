@@ -404,7 +404,7 @@ final class ChatSimulation {
 /// How a run cuts what a client sent into reads.
 struct Cutter {
     private let maxPiece: Int?
-    private var state: UInt64
+    private var generator: SplitMix64
 
     /// Every read takes all that is there.
     static var whole: Cutter { Cutter(maxPiece: nil, seed: 0) }
@@ -414,18 +414,25 @@ struct Cutter {
 
     private init(maxPiece: Int?, seed: UInt64) {
         self.maxPiece = maxPiece
-        state = seed
+        generator = SplitMix64(seed: seed)
     }
 
     mutating func nextPiece(available: Int) -> Int {
         guard let maxPiece else { return available }
-        // SplitMix64.
+        return min(available, Int(generator.next() % UInt64(maxPiece)) + 1)
+    }
+}
+
+/// SplitMix64, seeded: the harness's (and its tests') reproducible randomness.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return min(available, Int(z % UInt64(maxPiece)) + 1)
+        return z ^ (z >> 31)
     }
 }
 

@@ -10,7 +10,7 @@ import Testing
 struct ScriptTests {
     @Test func anyBytesDecode() {
         #expect(FuzzScript(decoding: []) == FuzzScript(operations: []))
-        var generator = SplitMix(seed: 11)
+        var generator = SplitMix64(seed: 11)
         for _ in 0..<2000 {
             let input = (0..<Int(generator.next() % 300)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             let script = FuzzScript(decoding: input)
@@ -20,7 +20,7 @@ struct ScriptTests {
     }
 
     @Test func randomScriptsKeepEveryInvariant() {
-        var generator = SplitMix(seed: 5)
+        var generator = SplitMix64(seed: 5)
         for _ in 0..<1500 {
             let input = (0..<Int(generator.next() % 200)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             let problems = ChatFuzzer.problems(in: input)
@@ -29,7 +29,7 @@ struct ScriptTests {
     }
 
     @Test func mutatedSeedsKeepEveryInvariant() {
-        var generator = SplitMix(seed: 9)
+        var generator = SplitMix64(seed: 9)
         for seed in FuzzSeeds.all {
             for _ in 0..<150 {
                 var input = seed.bytes
@@ -43,15 +43,3 @@ struct ScriptTests {
     }
 }
 
-/// SplitMix64, seeded: the same inputs on every run.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
