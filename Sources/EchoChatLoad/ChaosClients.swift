@@ -626,12 +626,16 @@ enum GarbageChaos {
             lanes[slot].nextStart = now + lanes[slot].kind.pause
         }
 
+        // At `until` no new session starts, but the ones under way may finish
+        // (for at most `drainLimit` more): on a slow machine a short storm
+        // could otherwise end with every session cut off and none to judge.
         while true {
             var now = Clock.monotonicNanoseconds()
-            let stop = target.stop(until)
-            if now >= stop { break }
+            if now >= target.interruption.stopAt { break }
+            let finishing = now >= until
+            if finishing && (!lanes.contains { $0.socket != nil } || now >= until + drainLimit) { break }
             for slot in lanes.indices {
-                if lanes[slot].socket == nil && now >= lanes[slot].nextStart {
+                if lanes[slot].socket == nil && !finishing && now >= lanes[slot].nextStart {
                     guard let socket = ChaosSocket.open(target.address) else {
                         result.connectFailed += 1
                         lanes[slot].nextStart = now + lanes[slot].kind.pause
