@@ -41,7 +41,17 @@ public enum ClientMain {
         var greeting = ""
         if let nick = configuration.nick { greeting += "/nick \(nick)\n" }
         if let room = configuration.room { greeting += "/join \(room)\n" }
-        let session = ClientSession(socket: socket, peer: peer, greeting: Array(greeting.utf8))
+        if let transfer = configuration.transfer {
+            let scripted = ScriptedTransfer(
+                socket: socket, peer: peer, greeting: Array(greeting.utf8),
+                showProgress: Terminal.isTerminal(FileDescriptor.standardError.rawValue))
+            switch transfer {
+            case .upload(let path, let name): return scripted.upload(path: path, name: name)
+            case .download(let name): return scripted.download(name: name, directory: configuration.downloadDirectory)
+            }
+        }
+        let session = ClientSession(
+            socket: socket, peer: peer, greeting: Array(greeting.utf8), downloadDirectory: configuration.downloadDirectory)
 
         let dumb = environment("TERM") == "dumb"
         let interactive = !dumb && Terminal.isTerminal(FileDescriptor.standardInput.rawValue)

@@ -55,10 +55,13 @@ final class ClientSession {
     private var sendFailed = false
     private var halfClosed = false
     private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    /// `/upload` and `/download` on a terminal (pipe mode passes bytes through).
+    private let transfers: InteractiveTransfers
 
-    init(socket: Socket, peer: String, greeting: [UInt8]) {
+    init(socket: Socket, peer: String, greeting: [UInt8], downloadDirectory: String = ".") {
         self.socket = socket
         self.peer = peer
+        transfers = InteractiveTransfers(downloadDirectory: downloadDirectory)
         outgoing.append(greeting)
     }
 
@@ -148,6 +151,7 @@ final class ClientSession {
             return .failed("Error: cannot set up the terminal: \(error)")
         }
         defer { Terminal.restore(settings, on: input.rawValue) }
+        defer { transfers.abandon() }
 
         var screen = TerminalScreen(width: currentWidth(), colors: colors)
         var inputEnded = false
@@ -168,9 +172,21 @@ final class ClientSession {
         do {
             try flush()
             while true {
-                let readingInput = screen.inputOpen && outgoing.count < Self.maxQueued
+                // An upload keeps `outgoing` full; lines typed meanwhile wait
+                // in `transfers`, so typing goes on, up to the same limit.
+                if !sendFailed {
+                    do {
+                        try draw(transfers.fill(&outgoing, limit: Self.maxQueued, screen: &screen))
+                    } catch let error as TransferError {
+                        return finish(.failed("Error: \(error)"))
+                    }
+                    try flush()
+                }
+                let queued = transfers.isUploading ? transfers.heldBack : outgoing.count
+                let readingInput = screen.inputOpen && queued < Self.maxQueued
+                let writable = !outgoing.isEmpty || (transfers.isUploading && !sendFailed)
                 var interests = [
-                    Poll.Interest(socket.descriptor, readable: true, writable: !outgoing.isEmpty),
+                    Poll.Interest(socket.descriptor, readable: true, writable: writable),
                     Poll.Interest(doorbell.descriptor),
                 ]
                 if readingInput { interests.append(Poll.Interest(input.rawValue)) }
@@ -192,7 +208,11 @@ final class ClientSession {
                     switch try readSocket() {
                     case .bytes(let count):
                         screen.width = currentWidth()
-                        try draw(screen.received(buffer[0..<count]))
+                        let transfers = transfers
+                        let text = buffer.withUnsafeBytes { raw in
+                            transfers.received(UnsafeRawBufferPointer(rebasing: raw[..<count]), screen: &screen)
+                        }
+                        try draw(text)
                     case .endOfFile:
                         return finish(.serverClosed, message: Self.closedByServer)
                     case .wouldBlock:
@@ -213,7 +233,7 @@ final class ClientSession {
                     for action in actions {
                         switch action {
                         case .send(let line):
-                            if !sendFailed { outgoing.append(line) }
+                            if !sendFailed { try draw(transfers.typed(line, screen: &screen, outgoing: &outgoing)) }
                         case .endInput:
                             inputEnded = true
                         case .interrupt:
@@ -229,7 +249,7 @@ final class ClientSession {
                     }
                     try flush()
                 }
-                if inputEnded { halfCloseWhenSent() }
+                if inputEnded && !transfers.isUploading { halfCloseWhenSent() }
             }
         } catch is TerminalGone {
             return .terminalGone

@@ -5,7 +5,8 @@
 /// The line is kept as user-perceived characters (grapheme clusters), so
 /// Backspace removes `é` or a flag emoji whole, never half of one.
 public struct LineEditor: Sendable {
-    public let prompt: String
+    /// Changes while a file transfer shows its progress in front of it.
+    public var prompt: String
     public private(set) var characters: [Character] = []
     /// Index into `characters`: the cursor sits before this character.
     public private(set) var cursor = 0

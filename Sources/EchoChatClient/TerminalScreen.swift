@@ -114,6 +114,21 @@ public struct TerminalScreen: Sendable {
         return screen
     }
 
+    /// A line from the client itself (how a file transfer ended), printed
+    /// above the prompt like a server line, in the client's own style.
+    public mutating func note(_ text: String) -> String {
+        "\r\u{1B}[K" + style.renderClientLine(text) + "\r\n" + (inputOpen ? editor.render(width: width) : "")
+    }
+
+    /// The status shown on the prompt row, in front of the prompt
+    /// (`[upload a.txt 42%] > `); nil shows the plain prompt.
+    public mutating func status(_ text: String?) -> String {
+        let prompt = text.map { "[\($0)] " + Self.prompt } ?? Self.prompt
+        guard prompt != editor.prompt else { return "" }
+        editor.prompt = prompt
+        return inputOpen ? editor.render(width: width) : ""
+    }
+
     /// Before suspending: the prompt row cleared.
     public func clearInput() -> String {
         "\r\u{1B}[K"

@@ -33,7 +33,7 @@ struct ClientOptionsTests {
         #expect(try ClientOptions.parse(["--version", "--bogus"]) == .version)
         #expect(ClientOptions.helpText.hasPrefix("OVERVIEW: "))
         #expect(ClientOptions.helpText.contains("USAGE: \(ClientOptions.usageLine)"))
-        #expect(ClientOptions.helpText.contains("--port <port>  Server TCP port (default: 7007)"))
+        #expect(ClientOptions.helpText.contains("--port <port>         Server TCP port (default: 7007)"))
         #expect(ClientOptions.helpText.contains("KEYS (on a terminal):\n  Enter "))
         #expect(ClientOptions.helpText.contains("Numbers may group digits with '_'"))
     }
@@ -65,7 +65,7 @@ struct ClientOptionsTests {
         #expect(
             ClientOptions.errorText(UsageError("unknown option '--bogus'")) == """
                 Error: unknown option '--bogus'
-                Usage: echochat [--host <host>] [--port <port>] [--nick <name>] [--room <room>] [--no-color]
+                Usage: echochat [--host <host>] [--port <port>] [--nick <name>] [--room <room>] [--no-color] [<options>]
                   See 'echochat --help' for more information.
 
                 """)
