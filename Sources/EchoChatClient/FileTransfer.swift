@@ -18,6 +18,8 @@ public enum FileReply: Equatable, Sendable {
     static let refusals = [
         "! no such file: ", "! file sharing is off on this server", "! invalid file name: ", "! file too large (",
         "! server storage full", "! upload failed: ", "! usage: /upload", "! usage: /download",
+        // A chat server without file sharing at all.
+        "! unknown command: /upload", "! unknown command: /download",
     ]
 
     /// Nil for any other line (welcome, joins, chat).
@@ -166,8 +168,9 @@ public struct ServerReader: Sendable {
                 inContent = true
                 contentRemaining = size
             }
-        case .refused(let refusal) where refusal.hasPrefix("! no such file: ") || refusal.hasPrefix("! usage: /download")
-            || refusal.hasPrefix("! file sharing is off"):
+        case .refused(let refusal)
+        where refusal.hasPrefix("! no such file: ") || refusal.hasPrefix("! usage: /download")
+            || refusal.hasPrefix("! file sharing is off") || refusal.hasPrefix("! unknown command: /download"):
             downloadsExpected -= 1
         default:
             break

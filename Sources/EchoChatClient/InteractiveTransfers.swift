@@ -130,7 +130,8 @@ final class InteractiveTransfers {
             }
             return screen.note("echochat: MISMATCH: sent \(source.size) bytes, sha256 \(source.sha256)")
         case .refused(let refusal)
-        where !refusal.hasPrefix("! no such file: ") && !refusal.hasPrefix("! usage: /download"):
+        where !refusal.hasPrefix("! no such file: ") && !refusal.hasPrefix("! usage: /download")
+            && !refusal.hasPrefix("! unknown command: /download"):
             awaiting.removeFirst()
             return ""
         default:

@@ -11,6 +11,9 @@ import EchoChatPOSIX
 /// line on success, stderr the reason on failure.
 final class ScriptedTransfer {
     static let maxQueued = 256 * 1024
+    /// How long the server may stay silent while nothing is being sent (an
+    /// echo server, or one that never answers) before the transfer fails.
+    static let idleTimeout: Int64 = 30_000_000_000
 
     private let socket: Socket
     private let peer: String
@@ -114,6 +117,7 @@ final class ScriptedTransfer {
         line: (String) -> Outcome?,
         content: (ServerReader.Event) throws(TransferError) -> Outcome?
     ) -> Int32 {
+        var lastActivity = Clock.monotonicNanoseconds()
         do {
             while true {
                 if !sendFailed { try fill(&outgoing) }
@@ -122,8 +126,14 @@ final class ScriptedTransfer {
                 // queue empty: the next turn refills it.
                 let writable = !sendFailed && (!outgoing.isEmpty || moreToSend())
                 let ready = try Poll.wait(
-                    [Poll.Interest(socket.descriptor, readable: true, writable: writable)], timeoutMilliseconds: -1)
-                guard let readiness = ready.first else { continue }
+                    [Poll.Interest(socket.descriptor, readable: true, writable: writable)], timeoutMilliseconds: 1000)
+                guard let readiness = ready.first, readiness.readable || readiness.writable || readiness.failed else {
+                    if Clock.monotonicNanoseconds() - lastActivity > Self.idleTimeout {
+                        return finish(.failure("Error: no reply from \(peer) in \(Self.idleTimeout / 1_000_000_000) s"))
+                    }
+                    continue
+                }
+                lastActivity = Clock.monotonicNanoseconds()
                 if readiness.writable { try flush() }
                 guard readiness.readable || readiness.failed else { continue }
                 let socket = socket

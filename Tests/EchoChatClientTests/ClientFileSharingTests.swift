@@ -1,0 +1,146 @@
+import EchoChatPOSIX
+import EchoChatServer
+import EchoChatTestSupport
+import Foundation
+import Testing
+
+extension RequiredTool {
+    /// coreutils is essential on Debian, but a bare image may still lack it.
+    static let sha256sum = RequiredTool("sha256sum", package: "coreutils")
+}
+
+/// `echochat --upload` and `echochat --download` against the real server
+/// with an upload directory, every strategy; every digest is checked against
+/// coreutils' `sha256sum` on the same file, not against our own SHA-256.
+@Suite("echochat file transfers end to end")
+struct ClientFileSharingTests {
+    /// A fresh directory, removed with its content afterwards.
+    final class Directory {
+        let path: String
+        init(_ role: String) throws {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-\(role)-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+        var names: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
+        func contents(_ name: String) -> [UInt8]? { FileManager.default.contents(atPath: path + "/" + name).map { Array($0) } }
+        func write(_ name: String, _ bytes: [UInt8]) throws -> String {
+            let file = path + "/" + name
+            try Data(bytes).write(to: URL(fileURLWithPath: file))
+            return file
+        }
+    }
+
+    static func sha256sum(_ path: String) throws -> String {
+        let result = try runProgram(try RequiredTool.sha256sum.path(), [path])
+        guard result.status == 0 else { throw TestFailure("sha256sum \(path): \(result.stderr)") }
+        return String(result.stdout.prefix(64))
+    }
+
+    /// Random bytes with what a line protocol could trip on in the middle.
+    static func awkward(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let tricky = Array("\n/quit\n\r\n\u{0}/upload x 5\n".utf8) + [0xFF, 0x80, 0xC0]
+        if count >= tricky.count * 2 { bytes.replaceSubrange(count / 2..<(count / 2 + tricky.count), with: tricky) }
+        return bytes
+    }
+
+    func client(_ server: ServerProcess, _ arguments: [String]) throws -> ProgramResult {
+        let result = try runProgram(clientBinary, ["--port", String(server.port)] + arguments, timeout: 60)
+        return result
+    }
+
+    @Test(.requires(.sha256sum), arguments: Strategy.allCases)
+    func uploadThenDownloadVerifiedAgainstSha256sum(strategy: Strategy) throws {
+        let shared = try Directory("shared")
+        let local = try Directory("local")
+        let downloads = try Directory("downloads")
+        let server = try ServerProcess(["--mode", "chat", "--upload-dir", shared.path], strategy: strategy)
+        let files: [(String, [UInt8])] = [
+            ("empty", []), ("small.txt", Array("hello\n".utf8)), ("binary.bin", Self.awkward(70_000)),
+            ("random.bin", Self.awkward((1 << 20) + 17)),
+        ]
+        for (name, content) in files {
+            let path = try local.write(name, content)
+            let digest = try Self.sha256sum(path)
+            let up = try client(server, ["--upload", path])
+            #expect(up.status == 0, "upload \(name): \(up.stderr)")
+            #expect(up.stdout == "stored \(name) (\(content.count) bytes, sha256 \(digest))\n")
+            #expect(shared.contents(name) == content, "\(name) on the server's disk")
+
+            let down = try client(server, ["--download", name, "--download-dir", downloads.path])
+            #expect(down.status == 0, "download \(name): \(down.stderr)")
+            #expect(down.stdout == "saved \(downloads.path)/\(name) (\(content.count) bytes, sha256 \(digest))\n")
+            #expect(try Self.sha256sum(downloads.path + "/" + name) == digest)
+            #expect(downloads.contents(name) == content)
+        }
+        #expect(downloads.names == files.map(\.0).sorted(), "no temporary file left behind")
+    }
+
+    /// Names already taken are numbered, on the server (upload) and in the
+    /// download directory (download), the number before the last dot.
+    @Test(arguments: Strategy.allCases)
+    func takenNamesGetANumber(strategy: Strategy) throws {
+        let shared = try Directory("shared")
+        let local = try Directory("local")
+        let downloads = try Directory("downloads")
+        let server = try ServerProcess(["--mode", "chat", "--upload-dir", shared.path], strategy: strategy)
+        let first = try local.write("notes.txt", Array("one\n".utf8))
+        #expect(try client(server, ["--upload", first]).stdout.hasPrefix("stored notes.txt (4 bytes, "))
+        let second = try local.write("other", Array("two!\n".utf8))
+        let renamed = try client(server, ["--upload", second, "--as", "notes.txt"])
+        #expect(renamed.status == 0, "\(renamed.stderr)")
+        #expect(renamed.stdout.hasPrefix("stored notes-2.txt (5 bytes, "))
+
+        for expected in ["notes.txt", "notes-2.txt", "notes-3.txt"] {
+            let down = try client(server, ["--download", "notes.txt", "--download-dir", downloads.path])
+            #expect(down.status == 0, "\(down.stderr)")
+            #expect(down.stdout.hasPrefix("saved \(downloads.path)/\(expected) (4 bytes, "))
+            #expect(downloads.contents(expected) == Array("one\n".utf8))
+        }
+        #expect(downloads.names == ["notes-2.txt", "notes-3.txt", "notes.txt"])
+    }
+
+    @Test(arguments: Strategy.allCases)
+    func refusalsExitOneWithTheServersWords(strategy: Strategy) throws {
+        let shared = try Directory("shared")
+        let local = try Directory("local")
+        let downloads = try Directory("downloads")
+        let server = try ServerProcess(
+            ["--mode", "chat", "--upload-dir", shared.path, "--max-upload", "1K"], strategy: strategy)
+        let missing = try client(server, ["--download", "nope.txt", "--download-dir", downloads.path])
+        #expect(missing.status == 1)
+        #expect(missing.stdout == "")
+        #expect(missing.stderr == "Error: the server refused the download: ! no such file: nope.txt\n")
+        #expect(downloads.names == [], "nothing saved, no temporary file left")
+
+        let large = try local.write("large.bin", Self.awkward(2000))
+        let tooLarge = try client(server, ["--upload", large])
+        #expect(tooLarge.status == 1)
+        #expect(tooLarge.stderr.hasPrefix("Error: the server refused the upload: ! file too large (max "))
+        #expect(shared.names.filter { !$0.hasPrefix(".") } == [])
+    }
+
+    @Test func sharingOffIsAnError() throws {
+        let local = try Directory("local")
+        let server = try ServerProcess(["--mode", "chat"], strategy: .epoll)
+        let path = try local.write("a.txt", Array("a\n".utf8))
+        let up = try client(server, ["--upload", path])
+        #expect(up.status == 1)
+        #expect(up.stderr == "Error: the server refused the upload: ! file sharing is off on this server\n")
+        let down = try client(server, ["--download", "a.txt", "--download-dir", local.path])
+        #expect(down.status == 1)
+        #expect(down.stderr == "Error: the server refused the download: ! file sharing is off on this server\n")
+    }
+
+    @Test func aMissingFileOrDirectoryFailsBeforeAnyTransfer() throws {
+        let server = try ServerProcess(["--mode", "chat"], strategy: .epoll)
+        let up = try client(server, ["--upload", "/nonexistent/a.txt"])
+        #expect(up.status == 1)
+        #expect(up.stderr == "Error: cannot read /nonexistent/a.txt: No such file or directory\n")
+        let down = try client(server, ["--download", "a.txt", "--download-dir", "/nonexistent"])
+        #expect(down.status == 1)
+        #expect(down.stderr == "Error: cannot save in /nonexistent: not a directory\n")
+    }
+}
