@@ -143,4 +143,52 @@ struct ClientFileSharingTests {
         #expect(down.status == 1)
         #expect(down.stderr == "Error: cannot save in /nonexistent: not a directory\n")
     }
+
+    /// On a terminal: `/upload PATH` sends the file while the user keeps
+    /// typing (the typed line follows the content), the prompt shows
+    /// progress, the outcome is the client's own line; `/download NAME`
+    /// saves the announced content, and chat arriving right after it still
+    /// shows.
+    @Test(arguments: Strategy.allCases)
+    func uploadAndDownloadOnATerminal(strategy: Strategy) throws {
+        let shared = try Directory("shared")
+        let local = try Directory("local")
+        let downloads = try Directory("downloads")
+        let server = try ServerProcess(["--mode", "chat", "--upload-dir", shared.path], strategy: strategy)
+        let (bob, _) = try server.joinChat()
+        try bob.send("/nick bob\n")
+        #expect(try bob.readLine() == "* you are now bob")
+
+        let content = Self.awkward((2 << 20) + 3)
+        let path = try local.write("big.bin", content)
+        let terminal = try PseudoTerminal(columns: 200)
+        let alice = try ChildProcess(
+            clientBinary, ["--port", String(server.port), "--nick", "alice", "--no-color", "--download-dir", downloads.path],
+            environment: environment(["TERM": "xterm-256color"]), terminal: terminal)
+        try terminal.waitForScreen("the nick reply") { $0.rows.contains("* you are now alice") }
+        _ = try bob.readLines(until: { $0 == "* guest1 is now alice" })
+
+        try alice.write("/upload \(path) shared.bin\rright after\r")
+        try terminal.waitForScreen("the upload's outcome", timeout: 30) {
+            $0.rows.contains("echochat: sha256 matches what was sent")
+        }
+        #expect(terminal.output.text.contains("[upload shared.bin "), "progress in front of the prompt")
+        #expect(try bob.readLine() == "* alice shared shared.bin (\(content.count) bytes)")
+        #expect(try bob.readLine() == "<alice> right after")
+        #expect(shared.contents("shared.bin") == content)
+
+        try alice.write("/download shared.bin\r")
+        try bob.send("hello alice\n")
+        let screen = try terminal.waitForScreen("the download's outcome", timeout: 30) {
+            $0.rows.contains("echochat: saved \(downloads.path)/shared.bin (\(content.count) bytes, sha256 verified)")
+                && $0.rows.contains("<bob> hello alice")
+        }
+        #expect(screen.cursorRow == ">", "the plain prompt once nothing is under way")
+        #expect(downloads.contents("shared.bin") == content)
+        #expect(downloads.names == ["shared.bin"])
+
+        try alice.write("/quit\r")
+        #expect(try alice.waitForExit() == 0)
+        alice.expectNoReports()
+    }
 }

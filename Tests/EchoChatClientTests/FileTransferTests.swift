@@ -164,6 +164,18 @@ struct FileTransferTests {
         #expect(TransferProgress.step(done: 0, total: 0) == 100)
     }
 
+    // MARK: - The screen
+
+    @Test func statusShowsInFrontOfThePromptAndGoesAway() {
+        var screen = TerminalScreen(width: 80, colors: false)
+        _ = screen.start()
+        _ = screen.typed(Array("hi".utf8))
+        #expect(screen.status("upload a.bin 5%") == "\r[upload a.bin 5%] > hi\u{1B}[K\r\u{1B}[22C")
+        #expect(screen.status("upload a.bin 5%") == "", "unchanged: nothing drawn")
+        #expect(screen.status(nil) == "\r> hi\u{1B}[K\r\u{1B}[4C")
+        #expect(screen.note("echochat: saved ./a.bin") == "\r\u{1B}[Kechochat: saved ./a.bin\r\n\r> hi\u{1B}[K\r\u{1B}[4C")
+    }
+
     // MARK: - Options
 
     @Test func transferOptions() throws {
