@@ -350,3 +350,11 @@ int cechochat_spawn_guarded(const char *path, char *const argv[], char *const en
     *control = pair[0];
     return guardian;
 }
+
+#include <stdio.h>
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+int cechochat_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
+}
