@@ -33,8 +33,8 @@ final class FakeIO: ConnectionIO, ChatOutput {
     /// The store fails the upload after this many bytes (a full disk).
     var failUploadAfter: Int?
 
-    init(chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil) {
-        core = chat ? ChatCore(maxLine: maxLine, fileSharing: fileSharing) : nil
+    init(chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog()) {
+        core = chat ? ChatCore(maxLine: maxLine, fileSharing: fileSharing, catalog: catalog) : nil
         core?.connect(Self.id, output: self)
     }
 
