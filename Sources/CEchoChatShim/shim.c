@@ -127,6 +127,11 @@ int cechochat_set_open_file_limit(int pid, long soft, long hard) {
     return prlimit(pid, RLIMIT_NOFILE, &limit, NULL);
 }
 
+int cechochat_set_file_size_limit(int pid, long bytes) {
+    struct rlimit limit = {(rlim_t)bytes, (rlim_t)bytes};
+    return prlimit(pid, RLIMIT_FSIZE, &limit, NULL);
+}
+
 int cechochat_get_open_file_limit(int pid, long *soft, long *hard) {
     struct rlimit limit;
     if (prlimit(pid, RLIMIT_NOFILE, NULL, &limit) != 0) return -1;

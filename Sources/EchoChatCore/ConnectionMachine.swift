@@ -343,6 +343,16 @@ public struct ConnectionMachine {
         }
     }
 
+    /// The next piece of a download, once the kernel took most of the last.
+    private mutating func requestDownloadPiece(io: inout some ConnectionIO) {
+        guard var current = download, let remaining = current.remaining, remaining > 0, !current.reading,
+            output.count < Limits.downloadChunk
+        else { return }
+        current.reading = true
+        download = current
+        io.downloadRead(max: min(remaining, Limits.downloadChunk))
+    }
+
     private mutating func endDownload(io: inout some ConnectionIO) {
         download = nil
         io.downloadEnd()
@@ -436,14 +446,7 @@ public struct ConnectionMachine {
             let mail = download == nil ? io.collect(into: &output) : io.collect(into: &deferred)
             apply(mail, now: now, io: &io)
             guard phase == .open || phase == .closing else { return }
-            // The next piece of a download once the kernel took most of the last.
-            if var current = download, let remaining = current.remaining, remaining > 0, !current.reading,
-                output.count < Limits.downloadChunk
-            {
-                current.reading = true
-                download = current
-                io.downloadRead(max: min(remaining, Limits.downloadChunk))
-            }
+            requestDownloadPiece(io: &io)
         }
         var progressed = false
         while !output.isEmpty {
@@ -452,6 +455,9 @@ public struct ConnectionMachine {
             output.consume(written)
             progressed = true
         }
+        // The kernel may have taken all of it: ask for the next piece now,
+        // or nothing would wake this connection again.
+        requestDownloadPiece(io: &io)
         if output.isEmpty {
             outputWaitingSince = nil
         } else if progressed || outputWaitingSince == nil {

@@ -67,6 +67,7 @@ public enum ServerMain {
         // Before any thread exists, so every thread inherits the mask and only
         // the watcher thread receives these signals.
         Signals.ignoreBrokenPipe()
+        Signals.ignoreFileSizeLimit()
         let handled: [Signal] = [.interrupt, .terminate, .hangup, .user1]
         Signals.block(handled)
 

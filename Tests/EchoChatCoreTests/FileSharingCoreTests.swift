@@ -31,21 +31,26 @@ private struct Driver {
         settle()
     }
 
+    /// Serves the connection only when a strategy would: it wants a turn,
+    /// wants to read and input is there, has mail (the owner is woken), or
+    /// has output and the kernel has room (writable). A machine that waits
+    /// for nothing of these while a transfer is unfinished is stuck.
     mutating func settle() {
         for _ in 0..<100_000 {
-            machine.flush(now: 0, io: &io)
             if machine.isClosed { return }
             if machine.wantsTurn {
                 machine.takeTurn(now: 0, io: &io)
-                continue
-            }
-            if machine.wantsRead, let piece = pieces.first {
+            } else if machine.wantsRead, let piece = pieces.first {
                 pieces.removeFirst()
                 unread.withUnsafeBytes { machine.received(UnsafeRawBufferPointer(rebasing: $0[piece]), now: 0, io: &io) }
-                continue
+            } else if !(io.mail.files.isEmpty && !io.mail.closeRequested && io.mailbox.isEmpty)
+                || (machine.wantsWrite && io.room != 0)
+            {
+                // Woken by mail, or writable.
+            } else {
+                return
             }
-            // A download in progress moves with each flush.
-            if !machine.isTransferring || io.mail.files.isEmpty { return }
+            machine.flush(now: 0, io: &io)
         }
         Issue.record("the machine never settled")
     }
@@ -190,6 +195,22 @@ struct FileFramingTests {
         #expect(driver.io.core!.catalog.reservedBytes == 0)
     }
 
+    /// A kernel that takes every piece at once leaves nothing to write, so
+    /// no writability wakes the connection: the machine must ask for the next
+    /// piece itself, or the download stops.
+    @Test func aDownloadOfManyPiecesFlowsWhenTheKernelTakesEverything() {
+        let content = (0..<(5 * Limits.downloadChunk + 17)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        var driver = Driver(
+            sharing: FileSharing(maxUpload: 1 << 20, quota: 1 << 20), catalog: FileCatalog([.init(name: "f", size: content.count)]),
+            chunking: .whole)
+        driver.io.files["f"] = content
+        driver.send(bytes("/download f\n/who\n"))
+        #expect(!driver.machine.isTransferring, "the download stalled")
+        let header = bytes("* sending f \(content.count) sha256 \(FakeIO.digest(content))\n")
+        let same = driver.io.written.suffix(header.count + content.count + 21) == ArraySlice(header + content + bytes("* #lobby: guest1 (1)\n"))
+        #expect(same, "\(driver.io.written.count) bytes written")
+    }
+
     @Test func linesThatArriveDuringADownloadWaitForItsEnd() {
         let content = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         var driver = Driver(
@@ -198,6 +219,7 @@ struct FileFramingTests {
         driver.io.files["big"] = content
         driver.io.room = 1000  // the kernel takes little at a time
         driver.send(bytes("/download big\n"))
+        #expect(!driver.io.written.isEmpty)
         #expect(driver.machine.isTransferring)
         // Another client speaks in the room meanwhile.
         driver.io.core!.connect(ConnectionID(2), output: driver.io)
