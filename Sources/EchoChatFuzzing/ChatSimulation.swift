@@ -274,7 +274,7 @@ final class ChatSimulation {
         // Only a client the server reads now (fairness may have paused it).
         guard connection.admitted, connection.machine.phase == .open, !connection.machine.inputClosed,
             connection.machine.wantsRead, !connection.sendingClosed, connection.inbound.isEmpty,
-            !core.hasPartialLine(connection.id)
+            !core.hasPartialLine(connection.id), !connection.machine.isTransferring  // an upload's content takes lines
         else { return }
         let registry = core.registrySnapshot()
         guard let who = Invariants.expectedWho(for: connection.id, in: registry) else {
