@@ -127,6 +127,11 @@ int cechochat_set_open_file_limit(int pid, long soft, long hard) {
     return prlimit(pid, RLIMIT_NOFILE, &limit, NULL);
 }
 
+int cechochat_set_file_size_limit(int pid, long bytes) {
+    struct rlimit limit = {(rlim_t)bytes, (rlim_t)bytes};
+    return prlimit(pid, RLIMIT_FSIZE, &limit, NULL);
+}
+
 int cechochat_get_open_file_limit(int pid, long *soft, long *hard) {
     struct rlimit limit;
     if (prlimit(pid, RLIMIT_NOFILE, NULL, &limit) != 0) return -1;
@@ -349,4 +354,12 @@ int cechochat_spawn_guarded(const char *path, char *const argv[], char *const en
     setpgid(guardian, guardian);
     *control = pair[0];
     return guardian;
+}
+
+#include <stdio.h>
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+int cechochat_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
 }

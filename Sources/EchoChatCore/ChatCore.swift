@@ -42,12 +42,21 @@ public final class ChatCore {
     private var rooms: [String: Room] = [:]
     /// No guest number below this is free (see `allocateGuestNick`).
     private var guestFloor = 1
+    /// File sharing's limits (§5); nil: sharing is off.
+    public private(set) var fileSharing: FileSharing?
+    public private(set) var catalog = FileCatalog()
+    /// Set by the command that ends a `receive` early: raw bytes follow
+    /// (`/upload`), or a download starts (`/download`).
+    private var rawFollows: UploadStart?
+    private var downloadFollows: String?
 
     private final class Client {
         let id: ConnectionID
         var nick: String
         var room: Room
         var framer: LineFramer
+        /// Quota promised to this client's uploads under way.
+        var reserved = 0
         init(id: ConnectionID, nick: String, room: Room, maxLine: Int) {
             self.id = id
             self.nick = nick
@@ -75,8 +84,15 @@ public final class ChatCore {
     /// The `/rooms` reply, built once per change of rooms or their counts.
     private var roomList: [UInt8]?
 
-    public init(maxLine: Int) {
+    public init(maxLine: Int, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog()) {
         self.maxLine = maxLine
+        self.fileSharing = fileSharing
+        self.catalog = catalog
+    }
+
+    /// New limits (a reload); the catalog stays.
+    public func update(fileSharing sharing: FileSharing) {
+        if fileSharing != nil { fileSharing = sharing }
     }
 
     /// Connected clients (refused ones never enter the core).
@@ -111,9 +127,29 @@ public final class ChatCore {
         public var consumed: Int
         /// Lines (and too-long reports) handled.
         public var lines: Int
-        public init(consumed: Int, lines: Int) {
+        /// The last line handled was an `/upload`: the next `size` bytes
+        /// after `consumed` are its raw content, not lines (§5).
+        public var upload: UploadStart?
+        /// The last line handled was a `/download` of this stored file.
+        public var download: String?
+        public init(consumed: Int, lines: Int, upload: UploadStart? = nil, download: String? = nil) {
             self.consumed = consumed
             self.lines = lines
+            self.upload = upload
+            self.download = download
+        }
+    }
+
+    /// What follows an `/upload` line: `size` raw bytes, stored under (a
+    /// name free at the end, starting with) `name` when the upload was
+    /// accepted, else read and dropped.
+    public struct UploadStart: Sendable, Equatable {
+        public var size: Int
+        /// nil: refused (the client was told why); the bytes are consumed all the same.
+        public var name: String?
+        public init(size: Int, name: String?) {
+            self.size = size
+            self.name = name
         }
     }
 
@@ -129,10 +165,16 @@ public final class ChatCore {
         var lines = 0
         let consumed = client.framer.feed(bytes) { event in
             lines += 1
-            return handle(event, from: client, output) && lines < maxLines && mayContinue()
+            return handle(event, from: client, output) && rawFollows == nil && downloadFollows == nil
+                && lines < maxLines && mayContinue()
+        }
+        defer {
+            rawFollows = nil
+            downloadFollows = nil
         }
         // A client that left (`/quit`) drops the rest of what it sent.
-        return Intake(consumed: clients[id] == nil ? bytes.count : consumed, lines: lines)
+        guard clients[id] != nil else { return Intake(consumed: bytes.count, lines: lines) }
+        return Intake(consumed: consumed, lines: lines, upload: rawFollows, download: downloadFollows)
     }
 
     /// The rate limit paused `id` (§3.6); it hears why unless `notify` is false
@@ -147,6 +189,8 @@ public final class ChatCore {
     public func endOfInput(from id: ConnectionID, output: some ChatOutput) {
         guard let client = clients[id] else { return }
         client.framer.finish { event in handle(event, from: client, output) }
+        rawFollows = nil  // no content can follow an end of input
+        downloadFollows = nil
         if clients[id] != nil { remove(client, reason: .endOfInput, output) }
     }
 
@@ -169,6 +213,7 @@ public final class ChatCore {
             send(Replies.shuttingDown, to: id, output)
             output.close(id)
         }
+        for client in clients.values { catalog.release(client.reserved) }
         clients = [:]
         nicks = [:]
         rooms = [:]
@@ -180,7 +225,8 @@ public final class ChatCore {
     public func stats(transport: TransportStats) -> ServerStats {
         ServerStats(
             mode: .chat, clients: clients.count, rooms: rooms.count,
-            messagesIn: messagesIn, messagesOut: messagesOut, transport: transport)
+            messagesIn: messagesIn, messagesOut: messagesOut, transport: transport,
+            files: FileTotals(count: catalog.count, bytes: catalog.storedBytes))
     }
 
     // MARK: - Lines
@@ -228,6 +274,16 @@ public final class ChatCore {
             send(Replies.stats(stats(transport: output.transportStats()).keyValues), to: id, output)
         case "/help":
             for line in Replies.help { send(line, to: id, output) }
+        case "/upload":
+            upload(arguments, from: client, output)
+        case "/files":
+            guard fileSharing != nil else { return send(Replies.sharingOff, to: id, output) }
+            send(Replies.files(catalog.sorted), to: id, output)
+        case "/download":
+            guard fileSharing != nil else { return send(Replies.sharingOff, to: id, output) }
+            guard arguments.count == 1 else { return send(Replies.usageDownload, to: id, output) }
+            guard catalog.size(of: arguments[0]) != nil else { return send(Replies.noSuchFile(arguments[0]), to: id, output) }
+            downloadFollows = arguments[0]
         case "/quit":
             let reason = Self.afterSpaces(rest)
             send(Replies.bye, to: id, output)
@@ -281,6 +337,80 @@ public final class ChatCore {
         send(Replies.sentTo(target.nick), to: client.id, output)
     }
 
+    // MARK: - Files
+
+    /// `/upload NAME SIZE`: a usage error consumes nothing; otherwise SIZE
+    /// raw bytes follow whatever the answer, and a refusal goes out now.
+    private func upload(_ arguments: [String], from client: Client, _ output: some ChatOutput) {
+        guard arguments.count == 2, let size = Self.byteCount(arguments[1]) else {
+            return send(Replies.usageUpload, to: client.id, output)
+        }
+        let name = arguments[0]
+        var accepted: String?
+        if let sharing = fileSharing {
+            if !FileName.isValid(name) {
+                send(Replies.invalidFileName(name), to: client.id, output)
+            } else if size > sharing.maxUpload {
+                send(Replies.fileTooLarge(max: sharing.maxUpload), to: client.id, output)
+            } else if !catalog.reserve(size, quota: sharing.quota) {
+                send(Replies.storageFull, to: client.id, output)
+            } else {
+                client.reserved += size
+                accepted = name
+            }
+        } else {
+            send(Replies.sharingOff, to: client.id, output)
+        }
+        rawFollows = UploadStart(size: size, name: accepted)
+    }
+
+    /// 1-18 decimal digits.
+    static func byteCount(_ text: String) -> Int? {
+        let digits = text.utf8
+        guard (1...18).contains(digits.count), digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        return digits.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+    }
+
+    /// The store has `id`'s upload of `size` bytes on disk, flushed: the name
+    /// it goes under (the requested one or the first free `name-N`, none
+    /// of `avoiding`), or nil when the client is gone (the store deletes it:
+    /// an upload whose connection ended leaves nothing behind).
+    public func claimUpload(_ id: ConnectionID, requested: String, size: Int, avoiding: Set<String> = []) -> String? {
+        guard let client = clients[id], client.reserved >= size else { return nil }
+        client.reserved -= size
+        guard let name = catalog.claim(requested, size: size, avoiding: avoiding) else {
+            catalog.release(size)
+            return nil
+        }
+        return name
+    }
+
+    /// A claimed name could not be used after all (taken on disk): the
+    /// upload is `id`'s again, to claim another name or fail.
+    public func unclaimUpload(_ id: ConnectionID, name: String) {
+        guard let size = catalog.size(of: name) else { return }
+        catalog.unclaim(name)
+        if let client = clients[id] { client.reserved += size } else { catalog.release(size) }
+    }
+
+    /// The upload is in place under `name`: the sender hears `* stored`,
+    /// its room `* nick shared` (nobody, if it left meanwhile).
+    public func uploadStored(_ id: ConnectionID, name: String, size: Int, sha256: String, output: some ChatOutput) {
+        guard let client = clients[id] else { return }
+        send(Replies.stored(name, size: size, sha256: sha256), to: id, output)
+        broadcast(Replies.shared(nick: client.nick, name: name, size: size), in: client.room, except: id, output)
+    }
+
+    /// The store could not keep `id`'s upload of `size` bytes (a disk error):
+    /// the quota it held is free again and the client hears why.
+    public func uploadFailed(_ id: ConnectionID, size: Int, reason: String, output: some ChatOutput) {
+        guard let client = clients[id] else { return }
+        let released = min(size, client.reserved)
+        client.reserved -= released
+        catalog.release(released)
+        send(Replies.uploadFailed(reason), to: id, output)
+    }
+
     // MARK: - Lists
 
     /// Sorted by the byte order of the lower-cased nick, each key built once.
@@ -311,6 +441,7 @@ public final class ChatCore {
         nicks[key] = nil
         releaseGuestNumber(key)
         clients[client.id] = nil
+        catalog.release(client.reserved)
         output.close(client.id)
     }
 

@@ -78,6 +78,31 @@ public struct ConnectionMachine {
     private var closeDeadline: Int64?
     private var lingerDeadline: Int64?
     private var shutdownApplied = false
+    /// Chat: an `/upload`'s raw content being received (§5).
+    private var upload: Upload?
+    /// Chat: a `/download` being sent.
+    private var download: Download?
+    /// Lines that came for the client during a download: they go out after it.
+    private var deferred = ByteQueue()
+
+    private struct Upload {
+        /// Content bytes still to come.
+        var remaining: Int
+        /// Accepted and not failed: the content goes to the store; else it is dropped.
+        var storing: Bool
+        /// Handed to the store and not yet written.
+        var backlog = 0
+        /// All the content was handed over: lines wait for the store's outcome.
+        var ended = false
+    }
+
+    private struct Download {
+        let name: String
+        /// Content bytes still to send; nil until the store opened the file.
+        var remaining: Int?
+        /// A read from the store is on its way.
+        var reading = false
+    }
 
     public init(mode: Mode, settings: ConnectionSettings, now: Int64) {
         self.mode = mode
@@ -105,7 +130,7 @@ public struct ConnectionMachine {
     /// Whether the owner should read (and wait for readability).
     public var wantsRead: Bool {
         switch phase {
-        case .open: !inputClosed && !paused && input.isEmpty && !inputBlocked
+        case .open: !inputClosed && !paused && input.isEmpty && !inputBlocked && !filesBlockInput
         case .lingering: true
         case .closing, .closed: false
         }
@@ -113,10 +138,28 @@ public struct ConnectionMachine {
 
     /// Chat: lines read earlier wait and may be handled now; the owner should
     /// serve the connection again (`takeTurn`) once the others had their turn.
-    public var wantsTurn: Bool { phase == .open && !input.isEmpty && !inputBlocked && rateResumesAt == nil }
+    public var wantsTurn: Bool {
+        phase == .open && !input.isEmpty && !inputBlocked && rateResumesAt == nil && !filesBlockInput
+    }
 
     /// Chat fairness: the client's own queue is past half of `max-output`.
-    private var inputBlocked: Bool { mode == .chat && settings.limits.chatInputBlocked(queuedBytes: output.count) }
+    private var inputBlocked: Bool { mode == .chat && settings.limits.chatInputBlocked(queuedBytes: queuedLineBytes) }
+
+    /// Files: nothing more is read or handled while a download is sent, while
+    /// an upload's outcome is awaited, or while the store is behind by
+    /// `Limits.uploadBacklog` (it writes to disk slower than the client sends).
+    private var filesBlockInput: Bool {
+        if download != nil { return true }
+        guard let upload else { return false }
+        return upload.ended || upload.backlog >= Limits.uploadBacklog
+    }
+
+    /// The chat lines queued for the client, which `max-output` bounds: a
+    /// download's content is not among them (§5), lines that wait for it are.
+    public var queuedLineBytes: Int { download == nil ? output.count : deferred.count }
+
+    /// Whether an upload or a download is under way.
+    public var isTransferring: Bool { upload != nil || download != nil }
 
     /// Whether the owner should wait for writability: output is waiting.
     public var wantsWrite: Bool { (phase == .open || phase == .closing) && !output.isEmpty }
@@ -182,8 +225,8 @@ public struct ConnectionMachine {
             }
             if output.count >= settings.limits.maxOutput { paused = true }
         case .chat:
-            let taken = handOver(bytes, now: now, io: &io)
-            if taken < bytes.count { input.append(UnsafeRawBufferPointer(rebasing: bytes[taken...])) }
+            let taken = feedChat(bytes, now: now, io: &io)
+            if taken < bytes.count && phase == .open { input.append(UnsafeRawBufferPointer(rebasing: bytes[taken...])) }
         }
     }
 
@@ -193,26 +236,151 @@ public struct ConnectionMachine {
         guard wantsTurn else { return }
         var waiting = ByteQueue()
         swap(&waiting, &input)
-        let taken = waiting.withReadableBytes { handOver($0, now: now, io: &io) }
+        let taken = waiting.withReadableBytes { feedChat($0, now: now, io: &io) }
         waiting.consume(taken)
         swap(&waiting, &input)
+        if phase != .open { input.removeAll() }
     }
 
-    /// Chat: gives the engine what this turn allows of `bytes`; returns how
-    /// many bytes it took (the rest waits in `input`).
-    private mutating func handOver(_ bytes: UnsafeRawBufferPointer, now: Int64, io: inout some ConnectionIO) -> Int {
+    /// Chat: an upload's raw content goes to the store (or is dropped), the
+    /// lines around it to the engine, as far as this turn, the rate limit and
+    /// the transfers allow. Returns the bytes taken; the rest waits in `input`.
+    private mutating func feedChat(_ bytes: UnsafeRawBufferPointer, now: Int64, io: inout some ConnectionIO) -> Int {
+        var offset = 0
+        while offset < bytes.count && phase == .open {
+            if var current = upload, !current.ended {
+                if current.storing && current.backlog >= Limits.uploadBacklog { break }
+                let count = min(current.remaining, bytes.count - offset)
+                if current.storing {
+                    io.uploadData(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)]))
+                    current.backlog += count
+                }
+                current.remaining -= count
+                offset += count
+                upload = current
+                if current.remaining == 0 { contentReceived(io: &io) }
+                continue
+            }
+            if filesBlockInput { break }
+            guard let intake = handOver(UnsafeRawBufferPointer(rebasing: bytes[offset...]), now: now, io: &io) else { break }
+            offset += intake.consumed
+            if let start = intake.upload {
+                beginUpload(start, io: &io)
+                continue
+            }
+            if let name = intake.download { beginDownload(name, now: now, io: &io) }
+            break
+        }
+        return offset
+    }
+
+    private mutating func beginUpload(_ start: ChatCore.UploadStart, io: inout some ConnectionIO) {
+        upload = Upload(remaining: start.size, storing: start.name != nil)
+        if let name = start.name { io.uploadBegin(name: name, size: start.size) }
+        if start.size == 0 { contentReceived(io: &io) }
+    }
+
+    /// The last content byte arrived: a stored upload waits for the store.
+    private mutating func contentReceived(io: inout some ConnectionIO) {
+        guard upload?.storing == true else {
+            upload = nil
+            return
+        }
+        upload?.ended = true
+        io.uploadEnd()
+    }
+
+    /// Lines queued before the `/download` go out before its content: they
+    /// are collected now; the ones that come during it wait in `deferred`.
+    private mutating func beginDownload(_ name: String, now: Int64, io: inout some ConnectionIO) {
+        let mail = io.collect(into: &output)
+        download = Download(name: name)
+        io.downloadBegin(name)
+        apply(mail, now: now, io: &io)
+    }
+
+    /// The store's news, and the engine's close or abort.
+    private mutating func apply(_ mail: Mail, now: Int64, io: inout some ConnectionIO) {
+        for event in mail.files { apply(event, io: &io) }
+        if let reason = mail.abort { return fail(reason, io: &io) }
+        if mail.closeRequested { requestClose(now: now) }
+    }
+
+    private mutating func apply(_ event: FileEvent, io: inout some ConnectionIO) {
+        switch event {
+        case .uploadWritten(let count):
+            upload?.backlog -= count
+        case .uploadEnded:
+            guard let current = upload else { return }
+            if current.ended {
+                upload = nil  // stored or failed, the client was told: lines resume
+            } else {
+                upload?.storing = false  // failed early: the rest of the content is dropped
+                upload?.backlog = 0
+            }
+        case .downloadOpened(let size, let sha256):
+            guard let current = download, current.remaining == nil else { return }
+            output.append(Replies.sending(current.name, size: size, sha256: sha256))
+            download?.remaining = size
+            if size == 0 { endDownload(io: &io) }
+        case .downloadData(let bytes):
+            guard let remaining = download?.remaining else { return }
+            let count = min(bytes.count, remaining)
+            bytes.withUnsafeBytes { output.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            download?.remaining = remaining - count
+            download?.reading = false
+            if remaining - count == 0 { endDownload(io: &io) }
+        case .downloadFailed:
+            guard let current = download else { return }
+            if current.remaining == nil {
+                output.append(Replies.noSuchFile(current.name))
+                endDownload(io: &io)
+            } else {
+                // The header promised bytes that cannot come: the stream is
+                // broken, so the connection ends.
+                fail(.connectionError, io: &io)
+            }
+        }
+    }
+
+    /// The next piece of a download, once the kernel took most of the last.
+    private mutating func requestDownloadPiece(io: inout some ConnectionIO) {
+        guard var current = download, let remaining = current.remaining, remaining > 0, !current.reading,
+            output.count < Limits.downloadChunk
+        else { return }
+        current.reading = true
+        download = current
+        io.downloadRead(max: min(remaining, Limits.downloadChunk))
+    }
+
+    private mutating func endDownload(io: inout some ConnectionIO) {
+        download = nil
+        io.downloadEnd()
+        if !deferred.isEmpty {
+            deferred.withReadableBytes { output.append($0) }
+            deferred.removeAll()
+        }
+    }
+
+    /// Chat: gives the engine what this turn allows of `bytes`; nil when the
+    /// rate limit paused the client (nothing taken).
+    private mutating func handOver(_ bytes: UnsafeRawBufferPointer, now: Int64, io: inout some ConnectionIO) -> ChatIntake? {
         let limits = settings.limits
         let allowed = rate.available(now: now, limits: limits)
         guard allowed > 0 else {
             pauseForRate(now: now, io: &io)
-            return 0
+            return nil
         }
-        let intake = io.chatReceive(bytes, maxLines: min(Limits.linesPerTurn, allowed), queuedBytes: output.count)
+        let intake = io.chatReceive(bytes, maxLines: min(Limits.linesPerTurn, allowed), queuedBytes: queuedLineBytes)
         rate.spend(intake.lines, now: now, limits: limits)
+        if intake.upload != nil || intake.download != nil {
+            partialSince = nil  // a transfer follows the line that ended
+            return intake
+        }
         guard intake.consumed == bytes.count else {
             partialSince = nil  // what waits unread is not the client's unfinished line
             if rate.available(now: now, limits: limits) == 0 { pauseForRate(now: now, io: &io) }
-            return intake.consumed
+            return intake
         }
         flooding = false
         if limits.lineTimeoutNanoseconds > 0 {
@@ -224,7 +392,7 @@ public struct ConnectionMachine {
                 partialSince = now
             }
         }
-        return intake.consumed
+        return intake
     }
 
     /// Out of tokens with lines waiting: stop until one is due. The client
@@ -275,9 +443,10 @@ public struct ConnectionMachine {
     public mutating func flush(now: Int64, io: inout some ConnectionIO) {
         guard phase == .open || phase == .closing else { return }
         if mode == .chat {
-            let mail = io.collect(into: &output)
-            if let reason = mail.abort { return fail(reason, io: &io) }
-            if mail.closeRequested { requestClose(now: now) }
+            let mail = download == nil ? io.collect(into: &output) : io.collect(into: &deferred)
+            apply(mail, now: now, io: &io)
+            guard phase == .open || phase == .closing else { return }
+            requestDownloadPiece(io: &io)
         }
         var progressed = false
         while !output.isEmpty {
@@ -286,13 +455,16 @@ public struct ConnectionMachine {
             output.consume(written)
             progressed = true
         }
+        // The kernel may have taken all of it: ask for the next piece now,
+        // or nothing would wake this connection again.
+        requestDownloadPiece(io: &io)
         if output.isEmpty {
             outputWaitingSince = nil
         } else if progressed || outputWaitingSince == nil {
             outputWaitingSince = now
         }
         let limits = settings.limits
-        if mode == .chat && admitted && phase == .open && limits.isSlowConsumer(queuedBytes: output.count) {
+        if mode == .chat && admitted && phase == .open && limits.isSlowConsumer(queuedBytes: queuedLineBytes) {
             return fail(.slowConsumer, io: &io)
         }
         if paused && limits.echoMayResume(queuedBytes: output.count) {
@@ -373,6 +545,11 @@ public struct ConnectionMachine {
         paused = false
         output.removeAll()
         input.removeAll()
+        deferred.removeAll()
+        if let current = upload, current.storing || current.ended { io.uploadAbort() }
+        upload = nil
+        if download != nil { io.downloadEnd() }
+        download = nil
         if admitted && wasSession { io.sessionEnded() }
         io.close(cause)
     }
@@ -420,11 +597,30 @@ public struct Mail: Sendable, Equatable {
     public var closeRequested: Bool
     /// The engine found the client too slow (its queue would pass `max-output`).
     public var abort: DisconnectReason?
+    /// What the file store did for this connection, in order.
+    public var files: [FileEvent]
 
-    public init(closeRequested: Bool = false, abort: DisconnectReason? = nil) {
+    public init(closeRequested: Bool = false, abort: DisconnectReason? = nil, files: [FileEvent] = []) {
         self.closeRequested = closeRequested
         self.abort = abort
+        self.files = files
     }
+}
+
+/// The file store's answers to a connection's upload or download (§5),
+/// delivered with its mail.
+public enum FileEvent: Sendable, Equatable {
+    /// This many bytes of the upload's content are on disk.
+    case uploadWritten(Int)
+    /// The store is done with the upload: stored, or failed (the engine told
+    /// the client which). Content still to come is dropped.
+    case uploadEnded
+    /// The download's file is open: its header may go out.
+    case downloadOpened(size: Int, sha256: String)
+    /// The next piece of the download's content.
+    case downloadData([UInt8])
+    /// The file could not be opened or read.
+    case downloadFailed
 }
 
 /// The actions of a `ConnectionMachine`: what its owner does for it.
@@ -453,6 +649,22 @@ public protocol ConnectionIO {
     mutating func chatDisconnect(_ reason: DisconnectReason)
     /// Chat: moves the lines queued for this connection to the end of `output`.
     mutating func collect(into output: inout ByteQueue) -> Mail
+
+    // Files (§5): the store answers with `FileEvent`s in the connection's mail.
+    /// An accepted upload of `size` bytes, to be stored as `name` (or `name-N`).
+    mutating func uploadBegin(name: String, size: Int)
+    /// The next piece of its content.
+    mutating func uploadData(_ bytes: UnsafeRawBufferPointer)
+    /// All of its content was handed over: flush, name, announce.
+    mutating func uploadEnd()
+    /// The connection ends: whatever the store has of the upload goes.
+    mutating func uploadAbort()
+    /// A download of the stored file `name` starts.
+    mutating func downloadBegin(_ name: String)
+    /// The next piece of it, at most `max` bytes.
+    mutating func downloadRead(max: Int)
+    /// The download is over (sent, failed or the connection ended).
+    mutating func downloadEnd()
 }
 
 /// What the chat engine did with bytes handed to it.
@@ -463,10 +675,18 @@ public struct ChatIntake: Sendable, Equatable {
     public var lines: Int
     /// An unfinished line is waiting for its LF (the line timeout runs).
     public var partialLine: Bool
+    /// The last line was an `/upload`: its raw content follows `consumed`.
+    public var upload: ChatCore.UploadStart?
+    /// The last line was a `/download` of this file.
+    public var download: String?
 
-    public init(consumed: Int, lines: Int, partialLine: Bool) {
+    public init(
+        consumed: Int, lines: Int, partialLine: Bool, upload: ChatCore.UploadStart? = nil, download: String? = nil
+    ) {
         self.consumed = consumed
         self.lines = lines
         self.partialLine = partialLine
+        self.upload = upload
+        self.download = download
     }
 }

@@ -24,6 +24,12 @@ public struct Limits: Sendable, Equatable {
     /// Fairness (§3.6): at most this many of one client's lines are handled
     /// per turn before the server serves the others that have input waiting.
     public static let linesPerTurn = 32
+    /// Files (§5): an upload's content handed to the store and not yet on
+    /// disk; past it the client is not read until the store catches up.
+    public static let uploadBacklog = 1 << 20
+    /// A download is read from disk in pieces of this size, the next once
+    /// the kernel has taken most of the last.
+    public static let downloadChunk = 64 * 1024
     /// A client that is told to slow down is told again at most this often.
     public static let slowDownNoticeInterval: Int64 = 60_000_000_000
 

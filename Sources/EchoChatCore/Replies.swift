@@ -37,6 +37,29 @@ public enum Replies {
     public static func unknownCommand(_ word: String) -> [UInt8] { bytes("! unknown command: \(word) (try /help)") }
     public static func stats(_ keyValues: String) -> [UInt8] { bytes("* stats: \(keyValues)") }
 
+    // Files (§5).
+    public static let sharingOff = bytes("! file sharing is off on this server")
+    public static let usageUpload = bytes("! usage: /upload NAME SIZE")
+    public static let usageDownload = bytes("! usage: /download NAME")
+    public static let storageFull = bytes("! server storage full")
+    public static func invalidFileName(_ name: String) -> [UInt8] { bytes("! invalid file name: \(name)") }
+    public static func fileTooLarge(max: Int) -> [UInt8] { bytes("! file too large (max \(max) bytes)") }
+    public static func uploadFailed(_ reason: String) -> [UInt8] { bytes("! upload failed: \(reason)") }
+    public static func noSuchFile(_ name: String) -> [UInt8] { bytes("! no such file: \(name)") }
+    public static func stored(_ name: String, size: Int, sha256: String) -> [UInt8] {
+        bytes("* stored \(name) (\(size) bytes, sha256 \(sha256))")
+    }
+    public static func shared(nick: String, name: String, size: Int) -> [UInt8] {
+        bytes("* \(nick) shared \(name) (\(size) bytes)")
+    }
+    public static func files(_ list: [FileCatalog.Entry]) -> [UInt8] {
+        bytes("* files: " + (list.isEmpty ? "none" : list.map { "\($0.name) (\($0.size))" }.joined(separator: ", ")))
+    }
+    /// The line before a download's raw bytes.
+    public static func sending(_ name: String, size: Int, sha256: String) -> [UInt8] {
+        bytes("* sending \(name) \(size) sha256 \(sha256)")
+    }
+
     public static let usageNick = bytes("! usage: /nick NAME")
     public static let usageJoin = bytes("! usage: /join ROOM")
     public static let usageMsg = bytes("! usage: /msg NICK text")
@@ -49,6 +72,9 @@ public enum Replies {
         "*   /who              list who is in your room",
         "*   /rooms            list rooms and how many are in each",
         "*   /msg NICK text    send a private message",
+        "*   /upload NAME SIZE share a file: SIZE raw bytes follow this line",
+        "*   /files            list shared files",
+        "*   /download NAME    receive a shared file: a line, then its raw bytes",
         "*   /stats            show server statistics",
         "*   /help             show this list",
         "*   /quit [reason]    leave",

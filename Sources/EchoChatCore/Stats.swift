@@ -54,14 +54,20 @@ public struct ServerStats: Sendable, Equatable {
     public var messagesIn: Int
     public var messagesOut: Int
     public var transport: TransportStats
+    /// Chat: the stored files (§5); nil in echo mode.
+    public var files: FileTotals?
 
-    public init(mode: ServerMode, clients: Int, rooms: Int, messagesIn: Int, messagesOut: Int, transport: TransportStats) {
+    public init(
+        mode: ServerMode, clients: Int, rooms: Int, messagesIn: Int, messagesOut: Int, transport: TransportStats,
+        files: FileTotals? = nil
+    ) {
         self.mode = mode
         self.clients = clients
         self.rooms = rooms
         self.messagesIn = messagesIn
         self.messagesOut = messagesOut
         self.transport = transport
+        self.files = files
     }
 
     /// Echo mode's counters: no rooms; messages are the transport's LF counts.
@@ -83,7 +89,8 @@ public struct ServerStats: Sendable, Equatable {
             ("bytes_in", String(transport.bytesIn)), ("bytes_out", String(transport.bytesOut)),
             ("refused_per_address", String(transport.refusedPerAddress)),
         ]
-        return standard.map { TransportStats.Pair($0.0, $0.1) } + transport.extra
+        let files = files.map { [TransportStats.Pair("files", String($0.count)), TransportStats.Pair("files_bytes", String($0.bytes))] } ?? []
+        return standard.map { TransportStats.Pair($0.0, $0.1) } + transport.extra + files
     }
 
     /// `mode=chat strategy=epoll clients=2 …`: single spaces, plain integers or words.
@@ -95,4 +102,14 @@ public struct ServerStats: Sendable, Equatable {
 public enum ServerMode: String, Sendable, CaseIterable {
     case echo
     case chat
+}
+
+/// `/stats`' `files` and `files_bytes`.
+public struct FileTotals: Sendable, Equatable {
+    public var count: Int
+    public var bytes: Int
+    public init(count: Int, bytes: Int) {
+        self.count = count
+        self.bytes = bytes
+    }
 }

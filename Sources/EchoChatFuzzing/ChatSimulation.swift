@@ -274,7 +274,7 @@ final class ChatSimulation {
         // Only a client the server reads now (fairness may have paused it).
         guard connection.admitted, connection.machine.phase == .open, !connection.machine.inputClosed,
             connection.machine.wantsRead, !connection.sendingClosed, connection.inbound.isEmpty,
-            !core.hasPartialLine(connection.id)
+            !core.hasPartialLine(connection.id), !connection.machine.isTransferring  // an upload's content takes lines
         else { return }
         let registry = core.registrySnapshot()
         guard let who = Invariants.expectedWho(for: connection.id, in: registry) else {
@@ -576,7 +576,8 @@ struct SimIO: ConnectionIO {
         }
         simulation.fed += intake.consumed
         return ChatIntake(
-            consumed: intake.consumed, lines: intake.lines, partialLine: simulation.core.hasPartialLine(connection.id))
+            consumed: intake.consumed, lines: intake.lines, partialLine: simulation.core.hasPartialLine(connection.id),
+            upload: intake.upload, download: intake.download)
     }
 
     mutating func chatRateLimited(linesPerSecond: Int, notify: Bool) {
@@ -591,6 +592,16 @@ struct SimIO: ConnectionIO {
         if simulation.faults.contains(.forgetFailedSessions) && reason == .connectionError { return }
         simulation.core.disconnect(connection.id, reason: reason, output: simulation.output)
     }
+
+    // File sharing is off in the simulation: an `/upload`'s content is read
+    // and dropped (the framing is fuzzed), and nothing may reach a store.
+    mutating func uploadBegin(name: String, size: Int) { simulation.problem("\(connection) began storing an upload with sharing off") }
+    mutating func uploadData(_ bytes: UnsafeRawBufferPointer) { simulation.problem("\(connection) stored upload bytes with sharing off") }
+    mutating func uploadEnd() { simulation.problem("\(connection) ended an upload with sharing off") }
+    mutating func uploadAbort() { simulation.problem("\(connection) aborted an upload with sharing off") }
+    mutating func downloadBegin(_ name: String) { simulation.problem("\(connection) began a download with sharing off") }
+    mutating func downloadRead(max: Int) { simulation.problem("\(connection) read a download with sharing off") }
+    mutating func downloadEnd() { simulation.problem("\(connection) ended a download with sharing off") }
 
     mutating func collect(into output: inout ByteQueue) -> Mail {
         if output.isEmpty {

@@ -23,6 +23,16 @@ public enum FuzzSeeds {
             send(1, "/quit\n"),
             .endOfInput(connection: 0),
         ])),
+        // File sharing is off in the simulation: an `/upload`'s content is
+        // consumed raw all the same (PROTOCOL.md §5), across reads.
+        ("uploads", FuzzScript(config: Config(maxLine: 32, maxPiece: 3), operations: [
+            .connect, .connect,
+            send(0, "/upload a.txt 12\nhello\n/quit\n/who\n/upload b 0\n/files\n"),
+            send(1, "/upload x\n/upload x 3\nab"),
+            send(1, "c/download x\n/who\n/upload y 99"),
+            send(1, "\n\u{0}\r\n/quit\n"),
+            .audit(connection: 0), .endOfInput(connection: 1),
+        ])),
         ("long-lines", FuzzScript(config: Config(maxLine: 32, maxPiece: 7), operations: [
             .connect, .connect,
             send(0, String(repeating: "a", count: 32) + "\n" + String(repeating: "b", count: 33) + "\nafter\n"),

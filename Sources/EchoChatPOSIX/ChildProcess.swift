@@ -250,6 +250,11 @@ public enum Spawn {
         _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_open_file_limit(pid, soft, hard) }
     }
 
+    /// prlimit(2) on another process: the largest file it may write (RLIMIT_FSIZE).
+    public static func setFileSizeLimit(of pid: Int32, to bytes: Int) throws(SystemError) {
+        _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_file_size_limit(pid, bytes) }
+    }
+
     /// prlimit(2) on another process: its RLIMIT_NOFILE, (soft, hard).
     public static func openFileLimit(of pid: Int32) throws(SystemError) -> (soft: Int, hard: Int) {
         var soft = 0

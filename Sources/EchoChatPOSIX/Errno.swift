@@ -24,6 +24,8 @@ public struct Errno: Hashable, Sendable, CustomStringConvertible {
     public static let brokenPipe = Errno(rawValue: EPIPE)
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
     public static let inProgress = Errno(rawValue: EINPROGRESS)
+    public static let exists = Errno(rawValue: EEXIST)
+    public static let noSpace = Errno(rawValue: ENOSPC)
 
     /// Out of descriptors, for this process or the whole system: accept(2) can
     /// fail this way while the listener stays readable.

@@ -33,6 +33,13 @@ public enum Signals {
         _ = Glibc.signal(SIGPIPE, SIG_IGN)
     }
 
+    /// A write past RLIMIT_FSIZE then fails with EFBIG instead of killing
+    /// the process (SIGXFSZ): a full-disk-like error for one upload, not the
+    /// end of the server.
+    public static func ignoreFileSizeLimit() {
+        _ = Glibc.signal(SIGXFSZ, SIG_IGN)
+    }
+
     /// Blocks `signals` in the calling thread, and so in every thread it creates
     /// afterwards. Call it first thing in main, before any thread exists, then
     /// let `watch` receive them synchronously with sigwait(3).

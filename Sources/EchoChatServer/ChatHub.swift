@@ -25,9 +25,9 @@ final class ChatHub: Sendable {
     /// which can hold it, instead of piling up here.
     static let backlogBudget = 16 * 1024 * 1024
 
-    init(limits: Limits, stats: @escaping @Sendable () -> TransportStats) {
-        state = Lock(State(
-            core: ChatCore(maxLine: limits.maxLine), maxOutput: limits.maxOutput, waiting: waiting, stats: stats))
+    init(limits: Limits, files: FileStore? = nil, stats: @escaping @Sendable () -> TransportStats) {
+        let core = ChatCore(maxLine: limits.maxLine, fileSharing: files?.sharing, catalog: files?.catalog ?? FileCatalog())
+        state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats))
     }
 
     /// Whether owners should flush their deliveries before their batch ends.
@@ -61,8 +61,44 @@ final class ChatHub: Sendable {
                 return !aborted && !limits.chatInputBlocked(queuedBytes: queuedBytes + pending)
             }
             return ChatIntake(
-                consumed: intake.consumed, lines: intake.lines, partialLine: state.core.hasPartialLine(connection.id))
+                consumed: intake.consumed, lines: intake.lines, partialLine: state.core.hasPartialLine(connection.id),
+                upload: intake.upload, download: intake.download)
         }
+    }
+
+    // MARK: - Files (from the store's I/O thread; the connection must still be the one the core knows)
+
+    func claimUpload(_ connection: Connection, requested: String, size: Int, avoiding: Set<String>) -> String? {
+        state.withLock { state in
+            guard state.connections[connection.id] === connection else { return nil }
+            return state.core.claimUpload(connection.id, requested: requested, size: size, avoiding: avoiding)
+        }
+    }
+
+    func unclaimUpload(_ connection: Connection, name: String) {
+        state.withLock { state in
+            let id = state.connections[connection.id] === connection ? connection.id : ConnectionID(-1)
+            state.core.unclaimUpload(id, name: name)
+        }
+    }
+
+    /// `* stored` to the sender, `* nick shared` to its room: the connections to wake.
+    func uploadStored(_ connection: Connection, name: String, size: Int, sha256: String) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in
+            guard state.connections[connection.id] === connection else { return }
+            state.core.uploadStored(connection.id, name: name, size: size, sha256: sha256, output: state)
+        }
+        return deliveries
+    }
+
+    func uploadFailed(_ connection: Connection, size: Int, reason: String) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in
+            guard state.connections[connection.id] === connection else { return }
+            state.core.uploadFailed(connection.id, size: size, reason: reason, output: state)
+        }
+        return deliveries
     }
 
     func rateLimited(_ connection: Connection, linesPerSecond: Int, notify: Bool, deliveries: inout Deliveries) {

@@ -44,6 +44,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var logFile: String?
     /// Where to serve Prometheus metrics (`GET /metrics`); nil = nowhere.
     public var metrics: Endpoint?
+    /// Chat: where shared files are kept; nil = file sharing is off.
+    public var uploadDir: String?
+    /// Chat: the largest file one `/upload` may send, in bytes.
+    public var maxUpload = FileSharing.defaultMaxUpload
+    /// Chat: the total size of all stored files, in bytes.
+    public var uploadQuota = FileSharing.defaultQuota
 
     public init() {}
 

@@ -47,6 +47,8 @@ final class Connection: @unchecked Sendable {
         var ownerQueued = 0
         var closeRequested = false
         var abort: DisconnectReason?
+        /// What the file store did for this connection, not yet collected.
+        var files: [FileEvent] = []
         /// Lines or a request arrived since the owner last collected: the
         /// owner has been (or is being) woken; later deliveries need not wake it again.
         var mailWaiting = false
@@ -150,7 +152,7 @@ final class Connection: @unchecked Sendable {
             machine.failed(.connectionError, io: &io)
         }
         machine.flush(now: now, io: &io)
-        let queued = machine.output.count
+        let queued = machine.queuedLineBytes
         if machine.paused != wasPaused {
             layer.logger.debug("\(machine.paused ? "paused" : "resumed") reading \(socket) with \(queued) bytes queued")
         }
@@ -305,6 +307,17 @@ struct SocketIO: ConnectionIO {
 
     mutating func chatEndOfInput() { layer.hub?.endOfInput(from: connection, deliveries: &deliveries) }
 
+    // Files: jobs for the store's I/O thread (no disk wait here).
+    mutating func uploadBegin(name: String, size: Int) {
+        layer.files?.submit(.uploadBegin(connection, name: name, size: size))
+    }
+    mutating func uploadData(_ bytes: UnsafeRawBufferPointer) { layer.files?.submit(.uploadData(connection, Array(bytes))) }
+    mutating func uploadEnd() { layer.files?.submit(.uploadEnd(connection)) }
+    mutating func uploadAbort() { layer.files?.submit(.uploadAbort(connection)) }
+    mutating func downloadBegin(_ name: String) { layer.files?.submit(.downloadBegin(connection, name: name)) }
+    mutating func downloadRead(max: Int) { layer.files?.submit(.downloadRead(connection, max: max)) }
+    mutating func downloadEnd() { layer.files?.submit(.downloadEnd(connection)) }
+
     mutating func chatDisconnect(_ reason: DisconnectReason) {
         layer.hub?.disconnect(connection, reason: reason, deliveries: &deliveries)
     }
@@ -323,8 +336,9 @@ struct SocketIO: ConnectionIO {
             defer {
                 state.closeRequested = false
                 state.abort = nil
+                state.files.removeAll()
             }
-            return (Mail(closeRequested: state.closeRequested, abort: state.abort), moved)
+            return (Mail(closeRequested: state.closeRequested, abort: state.abort, files: state.files), moved)
         }
         if moved > 0 { layer.hub?.waiting.value.wrappingSubtract(moved, ordering: .relaxed) }
         return mail

@@ -18,6 +18,10 @@ final class ConnectionLayer: Sendable {
     private let addresses = Lock(ConnectionsByAddress())
     /// The strategy's own `/stats` pairs (threads, workers, queue depth).
     private let extraStats: @Sendable () -> [TransportStats.Pair]
+    /// Chat with `--upload-dir`: the file store.
+    var files: FileStore? { context.files }
+    /// The strategy's way of waking a connection's owner from another thread.
+    private let waker = Lock<(@Sendable (Connection) -> Void)?>(nil)
 
     /// More refused connections than this close right after their line
     /// instead of lingering, so a flood past `max-clients` holds few descriptors.
@@ -31,10 +35,19 @@ final class ConnectionLayer: Sendable {
         self.extraStats = extraStats
         let counters = counters
         hub = context.configuration.mode == .chat
-            ? ChatHub(limits: context.configuration.limits) {
+            ? ChatHub(limits: context.configuration.limits, files: context.files) {
                 counters.transport(strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats())
             } : nil
+        if let hub, let files = context.files {
+            let waker = waker
+            files.attach(hub: hub) { connection in waker.withLock { $0 }?(connection) }
+        }
     }
+
+    /// How the strategy wakes a connection's owner from another thread (the
+    /// file store's): set once, before the first connection.
+    func setWaker(_ wake: @escaping @Sendable (Connection) -> Void) { waker.withLock { $0 = wake } }
+
 
     /// A newly accepted socket: admitted (chat: welcomed, its room told) or
     /// refused with `! too many connections from your address`

@@ -8,6 +8,8 @@ public final class ControlRequests: Sendable {
     let wakeup: Wakeup
     private let shutdown = Atomic<Bool>(false)
     private let stats = Atomic<Bool>(false)
+    /// Connections another thread (the file store) asks the loop to serve.
+    private let woken = Lock<[Connection]>([])
 
     init() throws(SystemError) {
         wakeup = try Wakeup()
@@ -28,6 +30,20 @@ public final class ControlRequests: Sendable {
     }
 
     var shutdownRequested: Bool { shutdown.load(ordering: .acquiring) }
+
+    /// Asks the loop to serve `connection` (it has mail from another thread).
+    func wake(_ connection: Connection) {
+        woken.withLock { $0.append(connection) }
+        wakeup.ring()
+    }
+
+    /// The connections to serve, once each request.
+    func takeWoken() -> [Connection] {
+        woken.withLock { list in
+            defer { list.removeAll() }
+            return list
+        }
+    }
 
     /// True once per `requestStats()`.
     func takeStatsRequest() -> Bool { stats.exchange(false, ordering: .acquiring) }

@@ -66,6 +66,8 @@ public final class EpollServer: ServerStrategy {
         events = PollEvents(capacity: capacity)
         harvest = PollEvents(capacity: capacity)
         try poller.register(control.wakeup.descriptor, for: .readable, data: PollTokens.control)
+        let control = control
+        layer.setWaker { control.wake($0) }
     }
 
     deinit {
@@ -210,6 +212,11 @@ public final class EpollServer: ServerStrategy {
 
     private func handleControl() {
         control.wakeup.drain()
+        for connection in control.takeWoken() {
+            let descriptor = Int(connection.socket.descriptor)
+            guard descriptor < table.count, table[descriptor]?.connection === connection else { continue }
+            serve(connection, [])
+        }
         if control.takeStatsRequest() { layer.logger.info("stats: \(serverStats().keyValues)") }
         guard control.shutdownRequested, shutdownDeadline == nil else { return }
         shutdownDeadline = now + live.shutdownTimeout

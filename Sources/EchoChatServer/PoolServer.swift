@@ -115,6 +115,7 @@ private final class Workers: Sendable {
         layer = ConnectionLayer(context: context, strategy: .pool) {
             [.init("workers", String(count)), .init("queue_depth", String(queue.depth))]
         }
+        layer.setWaker { [weak self] connection in self?.schedule(connection, []) }
     }
 
     deinit { poller.close() }
@@ -155,7 +156,7 @@ private final class Workers: Sendable {
 
     /// Queues `connection` for a worker unless one already holds it, in which
     /// case that worker sees `ready` before letting go.
-    private func schedule(_ connection: Connection, _ ready: Poller.Events) {
+    func schedule(_ connection: Connection, _ ready: Poller.Events) {
         if acquire(connection, ready) { queue.push(.serve(connection, ready)) }
     }
 

@@ -23,9 +23,12 @@ public struct ServerContext: Sendable {
     public let settings: RuntimeSettings
     public let logger: Logger
     public let startedAt: Int64
+    /// Chat with an upload directory: the file store (§5).
+    public let files: FileStore?
 
-    public init(configuration: ServerConfiguration, logger: Logger) {
+    public init(configuration: ServerConfiguration, logger: Logger, files: FileStore? = nil) {
         self.configuration = configuration
+        self.files = configuration.mode == .chat ? files : nil
         self.settings = RuntimeSettings(configuration)
         self.logger = logger
         self.startedAt = Clock.monotonicNanoseconds()

@@ -67,6 +67,7 @@ public enum ServerMain {
         // Before any thread exists, so every thread inherits the mask and only
         // the watcher thread receives these signals.
         Signals.ignoreBrokenPipe()
+        Signals.ignoreFileSizeLimit()
         let handled: [Signal] = [.interrupt, .terminate, .hangup, .user1]
         Signals.block(handled)
 
@@ -95,7 +96,23 @@ public enum ServerMain {
                 return fail("cannot listen for metrics on \(endpoint): \(error.errno)")
             }
         }
-        let context = ServerContext(configuration: configuration, logger: logger)
+        var files: FileStore?
+        if let directory = configuration.uploadDir, configuration.mode == .chat {
+            do {
+                let sharing = FileSharing(maxUpload: configuration.maxUpload, quota: configuration.uploadQuota)
+                let store = try FileStore(path: directory, sharing: sharing, logger: logger)
+                try store.start()
+                files = store
+                if store.removedPartials > 0 { logger.info("removed \(store.removedPartials) partial uploads left in \(directory)") }
+                logger.info("file sharing in \(directory): \(store.catalog.count) files, \(store.catalog.storedBytes) bytes")
+            } catch {
+                metrics?.shutDown()
+                listener.close()
+                pidFile?.remove()
+                return fail("\(error.operation)")
+            }
+        }
+        let context = ServerContext(configuration: configuration, logger: logger, files: files)
         let server: any ServerStrategy
         do {
             try pidFile?.write()
@@ -136,6 +153,7 @@ public enum ServerMain {
             logger.error("server failed: \(error)")
             status = 1
         }
+        files?.stop()
         metrics?.shutDown()
         pidFile?.remove()
         return status

@@ -96,6 +96,19 @@ public enum ServerOptions {
         },
         seconds("shutdown-timeout", help: "On SIGTERM/SIGINT, time allowed to deliver pending output", \.shutdownTimeout),
         seconds("close-timeout", help: "Time a finished session has to take its last output before it is closed anyway", \.closeTimeout),
+        setting("upload-dir", placeholder: "dir",
+                help: "Chat: share files (/upload, /files, /download), stored in this directory (created if missing); off = no sharing",
+                value: { $0.uploadDir ?? "off" }) { config, text, name throws(UsageError) in
+            config.uploadDir = text == "off" ? nil : try Value.path(text, name)
+        },
+        setting("max-upload", placeholder: "bytes", help: "Chat: the largest file one /upload may send",
+                value: { String($0.maxUpload) }) { config, text, name throws(UsageError) in
+            config.maxUpload = try Value.size(text, name, minimum: 0)
+        },
+        setting("upload-quota", placeholder: "bytes", help: "Chat: the total size of all stored files",
+                value: { String($0.uploadQuota) }) { config, text, name throws(UsageError) in
+            config.uploadQuota = try Value.size(text, name, minimum: 0)
+        },
         setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
                 value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)

@@ -94,6 +94,7 @@ private final class ClientThreads: Sendable {
         layer = ConnectionLayer(context: context, strategy: .thread) {
             [.init("threads", String(running.value.load(ordering: .relaxed)))]
         }
+        layer.setWaker { [weak self] connection in self?.wakeOwner(connection) }
     }
 
     deinit {
@@ -162,7 +163,7 @@ private final class ClientThreads: Sendable {
 
     /// Signals a connection's thread, under the lock: the thread clears
     /// `owner` under it before it exits, so it is alive while we signal it.
-    private func wakeOwner(_ connection: Connection) {
+    func wakeOwner(_ connection: Connection) {
         connection.shared.withLock { state in state.owner?.wake() }
     }
 

@@ -25,8 +25,16 @@ final class FakeIO: ConnectionIO, ChatOutput {
     let core: ChatCore?
     static let id = ConnectionID(1)
 
-    init(chat: Bool, maxLine: Int = 4096) {
-        core = chat ? ChatCore(maxLine: maxLine) : nil
+    /// Files: an in-memory store that answers at once (in the next `collect`).
+    var files: [String: [UInt8]] = [:]
+    var uploading: (name: String, size: Int, bytes: [UInt8])?
+    var downloading: (bytes: [UInt8], offset: Int)?
+    var fileCalls: [String] = []
+    /// The store fails the upload after this many bytes (a full disk).
+    var failUploadAfter: Int?
+
+    init(chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog()) {
+        core = chat ? ChatCore(maxLine: maxLine, fileSharing: fileSharing, catalog: catalog) : nil
         core?.connect(Self.id, output: self)
     }
 
@@ -54,7 +62,61 @@ final class FakeIO: ConnectionIO, ChatOutput {
         let intake = core!.receive(bytes, from: Self.id, output: self, maxLines: maxLines) {
             self.mail.abort == nil && !limits.chatInputBlocked(queuedBytes: queuedBytes + self.mailbox.count)
         }
-        return ChatIntake(consumed: intake.consumed, lines: intake.lines, partialLine: core!.hasPartialLine(Self.id))
+        return ChatIntake(
+            consumed: intake.consumed, lines: intake.lines, partialLine: core!.hasPartialLine(Self.id),
+            upload: intake.upload, download: intake.download)
+    }
+    func uploadBegin(name: String, size: Int) {
+        fileCalls.append("begin \(name) \(size)")
+        uploading = (name, size, [])
+    }
+    func uploadData(_ bytes: UnsafeRawBufferPointer) {
+        guard var current = uploading else { return fileCalls.append("data after the end") }
+        if let limit = failUploadAfter, current.bytes.count + bytes.count > limit {
+            uploading = nil
+            core!.uploadFailed(Self.id, size: current.size, reason: "No space left on device", output: self)
+            mail.files.append(.uploadEnded)
+            return
+        }
+        current.bytes += bytes
+        uploading = current
+        mail.files.append(.uploadWritten(bytes.count))
+    }
+    func uploadEnd() {
+        guard let current = uploading else { return }
+        fileCalls.append("end")
+        uploading = nil
+        if current.bytes.count != current.size { fileCalls.append("short upload") }
+        let name = core!.claimUpload(Self.id, requested: current.name, size: current.size, avoiding: Set(files.keys))!
+        files[name] = current.bytes
+        core!.uploadStored(Self.id, name: name, size: current.size, sha256: Self.digest(current.bytes), output: self)
+        mail.files.append(.uploadEnded)
+    }
+    func uploadAbort() {
+        fileCalls.append("abort")
+        uploading = nil
+    }
+    func downloadBegin(_ name: String) {
+        fileCalls.append("download \(name)")
+        guard let bytes = files[name] else { return mail.files.append(.downloadFailed) }
+        downloading = (bytes, 0)
+        mail.files.append(.downloadOpened(size: bytes.count, sha256: Self.digest(bytes)))
+    }
+    func downloadRead(max: Int) {
+        guard let current = downloading else { return fileCalls.append("read without a download") }
+        let end = min(current.bytes.count, current.offset + max)
+        mail.files.append(.downloadData(Array(current.bytes[current.offset..<end])))
+        downloading = (current.bytes, end)
+    }
+    func downloadEnd() {
+        fileCalls.append("download end")
+        downloading = nil
+    }
+    /// Stands in for the SHA-256 the real store computes.
+    static func digest(_ bytes: [UInt8]) -> String {
+        var sum: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in bytes { sum = (sum ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return String(sum, radix: 16)
     }
     func chatRateLimited(linesPerSecond: Int, notify: Bool) {
         rateLimits.append(notify)

@@ -97,6 +97,13 @@ public final class ServerProcess: Sendable {
         try Spawn.setOpenFileLimit(of: pid, to: limit)
     }
 
+    /// Limits the size of any file the server writes (RLIMIT_FSIZE): writes
+    /// past it fail with EFBIG, as on a full disk.
+    public func limitFileSize(to bytes: Int) throws {
+        guard process.isRunning else { throw TestFailure("the server has exited; log:\n\(log.text)") }
+        try Spawn.setFileSizeLimit(of: pid, to: bytes)
+    }
+
     public func connect(timeout: Double = 5) throws -> TestClient {
         try TestClient(host: host, port: port, timeout: timeout)
     }

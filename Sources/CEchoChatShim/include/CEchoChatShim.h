@@ -105,4 +105,11 @@ int cechochat_get_open_file_limit(int pid, long *soft, long *hard);
 // The calling thread's errno's errno (a macro in glibc).
 int cechochat_errno(void);
 
+// prlimit(2) RLIMIT_FSIZE (soft and hard) of another process.
+int cechochat_set_file_size_limit(int pid, long bytes);
+
+// renameat2(2) with RENAME_NOREPLACE: fails with EEXIST instead of replacing
+// (glibc declares renameat2 only with _GNU_SOURCE).
+int cechochat_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+
 #endif
