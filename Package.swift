@@ -69,7 +69,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EchoChatLoadTests",
-            dependencies: ["EchoChatLoad", "EchoChatPOSIX", "EchoChatOptions", "EchoChatTestSupport", "echochat-load", "echochat-server"]
+            dependencies: ["EchoChatLoad", "EchoChatCore", "EchoChatPOSIX", "EchoChatOptions", "EchoChatTestSupport", "echochat-load", "echochat-server"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -124,8 +124,8 @@ public enum LoadCommandLine {
             o.messages = try Value.integer(v, n, in: 1...1_000_000_000)
         },
         Option("size", short: "-s", placeholder: "bytes",
-                help: "Message size, including its LF (upload: file size, 0 allowed; suffixes K, M, G)",
-                default: "64; upload: 1M") { o, v, n throws(UsageError) in
+                help: "Message size, including its LF (upload: file size, 1M unless given, 0 allowed; suffixes K, M, G)",
+                default: "64") { o, v, n throws(UsageError) in
             o.size = try Value.size(v, n, minimum: 0)
         },
         Option("pipeline", short: "-p", placeholder: "n",
