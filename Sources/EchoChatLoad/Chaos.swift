@@ -63,8 +63,7 @@ extension LoadCommandLine {
             o.port = try Value.integer(v, n, in: 1...65535)
         },
         Option("mode", placeholder: "mode", help: "echo or chat: what the server runs", default: "echo") { o, v, n throws(UsageError) in
-            let mode = try Value.choice(v, n, as: LoadWorkload.self)
-            guard LoadWorkload.chaosModes.contains(mode) else {
+            guard let mode = LoadWorkload(rawValue: v), LoadWorkload.chaosModes.contains(mode) else {
                 throw UsageError("invalid value '\(v)' for \(n): expected one of echo, chat")
             }
             o.mode = mode
