@@ -161,7 +161,9 @@ struct UncheckedResult: @unchecked Sendable {
     init(_ value: WorkerResult) { self.value = value }
 }
 
-/// An upload client's result, crossing to the main thread the same way.
+/// An upload client's result, crossing to the main thread the same way:
+/// once, under the `uploadResults` lock, after its client thread has
+/// stopped touching it (the main thread reads it only after joining).
 struct UncheckedUploadResult: @unchecked Sendable {
     let value: UploadResult
     init(_ value: UploadResult) { self.value = value }
