@@ -40,6 +40,8 @@ public enum PrometheusText {
         "rate_limited": Known(type: .counter, help: "Times a chat client was read more slowly for sending too fast (rate-limit)."),
         "emfile_events": Known(type: .counter, help: "accept(2) failures for lack of file descriptors (EMFILE, ENFILE)."),
         "slow_consumers": Known(type: .counter, help: "Chat clients dropped because their queued output passed max-output."),
+        "files": Known(type: .gauge, help: "Chat: shared files stored now (upload-dir)."),
+        "files_bytes": Known(type: .gauge, help: "Chat: bytes of shared files stored now (upload-quota bounds it)."),
         "threads": Known(type: .gauge, help: "Thread strategy: client threads running."),
         "workers": Known(type: .gauge, help: "Pool strategy: worker threads."),
         "queue_depth": Known(type: .gauge, help: "Pool strategy: connections waiting for a worker."),

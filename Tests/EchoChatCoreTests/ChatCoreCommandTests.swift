@@ -297,13 +297,13 @@ struct ChatCoreCommandTests {
         // in 2 (this line), out 4 (the stats line itself is not yet counted)
         #expect(chat.reply(2, "/stats") == [
             "* stats: mode=chat strategy=recorder clients=2 rooms=1 uptime_s=12 connections_total=34 refused=5 "
-                + "messages_in=2 messages_out=4 bytes_in=6789 bytes_out=10111 refused_per_address=0 workers=3"
+                + "messages_in=2 messages_out=4 bytes_in=6789 bytes_out=10111 refused_per_address=0 workers=3 files=0 files_bytes=0"
         ])
         chat.say(1, "/join other")  // in 3, out 5 (stats) + left + you joined = 7
         chat.say(1, "")  // in 4: a blank line is a line received
         #expect(chat.reply(1, "/STATS") == [
             "* stats: mode=chat strategy=recorder clients=2 rooms=2 uptime_s=12 connections_total=34 refused=5 "
-                + "messages_in=5 messages_out=7 bytes_in=6789 bytes_out=10111 refused_per_address=0 workers=3"
+                + "messages_in=5 messages_out=7 bytes_in=6789 bytes_out=10111 refused_per_address=0 workers=3 files=0 files_bytes=0"
         ])
         #expect(chat.core.messagesIn == 5)
         #expect(chat.core.messagesOut == 8)

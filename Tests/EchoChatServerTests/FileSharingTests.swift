@@ -25,6 +25,10 @@ struct FileSharingTests {
 
     static func hex(_ bytes: [UInt8]) -> String { SHA256.hex(SHA256.hash(bytes)) }
 
+    /// Socket timeout: hashing and copying 16 MiB takes a ThreadSanitizer
+    /// build many seconds.
+    static let timeout = 60.0
+
     /// Seeded bytes with everything a line protocol could trip on.
     static func awkward(_ count: Int, seed: UInt64) -> [UInt8] {
         var state = seed
@@ -46,8 +50,8 @@ struct FileSharingTests {
     func everyKindOfFileMakesTheRoundTrip(strategy: Strategy) throws {
         let directory = try Directory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
-        let (alice, _) = try server.joinChat()
-        let (bob, bobNick) = try server.joinChat()
+        let (alice, _) = try server.joinChat(timeout: Self.timeout)
+        let (bob, bobNick) = try server.joinChat(timeout: Self.timeout)
         _ = try alice.readLine()  // bob joined
         let files: [(String, [UInt8])] = [
             ("empty", []), ("small.txt", Array("hello\n".utf8)), ("binary.bin", Self.awkward(70_000, seed: 1)),
@@ -82,7 +86,7 @@ struct FileSharingTests {
         let directory = try Directory()
         let server = try ServerProcess(
             ["--mode", "chat", "--upload-dir", directory.path, "--max-upload", "1000", "--upload-quota", "1500"], strategy: strategy)
-        let (client, _) = try server.joinChat()
+        let (client, _) = try server.joinChat(timeout: Self.timeout)
         let long = String(repeating: "n", count: 101)
         let cases: [(command: String, content: Int, reply: String)] = [
             ("/upload ../x 10", 10, "! invalid file name: ../x"),
@@ -113,7 +117,7 @@ struct FileSharingTests {
     @Test(arguments: Strategy.allCases)
     func withoutAnUploadDirectorySharingIsOffAndUploadsStillConsumeTheirBytes(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
-        let (client, nick) = try server.joinChat()
+        let (client, nick) = try server.joinChat(timeout: Self.timeout)
         try client.send("/upload a.txt 7\n/quit\n\n/files\n/download a.txt\n/who\n")
         #expect(try client.readLines(4) == [
             "! file sharing is off on this server", "! file sharing is off on this server",
@@ -125,9 +129,9 @@ struct FileSharingTests {
     func aConnectionThatEndsMidUploadLeavesNothingAndIsNotAnnounced(strategy: Strategy) throws {
         let directory = try Directory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
-        let (watcher, _) = try server.joinChat()
+        let (watcher, _) = try server.joinChat(timeout: Self.timeout)
         for ending in ["close", "reset"] {
-            let (uploader, nick) = try server.joinChat()
+            let (uploader, nick) = try server.joinChat(timeout: Self.timeout)
             #expect(try watcher.readLine() == "* \(nick) joined #lobby")
             try uploader.send(Array("/upload gone.bin 100000\n".utf8) + Self.awkward(60_000, seed: 3))
             if ending == "reset" { try uploader.reset() } else { uploader.close() }
@@ -147,7 +151,7 @@ struct FileSharingTests {
         let directory = try Directory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
         try server.limitFileSize(to: 50_000)  // writes past it fail with EFBIG, as on a full disk
-        let (client, _) = try server.joinChat()
+        let (client, _) = try server.joinChat(timeout: Self.timeout)
         let content = Self.awkward(200_000, seed: 4)
         try client.send(Array("/upload huge.bin \(content.count)\n".utf8) + content + Array("/who\n".utf8))
         #expect(try client.readLine() == "! upload failed: File too large")
@@ -164,12 +168,12 @@ struct FileSharingTests {
         let content = Self.awkward(16 << 20, seed: 5)
         try Data(content).write(to: URL(fileURLWithPath: directory.path + "/movie.bin"))
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
-        let (sleeper, _) = try server.joinChat()
+        let (sleeper, _) = try server.joinChat(timeout: Self.timeout)
         try sleeper.send("/download movie.bin\n")
         #expect(try sleeper.readLine() == "* sending movie.bin \(content.count) sha256 \(Self.hex(content))")
         // It reads nothing more for now. Two others chat at full speed meanwhile.
-        let (alice, aliceNick) = try server.joinChat()
-        let (bob, bobNick) = try server.joinChat()
+        let (alice, aliceNick) = try server.joinChat(timeout: Self.timeout)
+        let (bob, bobNick) = try server.joinChat(timeout: Self.timeout)
         _ = try alice.readLine()
         for index in 0..<500 {
             try bob.send("message \(index)\n")
@@ -202,7 +206,7 @@ struct FileSharingTests {
         try Data("12345".utf8).write(to: URL(fileURLWithPath: path + "/kept.txt"))
         try Data("partial".utf8).write(to: URL(fileURLWithPath: path + "/.upload-999-1"))
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", path])
-        let (client, _) = try server.joinChat()
+        let (client, _) = try server.joinChat(timeout: Self.timeout)
         try client.send("/files\n")
         #expect(try client.readLine() == "* files: kept.txt (5)")
         #expect(!FileManager.default.fileExists(atPath: path + "/.upload-999-1"), "a crash's partial file is removed")

@@ -77,6 +77,7 @@ struct MetricsEndpointTests {
             "echochat_bytes_out_total", "echochat_refusals_total", "echochat_emfile_events_total",
             "echochat_slow_consumers_total", "echochat_timeouts_total", "echochat_rate_limited_total",
         ]
+        if mode == .chat { expected += ["echochat_files", "echochat_files_bytes"] }
         switch strategy {
         case .epoll: break
         case .thread: expected.append("echochat_threads")

@@ -46,7 +46,7 @@ struct ServerOptionsTests {
     func everySettingHasItsVariable(name: String) throws {
         let variable = "ECHOCHAT_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
         // Paths and hosts take nearly anything, but not ''.
-        let value = ["pidfile", "log-file", "host"].contains(name) ? "" : "bad value"
+        let value = ["pidfile", "log-file", "host", "upload-dir"].contains(name) ? "" : "bad value"
         #expect(throws: UsageError.self) { try command([], environment: [variable: value]) }
         do {
             _ = try command([], environment: [variable: value])
