@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
         .executableTarget(name: "echochat", dependencies: ["EchoChatClient"]),
         // The load client: per-thread epoll workers, verification, histograms, reports.
-        .target(name: "EchoChatLoad", dependencies: ["EchoChatPOSIX", "EchoChatOptions"]),
+        .target(name: "EchoChatLoad", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
         .executableTarget(name: "echochat-load", dependencies: ["EchoChatLoad"]),
         // The fuzz harness: runs the core and the connection machine from a
         // script of bytes and checks invariants (docs/fuzzing.md).
@@ -69,7 +69,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EchoChatLoadTests",
-            dependencies: ["EchoChatLoad", "EchoChatPOSIX", "EchoChatOptions", "EchoChatTestSupport", "echochat-load", "echochat-server"]
+            dependencies: ["EchoChatLoad", "EchoChatCore", "EchoChatPOSIX", "EchoChatOptions", "EchoChatTestSupport", "echochat-load", "echochat-server"]
         ),
     ],
     swiftLanguageModes: [.v6]

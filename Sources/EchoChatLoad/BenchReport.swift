@@ -35,6 +35,10 @@ public struct BenchSummary: Sendable {
                 cell.rssHolding = Int(median(runs.map { Double($0.rssHolding) }))
                 cell.threadsHolding = Int(median(runs.map { Double($0.threadsHolding) }))
                 cell.connections = Int(median(runs.map { Double($0.connections) }))
+                cell.uploadMBPerSecond = median(runs.map(\.uploadMBPerSecond))
+                cell.downloadMBPerSecond = median(runs.map(\.downloadMBPerSecond))
+                cell.downloadP99Micros = median(runs.map(\.downloadP99Micros))
+                cell.chatP99BaselineMicros = median(runs.map(\.chatP99BaselineMicros))
                 cell.passed = runs.allSatisfy(\.passed)
                 cell.note = runs.map(\.note).filter { !$0.isEmpty }.joined(separator: "; ")
                 cells[workload.name + "/" + strategy] = cell
@@ -57,9 +61,37 @@ public struct BenchSummary: Sendable {
         return false
     }
 
-    /// The figure a workload is judged by, and whether higher is better.
+    static func isUpload(_ workload: BenchWorkload) -> Bool {
+        if case .upload = workload.kind { return true }
+        return false
+    }
+
+    static func isChatDuringUploads(_ workload: BenchWorkload) -> Bool {
+        if case .chatDuringUploads = workload.kind { return true }
+        return false
+    }
+
+    /// Memory per connection and the chat p99's growth under uploads: the less the better.
+    static func lowerIsBetter(_ workload: BenchWorkload) -> Bool { isHold(workload) || isChatDuringUploads(workload) }
+
+    /// What the chart's label says a workload's bars are.
+    static func unit(_ workload: BenchWorkload) -> String {
+        switch workload.kind {
+        case .hold: "server RSS per connection, lower is better"
+        case .chat: "deliveries/s"
+        case .echo: "msgs/s"
+        case .upload: "upload MB/s"
+        case .chatDuringUploads: "chat p99 during uploads / alone, lower is better"
+        }
+    }
+
+    /// The figure a workload is judged by.
     func headline(_ workload: BenchWorkload, _ cell: BenchMeasurement) -> (value: Double, text: String) {
         if Self.isHold(workload) { return (cell.bytesPerConnection, Format.bytes(cell.bytesPerConnection)) }
+        if Self.isUpload(workload) { return (cell.uploadMBPerSecond, Format.fixed(cell.uploadMBPerSecond, decimals: 1) + " MB/s") }
+        if Self.isChatDuringUploads(workload) {
+            return (cell.chatP99Ratio, Format.fixed(cell.chatP99Ratio, decimals: 2) + "x (" + Format.micros(cell.p99Micros) + ")")
+        }
         return (cell.rate, Format.compact(cell.rate))
     }
 
@@ -77,7 +109,24 @@ public struct BenchSummary: Sendable {
         var latency = header
         var cpu = header
         var memory = "| strategy | RSS before | RSS holding | per connection | threads |\n|---|---:|---:|---:|---:|\n"
+        var files = header
         for workload in workloads {
+            if Self.isUpload(workload) {
+                files += row("\(workload.title): upload MB/s", { Format.fixed($1.uploadMBPerSecond, decimals: 1) }, workload)
+                files += row("\(workload.title): download MB/s", { Format.fixed($1.downloadMBPerSecond, decimals: 1) }, workload)
+                files += row("\(workload.title): p99 per upload / download", {
+                    Format.micros($1.p99Micros) + " / " + Format.micros($1.downloadP99Micros)
+                }, workload)
+                continue
+            }
+            if Self.isChatDuringUploads(workload) {
+                files += row("chat p99 without uploads", { Format.micros($1.chatP99BaselineMicros) }, workload)
+                files += row("\(workload.title) (goal: within 2x)", {
+                    Format.micros($1.p99Micros) + " (" + Format.fixed($1.chatP99Ratio, decimals: 2) + "x)"
+                }, workload)
+                files += row("upload MB/s meanwhile", { Format.fixed($1.uploadMBPerSecond, decimals: 1) }, workload)
+                continue
+            }
             if Self.isHold(workload) {
                 for strategy in strategies {
                     guard let cell = cell(workload.name, strategy) else { continue }
@@ -112,6 +161,17 @@ public struct BenchSummary: Sendable {
 
             \(memory)
             """
+        if workloads.contains(where: { Self.isUpload($0) || Self.isChatDuringUploads($0) }) {
+            text += """
+
+                **File sharing** (a chat server with a fresh `--upload-dir`; each client uploads new files for the \
+                run's duration, then downloads every one back; every SHA-256 and every byte checked; MB = 10^6 bytes). \
+                The chat ping is 2 clients in a room of their own, each sending 100 lines/s to the other, \
+                p99 from send to delivery, alone and then while the uploads run:
+
+                \(files)
+                """
+        }
         if failed { text += "\n✗: a run of this cell did not verify (mismatch, loss, error or drop); see strategies.json.\n" }
         return text
     }
@@ -146,12 +206,11 @@ public struct BenchSummary: Sendable {
         }
         for (group, workload) in workloads.enumerated() {
             let y0 = top + group * groupHeight
-            let hold = Self.isHold(workload)
+            let hold = Self.lowerIsBetter(workload)
             let values = strategies.map { cell(workload.name, $0).map { headline(workload, $0).value } ?? 0 }
             let positive = values.filter { $0 > 0 }
             let best = hold ? (positive.min() ?? 1) : (values.max() ?? 1)
-            var label = workload.title
-            label += hold ? " (server RSS per connection, lower is better)" : (Self.isChat(workload) ? " (deliveries/s)" : " (msgs/s)")
+            let label = workload.title + " (" + Self.unit(workload) + ")"
             out += "<text x=\"10\" y=\"\(y0 + 13)\" font-weight=\"bold\">\(Self.escape(label))</text>\n"
             for (index, strategy) in strategies.enumerated() {
                 let y = y0 + 20 + index * (barHeight + 3)
@@ -199,7 +258,12 @@ public struct BenchSummary: Sendable {
                             ("server_us_per_msg", .number(cell.serverMicrosPerMessage, decimals: 2)),
                             ("rss_before", .int(cell.rssBefore)), ("rss_holding", .int(cell.rssHolding)),
                             ("bytes_per_connection", .number(cell.bytesPerConnection, decimals: 0)),
-                            ("threads_holding", .int(cell.threadsHolding)), ("passed", .bool(cell.passed)),
+                            ("threads_holding", .int(cell.threadsHolding)),
+                            ("upload_mb_per_s", .number(cell.uploadMBPerSecond, decimals: 1)),
+                            ("download_mb_per_s", .number(cell.downloadMBPerSecond, decimals: 1)),
+                            ("download_p99_us", .number(cell.downloadP99Micros, decimals: 1)),
+                            ("chat_p99_alone_us", .number(cell.chatP99BaselineMicros, decimals: 1)),
+                            ("passed", .bool(cell.passed)),
                             ("note", .string(cell.note)),
                         ])
                     }

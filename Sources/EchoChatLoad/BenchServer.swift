@@ -6,6 +6,10 @@ public struct BenchWorkload: Sendable, Equatable {
         case echo(connections: Int, size: Int, pipeline: Int)
         case hold(connections: Int)
         case chat(clients: Int, senders: Int, rate: Double)
+        /// Uploads of `size`-byte files for the run's duration, then downloads of them all.
+        case upload(clients: Int, size: Int)
+        /// A chat ping's p99 alone, then while `uploaders` upload `size`-byte files in a loop.
+        case chatDuringUploads(uploaders: Int, size: Int)
     }
 
     public var name: String
@@ -23,6 +27,10 @@ public struct BenchWorkload: Sendable, Equatable {
         BenchWorkload(name: "chat100", title: "chat fan-out, 100 clients, 10 senders x 1,000 lines/s", kind: .chat(clients: 100, senders: 10, rate: 1000)),
         BenchWorkload(
             name: "chat1000", title: "chat fan-out, 1,000 clients, 10 senders x 50 lines/s", kind: .chat(clients: 1000, senders: 10, rate: 50)),
+        BenchWorkload(name: "upload", title: "file sharing, 4 clients, 4 MiB files", kind: .upload(clients: 4, size: 4 << 20)),
+        BenchWorkload(
+            name: "chat-uploads", title: "chat p99 during uploads, 10 clients x 16 MiB files",
+            kind: .chatDuringUploads(uploaders: 10, size: 16 << 20)),
     ]
 }
 
@@ -40,6 +48,12 @@ public struct BenchMeasurement: Sendable, Equatable {
     public var rssHolding = 0
     public var threadsHolding = 0
     public var connections = 0
+    /// upload: MB/s of each phase; p99 per download (p99Micros is per upload).
+    public var uploadMBPerSecond: Double = 0
+    public var downloadMBPerSecond: Double = 0
+    public var downloadP99Micros: Double = 0
+    /// chat-uploads: the chat ping's p99 without uploads (p99Micros is with them).
+    public var chatP99BaselineMicros: Double = 0
     /// The run verified: no mismatch, loss or error.
     public var passed = true
     public var note = ""
@@ -51,6 +65,11 @@ public struct BenchMeasurement: Sendable, Equatable {
 
     public var bytesPerConnection: Double {
         connections > 0 ? Double(rssHolding - rssBefore) / Double(connections) : 0
+    }
+
+    /// chat-uploads: how many times the chat p99 grew under the uploads.
+    public var chatP99Ratio: Double {
+        chatP99BaselineMicros > 0 ? p99Micros / chatP99BaselineMicros : 0
     }
 }
 

@@ -63,7 +63,10 @@ extension LoadCommandLine {
             o.port = try Value.integer(v, n, in: 1...65535)
         },
         Option("mode", placeholder: "mode", help: "echo or chat: what the server runs", default: "echo") { o, v, n throws(UsageError) in
-            o.mode = try Value.choice(v, n, as: LoadWorkload.self)
+            guard let mode = LoadWorkload(rawValue: v), LoadWorkload.chaosModes.contains(mode) else {
+                throw UsageError("invalid value '\(v)' for \(n): expected one of echo, chat")
+            }
+            o.mode = mode
         },
         Option("duration", short: "-d", placeholder: "seconds", help: "How long the well-behaved clients send (2 at least)",
                default: "20") { o, v, n throws(UsageError) in

@@ -1,8 +1,12 @@
 import EchoChatOptions
 
-/// What `echochat-load` runs: echo or chat traffic.
+/// What `echochat-load` runs: echo or chat traffic, or file transfers
+/// (`upload`: uploads then downloads through a chat server's file sharing).
 public enum LoadWorkload: String, CaseIterable, Sendable {
-    case echo, chat
+    case echo, chat, upload
+
+    /// The workloads `chaos` can verify beside its hostile clients.
+    public static let chaosModes: [LoadWorkload] = [.echo, .chat]
 }
 
 /// Everything one load run needs.
@@ -14,8 +18,10 @@ public struct LoadOptions: Sendable, Equatable {
     public var connections = 10
     /// Seconds of measured load (or of holding, with `hold`).
     public var duration = 5.0
-    /// Messages per connection (echo) or per sender (chat) instead of a duration.
+    /// Messages per connection (echo) or per sender (chat), or files per
+    /// client (upload), instead of a duration.
     public var messages: Int?
+    /// Bytes per message (echo, chat) or per file (upload).
     public var size = 64
     public var pipeline = 1
     /// Messages per second per connection (echo, open loop) or per sender (chat).
@@ -113,13 +119,14 @@ public enum LoadCommandLine {
             o.duration = try Value.seconds(v, n, positive: true, maximum: 86_400)
         },
         Option("messages", short: "-m", placeholder: "n",
-                help: "Messages per connection (per sender in chat mode) instead of a duration",
+                help: "Messages per connection (per sender in chat mode, files per client in upload mode) instead of a duration",
                 default: nil) { o, v, n throws(UsageError) in
             o.messages = try Value.integer(v, n, in: 1...1_000_000_000)
         },
-        Option("size", short: "-s", placeholder: "bytes", help: "Message size, including its LF",
+        Option("size", short: "-s", placeholder: "bytes",
+                help: "Message size, including its LF (upload: file size, 1M unless given, 0 allowed; suffixes K, M, G)",
                 default: "64") { o, v, n throws(UsageError) in
-            o.size = try Value.integer(v, n, in: 1...(1 << 20))
+            o.size = try Value.size(v, n, minimum: 0)
         },
         Option("pipeline", short: "-p", placeholder: "n",
                 help: "Messages in flight per connection (1 = ping-pong)", default: "1") { o, v, n throws(UsageError) in
@@ -138,7 +145,8 @@ public enum LoadCommandLine {
                 default: "1 for timed echo runs, else 0") { o, v, n throws(UsageError) in
             o.warmup = try Value.seconds(v, n, maximum: 86_400)
         },
-        Option("mode", placeholder: "mode", help: "echo or chat", default: "echo") { o, v, n throws(UsageError) in
+        Option("mode", placeholder: "mode",
+                help: "echo, chat, or upload (files through a chat server's --upload-dir)", default: "echo") { o, v, n throws(UsageError) in
             o.mode = try Value.choice(v, n, as: LoadWorkload.self)
         },
         Option("senders", placeholder: "n", help: "Chat: how many clients send",
@@ -154,7 +162,8 @@ public enum LoadCommandLine {
             o.connectionsPerSource = try Value.integer(v, n, in: 1...65535)
         },
         Option("timeout", placeholder: "seconds",
-                help: "Upper bound for connecting and for a --messages run", default: "60") { o, v, n throws(UsageError) in
+                help: "Upper bound for connecting and for a --messages run (upload: for a transfer that makes no progress)",
+                default: "60") { o, v, n throws(UsageError) in
             o.timeout = try Value.seconds(v, n, positive: true, maximum: 86_400)
         },
         Option("json", placeholder: "file", help: "Write the result as one JSON object (- for stdout)",
@@ -205,7 +214,9 @@ public enum LoadCommandLine {
         switch try parser.parse(arguments, into: &options) {
         case .help: return .help(parser.helpText)
         case .version: return .version
-        case .parsed(let given): try validate(options, given: given)
+        case .parsed(let given):
+            if options.mode == .upload && !given.contains("size") { options.size = UploadRunner.defaultSize }
+            try validate(options, given: given)
         }
         return .run(options)
     }
@@ -229,9 +240,24 @@ public enum LoadCommandLine {
             throw UsageError("--duration and --messages cannot be used together")
         }
         if options.hold {
-            if options.mode == .chat { throw UsageError("--hold works with --mode echo only") }
+            if options.mode != .echo { throw UsageError("--hold works with --mode echo only") }
             if options.messages != nil { throw UsageError("--hold takes --duration, not --messages") }
             if options.rate != nil { throw UsageError("--hold keeps connections idle; --rate does not apply") }
+        }
+        if options.mode == .upload {
+            for name in ["pipeline", "rate", "senders", "warmup", "per-source", "connect-rate", "threads"] where given.contains(name) {
+                throw UsageError("--\(name) does not apply to --mode upload")
+            }
+            if options.connections > UploadRunner.maximumClients {
+                throw UsageError("--mode upload runs a thread per client: at most \(UploadRunner.maximumClients) connections")
+            }
+            if options.size > UploadRunner.maximumSize {
+                throw UsageError("--mode upload needs --size of at most \(UploadRunner.maximumSize) bytes (the protocol's 18 digits)")
+            }
+            return
+        }
+        if options.size < 1 || options.size > 1 << 20 {
+            throw UsageError("invalid value '\(options.size)' for --size: expected 1 to \(1 << 20) bytes in echo and chat mode")
         }
         if options.mode == .chat {
             if options.connections < 2 { throw UsageError("--mode chat needs at least 2 connections") }

@@ -36,6 +36,9 @@ public enum LoadRunner {
         _ options: LoadOptions, progress: Bool = false, onHolding: (@Sendable () -> Void)? = nil,
         onStart: (@Sendable () -> Void)? = nil, interruption: Interruption = Interruption()
     ) throws(LoadRunError) -> LoadReport {
+        if options.mode == .upload {
+            return try UploadRunner.run(options, progress: progress, interruption: interruption, onUploadsStart: onStart)
+        }
         Signals.ignoreBrokenPipe()
         let address = try resolve(host: options.host, port: options.port)
         let connections = options.connections
@@ -92,6 +95,7 @@ public enum LoadRunner {
                     switch options.mode {
                     case .echo: EchoWorker.run(worker: worker, ids: ids, control: control)
                     case .chat: ChatWorker.run(worker: worker, ids: ids, control: control)
+                    case .upload: break  // UploadRunner runs it
                     }
                 })
             } catch {
@@ -126,6 +130,7 @@ public enum LoadRunner {
             control.startTime.store(Clock.monotonicNanoseconds(), ordering: .releasing)
             control.letGo()
             onStart?()
+        case (.upload, _): break
         }
         let start = control.startTime.load(ordering: .relaxed)
         let cpuAtStart = System.processCPUSeconds()
@@ -252,6 +257,7 @@ public enum LoadRunner {
             report.deliveriesPerSecond = Double(options.messages == nil ? windowDeliveries : report.deliveries)
                 / max(report.durationSeconds, 1e-9)
             report.mbPerSecond = Double(deliveredBytes) / max(runSeconds, 1e-9) / 1e6
+        case (.upload, _): break
         }
         return report
     }

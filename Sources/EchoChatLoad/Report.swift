@@ -4,7 +4,7 @@ import EchoChatPOSIX
 /// The outcome of one load run: parameters, totals, rates, percentiles and
 /// error counts. Rendered as a human summary (stdout) and as one JSON object.
 public struct LoadReport: Sendable {
-    public enum Kind: String, Sendable { case echo, chat, hold }
+    public enum Kind: String, Sendable { case echo, chat, hold, upload }
 
     public var kind: Kind = .echo
     public var host = ""
@@ -60,6 +60,35 @@ public struct LoadReport: Sendable {
     public var droppedDuringHold = 0
     public var aliveAtEnd = 0
 
+    // Upload
+    /// Files stored (and checked) and downloaded back.
+    public var uploads = 0
+    public var uploadBytes = 0
+    public var downloads = 0
+    public var downloadBytes = 0
+    /// Each over its own phase: all uploads, then all downloads.
+    public var uploadSeconds = 0.0
+    public var downloadSeconds = 0.0
+    public var uploadMBPerSecond = 0.0
+    public var downloadMBPerSecond = 0.0
+    /// Upload: first byte of `/upload` sent to `* stored` read; download:
+    /// `/download` sent to the last byte read.
+    public var uploadLatency = LatencySummary.empty
+    public var downloadLatency = LatencySummary.empty
+    /// A `* stored` or `* sending` SHA-256 that is not the client's own.
+    public var hashMismatches = 0
+    /// Downloads with any byte (or the size) not as uploaded.
+    public var byteMismatches = 0
+    /// Answers out of §5's order or shape.
+    public var protocolErrors = 0
+    /// `! ` answers to `/upload` or `/download` (refusals, failures).
+    public var refused = 0
+    /// Transfers without progress for `--timeout` seconds.
+    public var stalls = 0
+    public var seed: UInt64 = 0
+    /// How this run's file names begin (`PREFIX-CLIENT-INDEX.bin`).
+    public var namePrefix = ""
+
     /// The signal (SIGINT, SIGTERM) that ended the run early; its figures
     /// cover the run until then.
     public var interruption: Signal?
@@ -70,6 +99,7 @@ public struct LoadReport: Sendable {
     public var passed: Bool {
         mismatches == 0 && lost == 0 && errors == 0 && duplicated == 0 && connections > 0
             && (kind != .hold || aliveAtEnd == connectionsRequested)
+            && (kind != .upload || (uploads > 0 && downloads == uploads && connections == connectionsRequested))
     }
 
     /// 0 or 1 by `passed`; 128 + the signal number (130 for SIGINT, 143 for
@@ -135,6 +165,20 @@ public struct LoadReport: Sendable {
                 ("dropped_during_hold", .int(droppedDuringHold)),
                 ("alive_at_end", .int(aliveAtEnd)),
             ]
+        case .upload:
+            pairs += [
+                ("name_prefix", .string(namePrefix)), ("seed", .string(String(seed, radix: 16))),
+                ("uploads", .int(uploads)), ("upload_bytes", .int(uploadBytes)),
+                ("upload_s", .number(uploadSeconds, decimals: 3)),
+                ("upload_mb_per_s", .number(uploadMBPerSecond, decimals: 3)),
+                ("upload_latency_us", latencyObject(uploadLatency)),
+                ("downloads", .int(downloads)), ("download_bytes", .int(downloadBytes)),
+                ("download_s", .number(downloadSeconds, decimals: 3)),
+                ("download_mb_per_s", .number(downloadMBPerSecond, decimals: 3)),
+                ("download_latency_us", latencyObject(downloadLatency)),
+                ("hash_mismatches", .int(hashMismatches)), ("byte_mismatches", .int(byteMismatches)),
+                ("protocol_errors", .int(protocolErrors)), ("refused", .int(refused)), ("stalls", .int(stalls)),
+            ]
         case .echo: break
         }
         pairs.append(("interrupted", .bool(interruption != nil)))
@@ -159,6 +203,13 @@ public struct LoadReport: Sendable {
         case .hold:
             rows.append(("held", "\(Format.fixed(heldSeconds, decimals: 2)) s"))
             rows.append(("alive", "\(Format.grouped(aliveAfterConnect)) after connecting, \(Format.grouped(aliveAtEnd)) at the end, \(Format.grouped(droppedDuringHold)) dropped while held"))
+        case .upload:
+            func line(_ files: Int, _ bytes: Int, _ seconds: Double, _ rate: Double, _ l: LatencySummary) -> String {
+                "\(Format.grouped(files)) files, \(Format.bytes(Double(bytes))) in \(Format.fixed(seconds, decimals: 2)) s (\(Format.fixed(rate, decimals: 1)) MB/s); "
+                    + "per file p50 \(Format.micros(l.p50))  p90 \(Format.micros(l.p90))  p99 \(Format.micros(l.p99))  max \(Format.micros(l.max))"
+            }
+            rows.append(("uploads", line(uploads, uploadBytes, uploadSeconds, uploadMBPerSecond, uploadLatency)))
+            rows.append(("downloads", line(downloads, downloadBytes, downloadSeconds, downloadMBPerSecond, downloadLatency)))
         case .echo, .chat:
             let window = messagesPerConnection != nil
                 ? "\(Format.fixed(durationSeconds, decimals: 2)) s for \(Format.grouped(messagesPerConnection!)) messages per \(kind == .chat ? "sender" : "connection")"
@@ -176,6 +227,11 @@ public struct LoadReport: Sendable {
         }
         var problems = "\(Format.grouped(unexpectedCloses)) unexpected closes, \(Format.grouped(mismatches)) mismatched, \(Format.grouped(lost)) lost"
         if kind == .chat { problems += ", \(Format.grouped(duplicated)) duplicated, \(Format.grouped(reordered)) reordered" }
+        if kind == .upload {
+            problems = "\(Format.grouped(hashMismatches)) wrong sha256, \(Format.grouped(byteMismatches)) files with a wrong byte, "
+                + "\(Format.grouped(protocolErrors)) protocol errors, \(Format.grouped(refused)) refused, \(Format.grouped(stalls)) stalled, "
+                + "\(Format.grouped(unexpectedCloses)) unexpected closes, \(Format.grouped(lost)) not downloaded"
+        }
         problems += ", \(Format.grouped(errors)) errors in all"
         rows.append(("errors", problems))
         rows.append(("load client CPU", "\(Format.fixed(loadCPUPercent, decimals: 0))% of one core"))
@@ -185,6 +241,7 @@ public struct LoadReport: Sendable {
             case .hold: verdict = "OK: every connection stayed alive"
             case .chat: verdict = "OK: every line reached every other client once, in order, intact"
             case .echo: verdict = "OK: every byte came back as sent"
+            case .upload: verdict = "OK: every file stored with our SHA-256 and downloaded back byte for byte"
             }
         } else {
             verdict = "FAILED"
@@ -203,6 +260,9 @@ public struct LoadReport: Sendable {
             modeText = "chat, \(Format.grouped(connectionsRequested)) clients in one room, \(senders) senders at \(Format.compact(rate ?? 0)) lines/s each, \(size) B lines"
         case .hold:
             modeText = "hold, \(Format.grouped(connectionsRequested)) idle connections"
+        case .upload:
+            modeText = "upload, \(Format.grouped(connectionsRequested)) clients, \(Format.bytes(Double(size))) files, "
+                + (messagesPerConnection.map { "\(Format.grouped($0)) per client" } ?? "uploading for \(Format.fixed(durationSeconds, decimals: 1)) s")
         }
         let header = "echochat-load \(Release.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(host):\(port)"
             + (interruption.map { " (interrupted by \($0))" } ?? "")

@@ -88,6 +88,8 @@ final class RunControl: Sendable {
     let workerCount: Int
     let shared: [WorkerShared]
     let results: Lock<[Int: UncheckedResult]>
+    /// Upload mode: each client's result.
+    let uploadResults = Lock<[Int: UncheckedUploadResult]>([:])
     let startTime = Atomic<Int64>(0)
     let roomSize = Atomic<Int>(0)
     private let arrivals = Doorbell()
@@ -126,12 +128,22 @@ final class RunControl: Sendable {
         return true
     }
 
+    /// Main thread: waits for one worker's arrival (false at the deadline).
+    func waitForArrival(deadline: Int64) -> Bool {
+        arrivals.wait(untilMonotonicNanoseconds: deadline)
+    }
+
     func letGo() {
         for bell in goBells { bell.ring() }
     }
 
     func deliver(_ result: WorkerResult, worker: Int) {
         results.withLock { $0[worker] = UncheckedResult(result) }
+        finished.ring()
+    }
+
+    func deliverUpload(_ result: UploadResult, worker: Int) {
+        uploadResults.withLock { $0[worker] = UncheckedUploadResult(result) }
         finished.ring()
     }
 
@@ -147,4 +159,12 @@ final class RunControl: Sendable {
 struct UncheckedResult: @unchecked Sendable {
     let value: WorkerResult
     init(_ value: WorkerResult) { self.value = value }
+}
+
+/// An upload client's result, crossing to the main thread the same way:
+/// once, under the `uploadResults` lock, after its client thread has
+/// stopped touching it (the main thread reads it only after joining).
+struct UncheckedUploadResult: @unchecked Sendable {
+    let value: UploadResult
+    init(_ value: UploadResult) { self.value = value }
 }

@@ -74,6 +74,12 @@ enum StrategyBench {
             text += "\(Format.compact(m.rate)) deliveries/s, p99 \(Format.micros(m.p99Micros))"
         case .echo:
             text += "\(Format.compact(m.rate)) msgs/s, p99 \(Format.micros(m.p99Micros)), server \(Format.fixed(m.serverMicrosPerMessage, decimals: 1)) µs/msg"
+        case .upload:
+            text += "up \(Format.fixed(m.uploadMBPerSecond, decimals: 1)) MB/s (p99 \(Format.micros(m.p99Micros))), "
+                + "down \(Format.fixed(m.downloadMBPerSecond, decimals: 1)) MB/s (p99 \(Format.micros(m.downloadP99Micros)))"
+        case .chatDuringUploads:
+            text += "chat p99 \(Format.micros(m.chatP99BaselineMicros)) alone, \(Format.micros(m.p99Micros)) during uploads "
+                + "(\(Format.fixed(m.chatP99Ratio, decimals: 2))x) at \(Format.fixed(m.uploadMBPerSecond, decimals: 1)) MB/s"
         }
         if !m.passed { text += "  FAILED \(m.note)" }
         return text + "\n"
@@ -82,6 +88,17 @@ enum StrategyBench {
     static func measure(
         _ workload: BenchWorkload, strategy: String, server binary: String, pin: Int?, duration: Double, quick: Bool
     ) throws(LoadRunError) -> BenchMeasurement {
+        switch workload.kind {
+        case .upload(let clients, let size):
+            return try measureUploads(
+                workload, strategy: strategy, server: binary, pin: pin, duration: duration, uploaders: clients, size: size,
+                chat: false)
+        case .chatDuringUploads(let uploaders, let size):
+            return try measureUploads(
+                workload, strategy: strategy, server: binary, pin: pin, duration: duration, uploaders: uploaders, size: size,
+                chat: true)
+        default: break
+        }
         var m = BenchMeasurement(workload: workload.name, strategy: strategy)
         var options = LoadOptions()
         options.quiet = true
@@ -106,6 +123,7 @@ enum StrategyBench {
             options.connections = clients
             options.senders = senders
             options.rate = rate
+        case .upload, .chatDuringUploads: throw LoadRunError("measured by measureUploads")
         }
         let server = try BenchServer(
             binary: binary, arguments: ["--mode", mode, "--strategy", strategy, "--max-clients", "20000"], pinCPU: pin)
@@ -145,8 +163,127 @@ enum StrategyBench {
             m.rssHolding = status.rss
             m.threadsHolding = status.threads
             m.connections = report.aliveAfterConnect
+        case .upload, .chatDuringUploads: break
         }
         return m
+    }
+
+    /// The ping of the chat-uploads row: two clients in a room of their own,
+    /// each sending 100 lines/s to the other; its p99 is send to delivery.
+    static func chatPing(port: Int, duration: Double) -> LoadOptions {
+        var options = LoadOptions()
+        options.quiet = true
+        options.port = port
+        options.mode = .chat
+        options.connections = 2
+        options.senders = 2
+        options.rate = 100
+        options.duration = duration
+        options.timeout = 60
+        options.room = "bench-ping"
+        return options
+    }
+
+    /// The file-sharing rows, on a chat server with a fresh upload
+    /// directory (removed afterwards) and a quota no run reaches:
+    /// `uploaders` clients upload `size`-byte files for `duration` seconds,
+    /// then download them all. With `chat`, a chat ping runs alone for
+    /// `duration` first, then again while the uploads go on.
+    static func measureUploads(
+        _ workload: BenchWorkload, strategy: String, server binary: String, pin: Int?, duration: Double, uploaders: Int,
+        size: Int, chat: Bool
+    ) throws(LoadRunError) -> BenchMeasurement {
+        var m = BenchMeasurement(workload: workload.name, strategy: strategy)
+        let directory = (System.environmentVariable("TMPDIR") ?? "/tmp") + "/echochat-bench-files-\(System.processID)-\(strategy)"
+        defer { removeUploads(directory) }
+        let server = try BenchServer(
+            binary: binary,
+            arguments: [
+                "--mode", "chat", "--strategy", strategy, "--upload-dir", directory, "--max-upload", String(max(size, 16 << 20)),
+                "--upload-quota", "1000G",
+            ], pinCPU: pin)
+        var uploads = LoadOptions()
+        uploads.quiet = true
+        uploads.port = server.port
+        uploads.mode = .upload
+        uploads.connections = uploaders
+        uploads.size = size
+        uploads.timeout = 60
+        // The chat ping starts half a second into the uploads and must end before them.
+        uploads.duration = chat ? duration + 1.5 : duration
+        var report: LoadReport
+        var baseline: LoadReport?
+        var during: LoadReport?
+        do throws(LoadRunError) {
+            if chat {
+                baseline = try LoadRunner.run(chatPing(port: server.port, duration: duration))
+                let started = Doorbell()
+                let outcome = Lock<(report: LoadReport?, error: LoadRunError?)>((nil, nil))
+                let options = uploads
+                let thread: ThreadHandle
+                do {
+                    thread = try Threads.spawn(name: "bench-uploads") {
+                        do throws(LoadRunError) {
+                            let report = try UploadRunner.run(options, onUploadsStart: { started.ring() })
+                            outcome.withLock { $0.report = report }
+                        } catch {
+                            outcome.withLock { $0.error = error }
+                        }
+                        started.ring()
+                    }
+                } catch {
+                    throw LoadRunError("cannot start the upload thread: \(error)")
+                }
+                _ = started.wait(untilMonotonicNanoseconds: Clock.monotonicNanoseconds() + 60_000_000_000)
+                Clock.sleep(nanoseconds: 500_000_000)
+                var pingError: LoadRunError?
+                do throws(LoadRunError) { during = try LoadRunner.run(chatPing(port: server.port, duration: duration)) } catch {
+                    pingError = error
+                }
+                thread.join()
+                let result = outcome.withLock { $0 }
+                if let error = result.error ?? pingError { throw error }
+                guard let uploaded = result.report else { throw LoadRunError("the upload run delivered nothing") }
+                report = uploaded
+            } else {
+                report = try UploadRunner.run(uploads)
+            }
+        } catch {
+            server.stop()
+            throw error
+        }
+        if !server.stop() { m.note = "server did not stop cleanly" }
+        var problems: [String] = []
+        if !report.passed {
+            problems.append("uploads: errors \(report.errors), mismatches \(report.mismatches), lost \(report.lost)")
+        }
+        for (label, ping) in [("chat alone", baseline), ("chat during uploads", during)] {
+            guard let ping, !ping.passed else { continue }
+            problems.append("\(label): errors \(ping.errors), mismatches \(ping.mismatches), lost \(ping.lost)")
+        }
+        m.passed = problems.isEmpty
+        if !problems.isEmpty { m.note += (m.note.isEmpty ? "" : "; ") + problems.joined(separator: "; ") }
+        m.uploadMBPerSecond = report.uploadMBPerSecond
+        m.downloadMBPerSecond = report.downloadMBPerSecond
+        m.downloadP99Micros = report.downloadLatency.p99
+        m.rate = report.uploadMBPerSecond
+        if chat {
+            m.chatP99BaselineMicros = baseline?.latency.p99 ?? 0
+            m.p99Micros = during?.latency.p99 ?? 0
+        } else {
+            m.p99Micros = report.uploadLatency.p99
+        }
+        return m
+    }
+
+    /// Removes a bench upload directory: its files (the server keeps no
+    /// subdirectories), then itself.
+    static func removeUploads(_ path: String) {
+        guard System.isDirectory(path), let names = try? System.directoryEntries(path) else { return }
+        if let directory = try? Directory(path, create: false) {
+            for name in names { directory.remove(name) }
+        }
+        try? System.removeDirectory(path)
     }
 
     static func readStatus(pid: Int32) -> (rss: Int, threads: Int) {

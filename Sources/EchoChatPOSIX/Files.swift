@@ -77,6 +77,11 @@ extension System {
     /// Whether a file exists and is executable by us (access(2)).
     public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
 
+    /// rmdir(2): removes an empty directory.
+    public static func removeDirectory(_ path: String) throws(SystemError) {
+        if rmdir(path) != 0 { throw SystemError("rmdir \(path)", .current) }
+    }
+
     /// mkdir(2) for one directory; an existing directory is fine.
     public static func makeDirectory(_ path: String) throws(SystemError) {
         if mkdir(path, 0o755) != 0 && Errno.current != Errno(rawValue: EEXIST) {

@@ -175,4 +175,27 @@ struct EndToEndTests {
         #expect(svg.hasPrefix("<svg") && svg.contains("epoll"))
         #expect(result.stdout == markdown)
     }
+
+    @Test func benchRunsTheUploadRow() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-bench-upload-\(getpid())").path
+        // The bench puts the server's upload directory under TMPDIR: a scratch one, to see it removed.
+        let scratch = directory + "-tmp"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer {
+            try? FileManager.default.removeItem(atPath: directory)
+            try? FileManager.default.removeItem(atPath: scratch)
+        }
+        var environment = ProcessInfo.processInfo.environment
+        environment["TMPDIR"] = scratch
+        let result = try runProgram(Self.binary, [
+            "bench", "--quick", "--strategies", "epoll", "--workloads", "upload", "--duration", "0.3",
+            "--out", directory, "--server", ServerProcess.binary,
+        ], environment: environment, timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        let markdown = try String(contentsOfFile: directory + "/strategies.md", encoding: .utf8)
+        #expect(markdown.contains("| file sharing, 4 clients, 4 MiB files: upload MB/s |"))
+        #expect(!markdown.contains("✗"), "\(markdown)\n\(result.stderr)")
+        // The server's upload directory is gone with the run.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty)
+    }
 }

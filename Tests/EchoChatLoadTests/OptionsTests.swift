@@ -71,7 +71,7 @@ struct OptionsTests {
         (["-c", "0"], "invalid value '0' for --connections"),
         (["--duration", "0"], "invalid value '0' for --duration"),
         (["--rate", "-3"], "invalid value '-3' for --rate"),
-        (["--mode", "fanout"], "invalid value 'fanout' for --mode: expected one of echo, chat"),
+        (["--mode", "fanout"], "invalid value 'fanout' for --mode: expected one of echo, chat, upload"),
         (["--duration", "2", "--messages", "5"], "--duration and --messages cannot be used together"),
         (["--hold", "--mode", "chat"], "--hold works with --mode echo only"),
         (["--hold", "--messages", "3"], "--hold takes --duration, not --messages"),

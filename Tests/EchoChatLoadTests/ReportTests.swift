@@ -133,4 +133,41 @@ struct ReportTests {
         #expect(svg.components(separatedBy: "width=\"640\"").count - 1 == 2)
         #expect(svg.contains("145k") && svg.contains("121 B"))
     }
+
+    @Test func benchFileSharingRows() {
+        var measurements: [BenchMeasurement] = []
+        for (strategy, during) in [("epoll", 1_500.0), ("thread", 3_000.0)] {
+            var upload = BenchMeasurement(workload: "upload", strategy: strategy)
+            upload.uploadMBPerSecond = 150
+            upload.downloadMBPerSecond = 120
+            upload.rate = 150
+            upload.p99Micros = 170_000
+            upload.downloadP99Micros = 190_000
+            measurements.append(upload)
+            var chat = BenchMeasurement(workload: "chat-uploads", strategy: strategy)
+            chat.chatP99BaselineMicros = 1_000
+            chat.p99Micros = during
+            chat.uploadMBPerSecond = 100
+            chat.rate = 100
+            measurements.append(chat)
+        }
+        let workloads = BenchWorkload.all.filter { ["upload", "chat-uploads"].contains($0.name) }
+        let summary = BenchSummary(
+            strategies: ["epoll", "thread"], workloads: workloads, measurements: measurements, machine: "2 x Test CPU",
+            pinning: "pinned", runs: 1, duration: 5, date: "2026-01-01")
+        let markdown = summary.markdown
+        #expect(markdown.contains("**File sharing**"))
+        #expect(markdown.contains("| file sharing, 4 clients, 4 MiB files: upload MB/s | 150.0 | 150.0 |"))
+        #expect(markdown.contains("| file sharing, 4 clients, 4 MiB files: download MB/s | 120.0 | 120.0 |"))
+        #expect(markdown.contains("| chat p99 without uploads | 1.00 ms | 1.00 ms |"))
+        #expect(markdown.contains("(goal: within 2x) | 1.50 ms (1.50x) | 3.00 ms (3.00x) |"))
+        // Not in the echo and chat tables.
+        #expect(!markdown.contains("| file sharing, 4 clients, 4 MiB files (msgs/s)"))
+        let svg = summary.svg
+        // The smaller growth gets the full bar, as memory does; the higher upload rate too (a tie: both).
+        #expect(svg.contains("1.50x (1.50 ms)") && svg.contains("3.00x (3.00 ms)"))
+        #expect(svg.components(separatedBy: "width=\"640\"").count - 1 == 3)
+        let cells = summary.json.text
+        #expect(cells.contains("\"chat_p99_alone_us\":1000.0") && cells.contains("\"download_mb_per_s\":120.0"))
+    }
 }
