@@ -14,22 +14,6 @@ extension RequiredTool {
 /// coreutils' `sha256sum` on the same file, not against our own SHA-256.
 @Suite("echochat file transfers end to end")
 struct ClientFileSharingTests {
-    /// A fresh directory, removed with its content afterwards.
-    final class Directory {
-        let path: String
-        init(_ role: String) throws {
-            path = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-\(role)-\(UUID())").path
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        }
-        deinit { try? FileManager.default.removeItem(atPath: path) }
-        var names: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-        func contents(_ name: String) -> [UInt8]? { FileManager.default.contents(atPath: path + "/" + name).map { Array($0) } }
-        func write(_ name: String, _ bytes: [UInt8]) throws -> String {
-            let file = path + "/" + name
-            try Data(bytes).write(to: URL(fileURLWithPath: file))
-            return file
-        }
-    }
 
     static func sha256sum(_ path: String) throws -> String {
         let result = try runProgram(try RequiredTool.sha256sum.path(), [path])
@@ -53,9 +37,9 @@ struct ClientFileSharingTests {
 
     @Test(.requires(.sha256sum), arguments: Strategy.allCases)
     func uploadThenDownloadVerifiedAgainstSha256sum(strategy: Strategy) throws {
-        let shared = try Directory("shared")
-        let local = try Directory("local")
-        let downloads = try Directory("downloads")
+        let shared = try TemporaryDirectory("shared")
+        let local = try TemporaryDirectory("local")
+        let downloads = try TemporaryDirectory("downloads")
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", shared.path], strategy: strategy)
         let files: [(String, [UInt8])] = [
             ("empty", []), ("small.txt", Array("hello\n".utf8)), ("binary.bin", Self.awkward(70_000)),
@@ -82,9 +66,9 @@ struct ClientFileSharingTests {
     /// download directory (download), the number before the last dot.
     @Test(arguments: Strategy.allCases)
     func takenNamesGetANumber(strategy: Strategy) throws {
-        let shared = try Directory("shared")
-        let local = try Directory("local")
-        let downloads = try Directory("downloads")
+        let shared = try TemporaryDirectory("shared")
+        let local = try TemporaryDirectory("local")
+        let downloads = try TemporaryDirectory("downloads")
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", shared.path], strategy: strategy)
         let first = try local.write("notes.txt", Array("one\n".utf8))
         #expect(try client(server, ["--upload", first]).stdout.hasPrefix("stored notes.txt (4 bytes, "))
@@ -104,9 +88,9 @@ struct ClientFileSharingTests {
 
     @Test(arguments: Strategy.allCases)
     func refusalsExitOneWithTheServersWords(strategy: Strategy) throws {
-        let shared = try Directory("shared")
-        let local = try Directory("local")
-        let downloads = try Directory("downloads")
+        let shared = try TemporaryDirectory("shared")
+        let local = try TemporaryDirectory("local")
+        let downloads = try TemporaryDirectory("downloads")
         let server = try ServerProcess(
             ["--mode", "chat", "--upload-dir", shared.path, "--max-upload", "1K"], strategy: strategy)
         let missing = try client(server, ["--download", "nope.txt", "--download-dir", downloads.path])
@@ -123,7 +107,7 @@ struct ClientFileSharingTests {
     }
 
     @Test func sharingOffIsAnError() throws {
-        let local = try Directory("local")
+        let local = try TemporaryDirectory("local")
         let server = try ServerProcess(["--mode", "chat"], strategy: .epoll)
         let path = try local.write("a.txt", Array("a\n".utf8))
         let up = try client(server, ["--upload", path])
@@ -151,9 +135,9 @@ struct ClientFileSharingTests {
     /// shows.
     @Test(arguments: Strategy.allCases)
     func uploadAndDownloadOnATerminal(strategy: Strategy) throws {
-        let shared = try Directory("shared")
-        let local = try Directory("local")
-        let downloads = try Directory("downloads")
+        let shared = try TemporaryDirectory("shared")
+        let local = try TemporaryDirectory("local")
+        let downloads = try TemporaryDirectory("downloads")
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", shared.path], strategy: strategy)
         let (bob, _) = try server.joinChat()
         try bob.send("/nick bob\n")

@@ -12,16 +12,6 @@ import Testing
 /// the pure parts (file content, answer parsing). No assertion on speed.
 @Suite("echochat-load upload")
 struct UploadTests {
-    /// A fresh upload directory, removed with its content afterwards.
-    final class UploadDirectory {
-        let path: String
-        init() throws {
-            path = NSTemporaryDirectory() + "echochat-load-files-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        }
-        deinit { try? FileManager.default.removeItem(atPath: path) }
-        var names: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-    }
 
     func runJSON(_ arguments: [String]) throws -> (status: Int32, json: [String: Any], stderr: String) {
         let result = try runProgram(EndToEndTests.binary, arguments + ["--json", "-", "--timeout", "20"], timeout: 60)
@@ -37,7 +27,7 @@ struct UploadTests {
 
     @Test(arguments: Strategy.allCases)
     func uploadsAndDownloadsVerifyAgainstTheRealServer(strategy: Strategy) throws {
-        let directory = try UploadDirectory()
+        let directory = try TemporaryDirectory("load-files")
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
         let (status, json, stderr) = try runJSON(
             ["--port", String(server.port), "--mode", "upload", "-c", "2", "-m", "2", "-s", "100K"])
@@ -70,7 +60,7 @@ struct UploadTests {
     }
 
     @Test func aTimedRunUploadsUntilTheDurationAndDownloadsEveryFile() throws {
-        let directory = try UploadDirectory()
+        let directory = try TemporaryDirectory("load-files")
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path])
         let (status, json, stderr) = try runJSON(["--port", String(server.port), "--mode", "upload", "-c", "2", "-d", "0.3", "-s", "10K"])
         #expect(status == 0, "\(stderr)")
@@ -80,7 +70,7 @@ struct UploadTests {
     }
 
     @Test func aRefusalFailsTheRunAndSaysWhy() throws {
-        let directory = try UploadDirectory()
+        let directory = try TemporaryDirectory("load-files")
         // Room for two of the four files.
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path, "--upload-quota", "2500"])
         let (status, json, stderr) = try runJSON(["--port", String(server.port), "--mode", "upload", "-c", "2", "-m", "2", "-s", "1000"])

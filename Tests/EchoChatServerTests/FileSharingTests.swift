@@ -11,18 +11,6 @@ import Testing
 /// while others chat, netcat, and the upload directory at start.
 @Suite("File sharing end to end")
 struct FileSharingTests {
-    /// A fresh upload directory, removed with its content afterwards.
-    final class Directory {
-        let path: String
-        init() throws {
-            path = NSTemporaryDirectory() + "echochat-files-\(UUID().uuidString)"
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        }
-        deinit { try? FileManager.default.removeItem(atPath: path) }
-        var names: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-        func contents(_ name: String) -> [UInt8]? { FileManager.default.contents(atPath: path + "/" + name).map { Array($0) } }
-    }
-
     static func hex(_ bytes: [UInt8]) -> String { SHA256.hex(SHA256.hash(bytes)) }
 
     /// Socket timeout: hashing and copying 16 MiB takes a ThreadSanitizer
@@ -48,7 +36,7 @@ struct FileSharingTests {
 
     @Test(arguments: Strategy.allCases)
     func everyKindOfFileMakesTheRoundTrip(strategy: Strategy) throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
         let (alice, _) = try server.joinChat(timeout: Self.timeout)
         let (bob, bobNick) = try server.joinChat(timeout: Self.timeout)
@@ -83,7 +71,7 @@ struct FileSharingTests {
 
     @Test(arguments: Strategy.allCases)
     func everyRefusalConsumesExactlyItsBytes(strategy: Strategy) throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let server = try ServerProcess(
             ["--mode", "chat", "--upload-dir", directory.path, "--max-upload", "1000", "--upload-quota", "1500"], strategy: strategy)
         let (client, _) = try server.joinChat(timeout: Self.timeout)
@@ -127,7 +115,7 @@ struct FileSharingTests {
 
     @Test(arguments: Strategy.allCases)
     func aConnectionThatEndsMidUploadLeavesNothingAndIsNotAnnounced(strategy: Strategy) throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
         let (watcher, _) = try server.joinChat(timeout: Self.timeout)
         for ending in ["close", "reset"] {
@@ -148,7 +136,7 @@ struct FileSharingTests {
 
     @Test(arguments: Strategy.allCases)
     func aDiskErrorFailsThatUploadAndNothingElse(strategy: Strategy) throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
         try server.limitFileSize(to: 50_000)  // writes past it fail with EFBIG, as on a full disk
         let (client, _) = try server.joinChat(timeout: Self.timeout)
@@ -164,7 +152,7 @@ struct FileSharingTests {
 
     @Test(arguments: Strategy.allCases)
     func aDownloadNobodyReadsHoldsOnlyItself(strategy: Strategy) throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let content = Self.awkward(16 << 20, seed: 5)
         try Data(content).write(to: URL(fileURLWithPath: directory.path + "/movie.bin"))
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
@@ -187,7 +175,7 @@ struct FileSharingTests {
 
     @Test(.requires(.nc), arguments: [Strategy.epoll])
     func netcatUploadsAFile(strategy: Strategy) throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)
         let source = directory.path + "-a.txt"
         let content = Self.awkward(100_000, seed: 6)
@@ -200,7 +188,7 @@ struct FileSharingTests {
     }
 
     @Test func theDirectoryIsCreatedCleanedAndReadAtStart() throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let path = directory.path + "/new/sub"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         try Data("12345".utf8).write(to: URL(fileURLWithPath: path + "/kept.txt"))
@@ -218,7 +206,7 @@ struct FileSharingTests {
     }
 
     @Test func anUnusableDirectoryIsAClearStartUpError() throws {
-        let directory = try Directory()
+        let directory = try TemporaryDirectory()
         let file = directory.path + "/plain"
         try Data("x".utf8).write(to: URL(fileURLWithPath: file))
         let result = try runProgram(ServerProcess.binary, ["--mode", "chat", "--port", "0", "--upload-dir", file + "/sub"], timeout: 10)
