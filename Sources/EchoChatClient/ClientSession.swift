@@ -283,21 +283,7 @@ final class ClientSession {
     /// connection, or shut down its reading side) is not the end: the server
     /// may still have lines for us, so reading goes on until it closes.
     private func flush() throws(SystemError) {
-        while !outgoing.isEmpty && !sendFailed {
-            let socket = socket
-            let attempt = outgoing.withReadableBytes { raw in
-                Result { () throws(SystemError) in try socket.write(raw) }
-            }
-            guard case .success(let result) = attempt else {
-                sendFailed = true
-                outgoing.removeAll()
-                return
-            }
-            switch result {
-            case .done(let count): outgoing.consume(count)
-            case .wouldBlock: return
-            }
-        }
+        if !sendFailed && !outgoing.send(to: socket) { sendFailed = true }
     }
 
     /// shutdown(2) of our sending side once everything queued has gone: the

@@ -180,19 +180,7 @@ final class ScriptedTransfer {
     /// Sends what the kernel takes now. A failed send (the server closed or
     /// reset) stops sending; the server's last words are still read.
     private func flush() throws(SystemError) {
-        while !outgoing.isEmpty && !sendFailed {
-            let socket = socket
-            let attempt = outgoing.withReadableBytes { raw in Result { () throws(SystemError) in try socket.write(raw) } }
-            guard case .success(let result) = attempt else {
-                sendFailed = true
-                outgoing.removeAll()
-                return
-            }
-            switch result {
-            case .done(let count): outgoing.consume(count)
-            case .wouldBlock: return
-            }
-        }
+        if !sendFailed && !outgoing.send(to: socket) { sendFailed = true }
     }
 
     private func progress(_ verb: String, _ name: String, done: Int, total: Int) {
