@@ -103,9 +103,12 @@ struct AbuseLimitsTests {
         let (loris, nick) = try server.joinChat()
         _ = try watcher.readLine()
         let dripping = Background {
+            // A byte every 0.2 s until the server says something (its
+            // `* line timeout`) or closes: waiting on that, not on a clock.
             for byte in "GET / HTTP/1.1 Host: x".utf8 {
                 guard (try? loris.send([byte])) != nil else { return }
-                Thread.sleep(forTimeInterval: 0.2)
+                let heard = (try? Poll.readable([loris.socket.descriptor], timeoutMilliseconds: 200)) ?? [true]
+                if heard.first == true { return }
             }
         }
         #expect(try watcher.readLine() == "* \(nick) left #lobby (line timeout)")
