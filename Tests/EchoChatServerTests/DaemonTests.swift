@@ -98,9 +98,9 @@ struct DaemonTests {
         #expect(daemon.isAlive, "the pid file names a live process")
         #expect(daemon.pid != getpid())
         // Clients work.
-        let alice = try TestClient(port: daemon.port)
+        let alice = try TestClient(port: daemon.port, timeout: 30)
         #expect(try alice.readLine() == "* welcome guest1, you are in #lobby (1 here); /help lists commands")
-        let bob = try TestClient(port: daemon.port)
+        let bob = try TestClient(port: daemon.port, timeout: 30)
         _ = try bob.readLine()
         #expect(try alice.readLine() == "* guest2 joined #lobby")
         // SIGTERM: the notice, the close, the process gone, the pid file removed, the exit logged.
