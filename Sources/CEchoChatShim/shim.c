@@ -55,6 +55,17 @@ int cechochat_available_cpus(void) {
     return CPU_COUNT(&set);
 }
 
+int cechochat_affinity_cpus(int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    }
+    return count;
+}
+
 void cechochat_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
 
 int cechochat_ppoll_unblocking(struct pollfd *fds, nfds_t count, int timeout_ms, int signo) {

@@ -25,6 +25,15 @@ extension LoadCommandLine {
             }
             o.strategies = names
         },
+        Option("server-cpus", placeholder: "list",
+               help: "CPUs the server runs on (taskset list, e.g. 0 or 0-3)",
+               default: "0 on a machine with 2 or more CPUs, else not pinned") { o, v, n throws(UsageError) in
+            o.serverCPUs = try CPUList.parse(v, n)
+        },
+        Option("load-cpus", placeholder: "list", help: "CPUs this load client runs on (taskset list)",
+               default: "1 on a machine with 2 or more CPUs, else not pinned") { o, v, n throws(UsageError) in
+            o.loadCPUs = try CPUList.parse(v, n)
+        },
         Option("workloads", placeholder: "list",
                help: "Comma-separated workloads: " + BenchWorkload.all.map(\.name).joined(separator: ", "),
                default: "all") { o, v, n throws(UsageError) in
@@ -59,7 +68,9 @@ extension LoadCommandLine {
             Start echochat-server with each strategy in turn, run a fixed set
             of workloads against it, and write a markdown table and an SVG chart.
             The server runs on CPU 0 and the load on CPU 1 (with taskset) when the
-            machine has two or more CPUs.
+            machine has two or more CPUs; --server-cpus and --load-cpus choose
+            others (a strategy that sizes its threads by CPUs, like reactors
+            and pool, follows the server's list).
             """,
         options: benchSettings,
         sections: [("WORKLOADS", OptionParser<BenchOptions>.table(BenchWorkload.all.map { ($0.name, $0.title) }))])

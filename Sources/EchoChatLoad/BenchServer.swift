@@ -1,4 +1,5 @@
 import EchoChatPOSIX
+import EchoChatOptions
 
 /// One of the benchmark's workloads.
 public struct BenchWorkload: Sendable, Equatable {
@@ -115,18 +116,18 @@ public enum ProcFacts {
     }
 }
 
-/// An `echochat-server` started for a benchmark run: on CPU 0 when pinning,
+/// An `echochat-server` started for a benchmark run: on its CPUs when pinning,
 /// port 0, its stderr read until it logs its port, then drained in the background.
 final class BenchServer {
     let process: ChildProcess
     let port: Int
     let log: Lock<[String]>
 
-    init(binary: String, arguments: [String], pinCPU: Int?) throws(LoadRunError) {
+    init(binary: String, arguments: [String], cpus: CPUList?) throws(LoadRunError) {
         let full = ["--host", "127.0.0.1", "--port", "0"] + arguments
         do {
-            if let pinCPU {
-                process = try ChildProcess("taskset", ["-c", String(pinCPU), binary] + full, stdout: .discard, stderr: .pipe)
+            if let cpus {
+                process = try ChildProcess("taskset", ["-c", cpus.description, binary] + full, stdout: .discard, stderr: .pipe)
             } else {
                 process = try ChildProcess(binary, full, stdout: .discard, stderr: .pipe)
             }
@@ -178,23 +179,76 @@ final class BenchServer {
     }
 }
 
-/// CPU pinning for the benchmark commands: the load on CPU 1, servers on CPU 0.
-enum Pinning {
-    /// On a machine with two or more CPUs, re-executes this program under
-    /// `taskset -c 1` unless it already runs on a single CPU (then returns).
-    /// Returns the CPU servers should use, or nil when not pinning.
-    static func pinSelf(arguments: [String]) -> Int? {
-        guard System.onlineCores >= 2 else { return nil }
-        if Threads.availableCores == 1 { return 0 }
-        guard let executable = System.executablePath else { return nil }
-        let error = ChildProcess.replaceCurrentProcess(with: "taskset", ["-c", "1", executable] + arguments)
-        System.writeToStandardError("echochat-load: cannot pin to CPU 1 (\(error)); running unpinned\n")
+/// A set of CPUs in taskset's list syntax: "0", "0-3", "0,2-3".
+public struct CPUList: Sendable, Equatable, CustomStringConvertible {
+    public let cpus: [Int]
+
+    public init(_ cpus: [Int]) { self.cpus = Array(Set(cpus)).sorted() }
+
+    public static func parse(_ text: String, _ name: String) throws(UsageError) -> CPUList {
+        var cpus: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), let low = Int(bounds[0]), let high = Int(bounds[bounds.count - 1]),
+                bounds.allSatisfy({ !$0.isEmpty && $0.allSatisfy({ $0.isASCII && $0.isNumber }) }), low <= high, high < 4096
+            else { throw UsageError("invalid value '\(text)' for \(name): expected CPUs like 0, 0-3 or 0,2") }
+            cpus += Array(low...high)
+        }
+        return CPUList(cpus)
+    }
+
+    /// The list as taskset takes it, ranges folded: "0-3,6".
+    public var description: String {
+        var parts: [String] = []
+        var index = 0
+        while index < cpus.count {
+            var last = index
+            while last + 1 < cpus.count && cpus[last + 1] == cpus[last] + 1 { last += 1 }
+            parts.append(last == index ? String(cpus[index]) : "\(cpus[index])-\(cpus[last])")
+            index = last + 1
+        }
+        return parts.joined(separator: ",")
+    }
+}
+
+/// CPU pinning for the benchmark commands: by default the load on CPU 1 and
+/// servers on CPU 0 (on a machine with two or more CPUs), or the lists given.
+struct Pinning {
+    let server: CPUList?
+    let load: CPUList?
+
+    init(server: CPUList? = nil, load: CPUList? = nil) {
+        let pins = System.onlineCores >= 2
+        self.server = server ?? (pins ? CPUList([0]) : nil)
+        self.load = load ?? (pins ? CPUList([1]) : nil)
+    }
+
+    /// A CPU the machine does not have, as an error message.
+    var invalid: String? {
+        let online = System.onlineCores
+        for (what, list) in [("--server-cpus", server), ("--load-cpus", load)] {
+            if let list, let cpu = list.cpus.first(where: { $0 >= online }) {
+                return "\(what): CPU \(cpu) is not online (this machine has \(online))"
+            }
+        }
         return nil
     }
 
-    static var description: String {
-        System.onlineCores >= 2 && Threads.availableCores == 1
-            ? "server on CPU 0, load client on CPU 1 (taskset)" : "not pinned (\(System.onlineCores) CPU online)"
+    /// Re-executes this program under `taskset -c LOAD` unless it already
+    /// runs on exactly those CPUs (then returns true). False: cannot pin.
+    func pinSelf(arguments: [String]) -> Bool {
+        guard let load, Threads.affinity != load.cpus else { return true }
+        guard let executable = System.executablePath else { return false }
+        let error = ChildProcess.replaceCurrentProcess(with: "taskset", ["-c", load.description, executable] + arguments)
+        System.writeToStandardError("echochat-load: cannot pin to CPU \(load) (\(error)); running unpinned\n")
+        return false
+    }
+
+    /// For reports: where the server and the load ran.
+    var description: String {
+        func cpus(_ list: CPUList) -> String { list.cpus.count == 1 ? "CPU \(list)" : "CPUs \(list)" }
+        guard let server, let load, Threads.affinity == load.cpus else { return "not pinned (\(System.onlineCores) CPU online)" }
+        return "server on \(cpus(server)), load client on \(cpus(load)) (taskset)"
     }
 }
 

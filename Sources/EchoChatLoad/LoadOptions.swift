@@ -78,6 +78,9 @@ public struct BenchOptions: Sendable, Equatable {
     public var workloads: [String]?
     /// Seconds per measured run; nil = 5 (1 with --quick).
     public var duration: Double?
+    /// CPUs for the servers and for this client (taskset lists); nil = the default pinning.
+    public var serverCPUs: CPUList?
+    public var loadCPUs: CPUList?
     public init() {}
 
     public var effectiveRuns: Int { runs ?? (quick ? 1 : 3) }

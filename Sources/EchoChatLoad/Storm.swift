@@ -252,11 +252,12 @@ enum Storm {
 
     /// One server per strategy (CPU 0), this process on CPU 1.
     static func runStrategies(_ options: StormOptions, strategies: [String], arguments: [String]) -> Int32 {
-        let serverCPU = Pinning.pinSelf(arguments: ["storm"] + arguments)
+        let pinning = Pinning()
+        let pinned = pinning.pinSelf(arguments: ["storm"] + arguments)
         let limit = System.openFileLimit()
         if limit.soft < limit.hard { try? System.setOpenFileLimit(soft: limit.hard) }
         guard let binary = StrategyBench.serverBinary(options.server) else { return 1 }
-        System.writeToStandardError("storm: \(Pinning.description)\n")
+        System.writeToStandardError("storm: \(pinning.description)\n")
         var results: [StormResult] = []
         for strategy in strategies {
             var result: StormResult
@@ -264,7 +265,7 @@ enum Storm {
                 let maxClients = min(options.clients + 1000, 1_000_000)
                 let server = try BenchServer(
                     binary: binary, arguments: ["--mode", "chat", "--strategy", strategy, "--max-clients", String(maxClients)],
-                    pinCPU: serverCPU)
+                    cpus: pinned ? pinning.server : nil)
                 var each = options
                 each.host = "127.0.0.1"
                 each.port = server.port

@@ -4,7 +4,12 @@ import EchoChatPOSIX
 /// a fresh server per run, results as markdown, SVG and JSON.
 enum StrategyBench {
     static func run(_ options: BenchOptions, arguments: [String]) -> Int32 {
-        let serverCPU = Pinning.pinSelf(arguments: ["bench"] + arguments)
+        let pinning = Pinning(server: options.serverCPUs, load: options.loadCPUs)
+        if let invalid = pinning.invalid {
+            System.writeToStandardError("Error: \(invalid)\n")
+            return 2
+        }
+        let serverCPUs = pinning.pinSelf(arguments: ["bench"] + arguments) ? pinning.server : nil
         Signals.ignoreBrokenPipe()
         // Servers inherit this limit; 10,000 held connections need it.
         let limit = System.openFileLimit()
@@ -20,7 +25,7 @@ enum StrategyBench {
                     var measurement: BenchMeasurement
                     do {
                         measurement = try measure(
-                            workload, strategy: strategy, server: server, pin: serverCPU, duration: duration,
+                            workload, strategy: strategy, server: server, pin: serverCPUs, duration: duration,
                             quick: options.quick)
                     } catch {
                         measurement = BenchMeasurement(workload: workload.name, strategy: strategy)
@@ -34,7 +39,7 @@ enum StrategyBench {
         }
         let summary = BenchSummary(
             strategies: options.strategies, workloads: workloads, measurements: measurements,
-            machine: MachineFacts.summary, pinning: Pinning.description, runs: options.effectiveRuns,
+            machine: MachineFacts.summary, pinning: pinning.description, runs: options.effectiveRuns,
             duration: duration, date: String(Clock.timestamp().prefix(10)))
         do {
             try System.makeDirectory(options.outputDirectory)
@@ -86,7 +91,7 @@ enum StrategyBench {
     }
 
     static func measure(
-        _ workload: BenchWorkload, strategy: String, server binary: String, pin: Int?, duration: Double, quick: Bool
+        _ workload: BenchWorkload, strategy: String, server binary: String, pin: CPUList?, duration: Double, quick: Bool
     ) throws(LoadRunError) -> BenchMeasurement {
         switch workload.kind {
         case .upload(let clients, let size):
@@ -126,7 +131,7 @@ enum StrategyBench {
         case .upload, .chatDuringUploads: throw LoadRunError("measured by measureUploads")
         }
         let server = try BenchServer(
-            binary: binary, arguments: ["--mode", mode, "--strategy", strategy, "--max-clients", "20000"], pinCPU: pin)
+            binary: binary, arguments: ["--mode", mode, "--strategy", strategy, "--max-clients", "20000"], cpus: pin)
         options.port = server.port
         let before = server.status()
         let cpuBefore = server.cpuSeconds()
@@ -190,7 +195,7 @@ enum StrategyBench {
     /// then download them all. With `chat`, a chat ping runs alone for
     /// `duration` first, then again while the uploads go on.
     static func measureUploads(
-        _ workload: BenchWorkload, strategy: String, server binary: String, pin: Int?, duration: Double, uploaders: Int,
+        _ workload: BenchWorkload, strategy: String, server binary: String, pin: CPUList?, duration: Double, uploaders: Int,
         size: Int, chat: Bool
     ) throws(LoadRunError) -> BenchMeasurement {
         var m = BenchMeasurement(workload: workload.name, strategy: strategy)
@@ -201,7 +206,7 @@ enum StrategyBench {
             arguments: [
                 "--mode", "chat", "--strategy", strategy, "--upload-dir", directory, "--max-upload", String(max(size, 16 << 20)),
                 "--upload-quota", "1000G",
-            ], pinCPU: pin)
+            ], cpus: pin)
         var uploads = LoadOptions()
         uploads.quiet = true
         uploads.port = server.port
@@ -296,7 +301,8 @@ enum StrategyBench {
 /// same server, alternating, same pinning; prints both rates and the ratio.
 enum LoadgenComparison {
     static func run(_ options: CompareOptions, arguments: [String]) -> Int32 {
-        let serverCPU = Pinning.pinSelf(arguments: ["bench-loadgen"] + arguments)
+        let pinning = Pinning()
+        let serverCPUs = pinning.pinSelf(arguments: ["bench-loadgen"] + arguments) ? pinning.server : nil
         Signals.ignoreBrokenPipe()
         // The parser makes --loadgen required.
         let loadgen = options.loadgen ?? ""
@@ -308,7 +314,7 @@ enum LoadgenComparison {
         guard let binary = StrategyBench.serverBinary(options.server) else { return 1 }
         let server: BenchServer
         do {
-            server = try BenchServer(binary: binary, arguments: ["--mode", "echo", "--strategy", "epoll"], pinCPU: serverCPU)
+            server = try BenchServer(binary: binary, arguments: ["--mode", "echo", "--strategy", "epoll"], cpus: serverCPUs)
         } catch {
             System.writeToStandardError("Error: \(error)\n")
             return 1
@@ -322,7 +328,7 @@ enum LoadgenComparison {
         var loadgenCPU: [String: [Double]] = [:]
         var ourCPU: [String: [Double]] = [:]
         var failed = false
-        System.writeToStandardError("server: epoll on port \(server.port); \(Pinning.description)\n")
+        System.writeToStandardError("server: epoll on port \(server.port); \(pinning.description)\n")
         for run in 1...options.runs {
             for workload in workloads {
                 // Alternate which tool goes first, so drift on a shared machine hits both.
@@ -350,7 +356,7 @@ enum LoadgenComparison {
                     } else {
                         let arguments = ["-c", "100", "-d", Format.fixed(options.duration, decimals: 3), "-w", "1", "-s", "64",
                                          "-p", String(workload.pipeline), "-H", "127.0.0.1", "-P", String(server.port)]
-                        let measured = runLoadgen(loadgen, arguments, pin: serverCPU != nil, timeout: options.duration + 60)
+                        let measured = runLoadgen(loadgen, arguments, pin: serverCPUs == nil ? nil : pinning.load, timeout: options.duration + 60)
                         if let (rate, cpuPercent) = measured {
                             loadgenRates[workload.name, default: []].append(rate)
                             if rate > 0 { loadgenCPU[workload.name, default: []].append(cpuPercent / 100 / rate * 1e6) }
@@ -374,16 +380,16 @@ enum LoadgenComparison {
                 + "\(Format.fixed(median(ourCPU[workload.name] ?? []), decimals: 2)) µs |\n"
         }
         System.writeToStandardOutput(
-            "echochat-load vs loadgen, same epoll server, medians of \(options.runs) runs of \(Format.fixed(options.duration, decimals: 1)) s after 1 s warmup; \(Pinning.description)\n\n" + table)
+            "echochat-load vs loadgen, same epoll server, medians of \(options.runs) runs of \(Format.fixed(options.duration, decimals: 1)) s after 1 s warmup; \(pinning.description)\n\n" + table)
         return failed ? 1 : 0
     }
 
     /// Runs loadgen; its msgs/s and its CPU% over the measured window.
-    static func runLoadgen(_ path: String, _ arguments: [String], pin: Bool, timeout: Double) -> (Double, Double)? {
+    static func runLoadgen(_ path: String, _ arguments: [String], pin: CPUList?, timeout: Double) -> (Double, Double)? {
         do {
-            let child = pin
-                ? try ChildProcess("taskset", ["-c", "1", path] + arguments, stdout: .pipe, stderr: .discard)
-                : try ChildProcess(path, arguments, stdout: .pipe, stderr: .discard)
+            let child = try pin.map { cpus throws(SystemError) in
+                try ChildProcess("taskset", ["-c", cpus.description, path] + arguments, stdout: .pipe, stderr: .discard)
+            } ?? ChildProcess(path, arguments, stdout: .pipe, stderr: .discard)
             let output = child.readAllStandardOutput(timeout: timeout)
             if child.wait(timeout: 5) == nil { child.terminate(grace: 1) }
             guard let rate = JSONValue.number(forKey: "msgs_per_s", in: output) else {

@@ -11,6 +11,13 @@ extension Threads {
         let count = Int(cechochat_available_cpus())
         return count > 0 ? count : System.onlineCores
     }
+
+    /// The CPUs this process may run on, ascending (sched_getaffinity(2)).
+    public static var affinity: [Int] {
+        var cpus = [Int32](repeating: 0, count: 1024)
+        let count = Int(cechochat_affinity_cpus(&cpus, Int32(cpus.count)))
+        return count > 0 ? cpus[..<count].map(Int.init) : Array(0..<System.onlineCores)
+    }
 }
 
 extension System {

@@ -83,6 +83,11 @@ struct OptionsTests {
         (["bench-loadgen", "--frob"], "unknown option '--frob'"),
         (["bench-loadgen"], "missing '--loadgen <path>'.\nbench-loadgen needs the C reference load generator, loadgen.c, from the\nEchoChat development kit"),
         (["bench", "-"], "unexpected argument '-'"),
+        (["bench", "--server-cpus", "1-0"], "expected CPUs like 0, 0-3 or 0,2"),
+        (["bench", "--load-cpus", "x"], "invalid value 'x' for --load-cpus"),
+        (["bench", "--load-cpus", "1,"], "invalid value '1,' for --load-cpus"),
+        (["bench", "--server-cpus", "-1"], "invalid value '-1' for --server-cpus"),
+        (["bench", "--server-cpus", "+1"], "invalid value '+1' for --server-cpus"),
     ])
     func badUsageIsExplained(arguments: [String], message: String) {
         let error = usageError(arguments)
@@ -99,6 +104,15 @@ struct OptionsTests {
         #expect(bench.quick && bench.effectiveRuns == 1 && bench.effectiveDuration == 1)
         #expect(bench.outputDirectory == "/tmp/x" && bench.strategies == ["epoll", "pool"])
         #expect(bench.workloads == ["pp1", "hold10k"] && bench.server == "/s")
+        #expect(bench.serverCPUs == nil && bench.loadCPUs == nil)
+        guard case .bench(let pinned) = try LoadCommandLine.parse(["bench", "--server-cpus", "0,1", "--load-cpus", "3-5,2,4"])
+        else {
+            Issue.record("not bench")
+            return
+        }
+        #expect(pinned.serverCPUs?.cpus == [0, 1] && pinned.serverCPUs?.description == "0-1")
+        #expect(pinned.loadCPUs?.cpus == [2, 3, 4, 5] && pinned.loadCPUs?.description == "2-5")
+        #expect(try CPUList.parse("7,0-2,5", "--x").description == "0-2,5,7")
         guard case .compare(let compare) = try LoadCommandLine.parse(["bench-loadgen", "--loadgen", "/l", "--runs", "5"]) else {
             Issue.record("not bench-loadgen")
             return

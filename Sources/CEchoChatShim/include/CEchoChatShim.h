@@ -44,6 +44,8 @@ int cechochat_socket(int domain, int type, int protocol, int nonblocking);
 
 // CPUs in this process's affinity mask (sched_getaffinity + CPU_COUNT), or -1.
 int cechochat_available_cpus(void);
+// The CPUs in this process's affinity mask, ascending, at most `capacity`; or -1.
+int cechochat_affinity_cpus(int *cpus, int capacity);
 
 // pthread_setname_np for the calling thread (15 bytes at most).
 void cechochat_set_thread_name(const char *name);
