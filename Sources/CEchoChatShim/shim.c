@@ -68,10 +68,19 @@ int cechochat_affinity_cpus(int *cpus, int capacity) {
 
 void cechochat_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
 
+// The mask to wait with is the thread's mask without `signo`, read once per
+// thread and kept (a thread that waits here keeps its mask for life): reading
+// it on every call was one more system call per message in the thread strategy.
+static __thread sigset_t cechochat_wait_mask;
+static __thread int cechochat_wait_mask_signo = 0;
+
 int cechochat_ppoll_unblocking(struct pollfd *fds, nfds_t count, int timeout_ms, int signo) {
-    sigset_t mask;
-    pthread_sigmask(SIG_BLOCK, NULL, &mask);
-    sigdelset(&mask, signo);
+    if (cechochat_wait_mask_signo != signo) {
+        pthread_sigmask(SIG_BLOCK, NULL, &cechochat_wait_mask);
+        sigdelset(&cechochat_wait_mask, signo);
+        cechochat_wait_mask_signo = signo;
+    }
+    sigset_t mask = cechochat_wait_mask;
     struct timespec timeout;
     struct timespec *timeout_pointer = NULL;
     if (timeout_ms >= 0) {

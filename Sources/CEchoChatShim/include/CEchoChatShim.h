@@ -52,7 +52,8 @@ void cechochat_set_thread_name(const char *name);
 
 // ppoll(2) with `signo` unblocked for the duration of the call only, so a
 // signal sent to this thread while it was blocked interrupts the wait (EINTR)
-// instead of being lost between a check and the wait.
+// instead of being lost between a check and the wait. The thread's mask is
+// read on its first call and kept: it must not change between calls.
 #include <poll.h>
 int cechochat_ppoll_unblocking(struct pollfd *fds, nfds_t count, int timeout_ms, int signo);
 
