@@ -383,3 +383,27 @@ int cechochat_spawn_guarded(const char *path, char *const argv[], char *const en
 int cechochat_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
 }
+
+size_t cechochat_count_byte(const void *bytes, size_t count, unsigned char byte) {
+    typedef unsigned char block __attribute__((vector_size(16)));
+    const unsigned char *cursor = bytes;
+    size_t total = 0;
+    block wanted;
+    memset(&wanted, byte, sizeof wanted);
+    while (count >= sizeof(block)) {
+        // Per-lane counters of one byte each: at most 255 blocks before they are summed.
+        size_t blocks = count / sizeof(block);
+        if (blocks > 255) blocks = 255;
+        block counts = {0};
+        for (size_t index = 0; index < blocks; index++) {
+            block chunk;
+            memcpy(&chunk, cursor + index * sizeof(block), sizeof chunk);
+            counts -= (block)(chunk == wanted);  // a match is all ones: -1
+        }
+        for (size_t lane = 0; lane < sizeof(block); lane++) total += counts[lane];
+        cursor += blocks * sizeof(block);
+        count -= blocks * sizeof(block);
+    }
+    for (size_t index = 0; index < count; index++) total += cursor[index] == byte;
+    return total;
+}

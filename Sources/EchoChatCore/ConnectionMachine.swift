@@ -193,6 +193,26 @@ public struct ConnectionMachine {
         }
     }
 
+    /// What the owner asks after each call, in one pass. A server keeps it
+    /// beside the machine: reading the properties one by one from another
+    /// module passed a copy of the whole machine to each getter.
+    public struct Status: Equatable, Sendable {
+        public var isClosed: Bool
+        public var wantsRead: Bool
+        public var wantsWrite: Bool
+        public var wantsTurn: Bool
+        public var nextDeadline: Int64?
+        public var queuedLineBytes: Int
+        public var paused: Bool
+        public var lingering: Bool
+    }
+
+    public var status: Status {
+        Status(
+            isClosed: isClosed, wantsRead: wantsRead, wantsWrite: wantsWrite, wantsTurn: wantsTurn,
+            nextDeadline: nextDeadline, queuedLineBytes: queuedLineBytes, paused: paused, lingering: phase == .lingering)
+    }
+
     // MARK: - Events
 
     /// New settings (a reload, or the shutdown deadline). Every event takes

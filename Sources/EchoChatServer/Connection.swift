@@ -29,9 +29,23 @@ final class Connection: @unchecked Sendable {
     /// Echo: lines are counted on the wire (chat lines are counted by the engine).
     let countsLines: Bool
     let admitted: Bool
-    private(set) var machine: ConnectionMachine
-    /// Owner only: the connection waits in its strategy's list of turns.
-    var turnQueued = false
+    /// The engine and what the owner last learnt from it, in memory of
+    /// their own and reached in place (only the owner does: checked in debug
+    /// builds by `serving`). As a stored property of this class, every read of
+    /// one of the machine's properties copied the whole machine and every
+    /// access paid Swift's dynamic exclusivity check: together more
+    /// instructions per echoed message than the echo itself.
+    private let owned: UnsafeMutablePointer<Owned>
+    private struct Owned {
+        var machine: ConnectionMachine
+        /// `machine.status` after the owner's last call into it.
+        var status: ConnectionMachine.Status
+        /// The connection waits in its strategy's list of turns.
+        var turnQueued = false
+        /// Echo: the bytes of the last read and their LFs, so that writing
+        /// the same bytes straight back counts its messages without a second pass.
+        var lastRead: (bytes: UnsafeRawBufferPointer, lines: Int)?
+    }
     let shared: Lock<Shared>
     #if DEBUG
         /// Set while a thread is in `serve`: checks the one-owner rule.
@@ -91,13 +105,22 @@ final class Connection: @unchecked Sendable {
         self.id = ConnectionID(Int(socket.descriptor))
         self.token = token
         self.layer = layer
-        self.machine = machine
+        owned = .allocate(capacity: 1)
+        owned.initialize(to: Owned(machine: machine, status: machine.status))
         self.countsLines = machine.mode == .echo
         self.admitted = machine.admitted
         self.shared = Lock(Shared())
     }
 
-    var isClosed: Bool { machine.isClosed }
+    deinit {
+        owned.deinitialize(count: 1)
+        owned.deallocate()
+    }
+
+    /// The owner's view of the machine, as of its last call into it.
+    private var status: ConnectionMachine.Status { owned.pointee.status }
+
+    var isClosed: Bool { status.isClosed }
 
     /// The poller reported a reset or hang-up: lines for this connection are
     /// dropped from now on instead of queued (a storm of leaves, each line to
@@ -105,17 +128,24 @@ final class Connection: @unchecked Sendable {
     /// Any thread; strategies call it as soon as they see the event.
     func peerGone() { shared.withLock { $0.peerGone = true } }
     /// When the owner must serve it again even if nothing happens (the owner only).
-    var nextDeadline: Int64? { machine.nextDeadline }
+    var nextDeadline: Int64? { status.nextDeadline }
 
     /// Lines read earlier wait to be handled: serve it again once the other
     /// connections had their turn (fairness), without waiting for readiness.
-    var wantsTurn: Bool { machine.wantsTurn }
+    var wantsTurn: Bool { status.wantsTurn }
+
+    /// Owner only: the connection waits in its strategy's list of turns.
+    var turnQueued: Bool {
+        get { owned.pointee.turnQueued }
+        set { owned.pointee.turnQueued = newValue }
+    }
 
     /// What the owner should wait for next.
     var interest: Poller.Events {
+        let status = status
         var events: Poller.Events = []
-        if machine.wantsRead { events.insert(.readable) }
-        if machine.wantsWrite { events.insert(.writable) }
+        if status.wantsRead { events.insert(.readable) }
+        if status.wantsWrite { events.insert(.writable) }
         return events
     }
 
@@ -128,7 +158,7 @@ final class Connection: @unchecked Sendable {
         _ ready: Poller.Events, now: Int64, settings: ConnectionSettings, buffer: UnsafeMutableRawBufferPointer,
         deliveries: inout Deliveries, leaveDescriptorOpen: Bool = false
     ) {
-        guard !machine.isClosed else { return }
+        guard !status.isClosed else { return }
         #if DEBUG
             // One owner at a time: two threads serving at once is a bug in a strategy.
             precondition(!serving.exchange(true, ordering: .acquiring), "\(socket) served by two threads at once")
@@ -137,38 +167,38 @@ final class Connection: @unchecked Sendable {
         var io = SocketIO(connection: self, leaveDescriptorOpen: leaveDescriptorOpen)
         swap(&io.deliveries, &deliveries)
         defer { swap(&io.deliveries, &deliveries) }
-        let wasPaused = machine.paused
-        if settings != machine.settings { machine.update(settings, now: now) }
-        machine.tick(now: now, io: &io)
-        machine.takeTurn(now: now, io: &io)  // lines read earlier, before reading more
+        let wasPaused = status.paused
+        if settings != owned.pointee.machine.settings { owned.pointee.machine.update(settings, now: now) }
+        owned.pointee.machine.tick(now: now, io: &io)
+        owned.pointee.machine.takeTurn(now: now, io: &io)  // lines read earlier, before reading more
         let failed = ready.contains(.error) || ready.contains(.hangup)
         if failed { peerGone() }
-        if machine.wantsRead && (ready.contains(.readable) || failed) {
+        if ready.contains(.readable) || failed, owned.pointee.machine.wantsRead {
             read(into: buffer, now: now, io: &io)
-        } else if failed && !machine.isClosed {
+        } else if failed && !owned.pointee.machine.isClosed {
             // Not reading, so a read cannot collect the error; level-triggered
             // HUP/ERR would otherwise repeat for ever. Deliver what we can.
-            machine.flush(now: now, io: &io)
-            machine.failed(.connectionError, io: &io)
+            owned.pointee.machine.flush(now: now, io: &io)
+            owned.pointee.machine.failed(.connectionError, io: &io)
         }
-        machine.flush(now: now, io: &io)
-        let queued = machine.queuedLineBytes
-        if machine.paused != wasPaused {
-            layer.logger.debug("\(machine.paused ? "paused" : "resumed") reading \(socket) with \(queued) bytes queued")
+        owned.pointee.machine.flush(now: now, io: &io)
+        let status = owned.pointee.machine.status
+        owned.pointee.status = status
+        if status.paused != wasPaused {
+            layer.logger.debug(
+                "\(status.paused ? "paused" : "resumed") reading \(socket) with \(status.queuedLineBytes) bytes queued")
         }
-        let deadline = machine.nextDeadline
-        let lingering = machine.phase == .lingering
-        if !machine.isClosed {
+        if !status.isClosed {
             shared.withLock { state in
-                state.ownerQueued = queued
-                state.deadline = deadline
-                if lingering { state.mailWaiting = false }  // nothing more will be collected
+                state.ownerQueued = status.queuedLineBytes
+                state.deadline = status.nextDeadline
+                if status.lingering { state.mailWaiting = false }  // nothing more will be collected
             }
         }
     }
 
     private func read(into buffer: UnsafeMutableRawBufferPointer, now: Int64, io: inout SocketIO) {
-        let budget = machine.readBudget(buffer.count)
+        let budget = owned.pointee.machine.readBudget(buffer.count)
         guard budget > 0 else { return }
         let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<budget])
         switch try? socket.read(into: target) {
@@ -176,23 +206,41 @@ final class Connection: @unchecked Sendable {
             let bytes = UnsafeRawBufferPointer(rebasing: target[0..<count])
             // What a closing connection sends while we linger is thrown away
             // unread: it counts nowhere (as a refused client counts nowhere).
-            if machine.phase != .lingering { layer.counters.received(bytes, countLines: countsLines) }
-            machine.received(bytes, now: now, io: &io)
+            if owned.pointee.machine.phase != .lingering {
+                layer.counters.add(layer.counters.bytesIn, count)
+                if countsLines {
+                    let lines = countNewlines(bytes)
+                    layer.counters.add(layer.counters.messagesIn, lines)
+                    owned.pointee.lastRead = (bytes, lines)
+                }
+            }
+            owned.pointee.machine.received(bytes, now: now, io: &io)
+            owned.pointee.lastRead = nil
         case .endOfFile?:
-            machine.endOfInput(now: now, io: &io)
+            owned.pointee.machine.endOfInput(now: now, io: &io)
         case .wouldBlock?:
             break
         case nil:
-            machine.failed(.connectionError, io: &io)
+            owned.pointee.machine.failed(.connectionError, io: &io)
         }
+    }
+
+    /// Echo: the LFs among the first `written` bytes of `bytes`, which are
+    /// usually the whole of what was just read, counted already.
+    fileprivate func lines(inWritten bytes: UnsafeRawBufferPointer, _ written: Int) -> Int {
+        if let last = owned.pointee.lastRead, written == last.bytes.count, bytes.baseAddress == last.bytes.baseAddress {
+            return last.lines
+        }
+        return countNewlines(UnsafeRawBufferPointer(rebasing: bytes[0..<written]))
     }
 
     /// Closes the descriptor at once (a server that stops with connections
     /// still open). The owner only.
     func forceClose() {
-        guard !machine.isClosed else { return }
+        guard !status.isClosed else { return }
         var io = SocketIO(connection: self)
-        machine.failed(.connectionError, io: &io)
+        owned.pointee.machine.failed(.connectionError, io: &io)
+        owned.pointee.status = owned.pointee.machine.status
     }
 
     /// Marks the connection closed (under the lock, so no waker signals an
@@ -262,7 +310,8 @@ struct SocketIO: ConnectionIO {
     mutating func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
         switch try? connection.socket.write(bytes) {
         case .done(let written)?:
-            layer.counters.sent(UnsafeRawBufferPointer(rebasing: bytes[0..<written]), countLines: connection.countsLines)
+            layer.counters.add(layer.counters.bytesOut, written)
+            if connection.countsLines { layer.counters.add(layer.counters.messagesOut, connection.lines(inWritten: bytes, written)) }
             return written
         case .wouldBlock?: return 0
         case nil:

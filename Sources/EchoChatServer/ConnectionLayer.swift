@@ -219,18 +219,6 @@ final class ServerCounters: Sendable {
     func add(_ counter: borrowing Atomic<Int>, _ value: Int) {
         if value != 0 { counter.wrappingAdd(value, ordering: .relaxed) }
     }
-
-    @inline(__always)
-    func received(_ bytes: UnsafeRawBufferPointer, countLines: Bool) {
-        add(bytesIn, bytes.count)
-        if countLines { add(messagesIn, countNewlines(bytes)) }
-    }
-
-    @inline(__always)
-    func sent(_ bytes: UnsafeRawBufferPointer, countLines: Bool) {
-        add(bytesOut, bytes.count)
-        if countLines { add(messagesOut, countNewlines(bytes)) }
-    }
 }
 
 /// An atomic count a closure can capture (an `Atomic` itself cannot be).

@@ -140,6 +140,35 @@ struct MetricsEndpointTests {
         }
     }
 
+    /// Echo counts every LF it reads and writes, exactly: lines written back
+    /// whole, lines split across reads, and output cut short by a full
+    /// kernel buffer and queued (the client reads nothing until it has sent
+    /// all; `max-output` lets the server queue all of it).
+    @Test(arguments: Strategy.allCases)
+    func echoCountsEveryMessageExactly(strategy: Strategy) throws {
+        let server = try ServerProcess(["--metrics", "127.0.0.1:0", "--max-output", "64M"], strategy: strategy)
+        let client = try TestClient(host: "127.0.0.1", port: server.port, timeout: 30)
+        var sent: [UInt8] = []
+        try client.send("one\ntw")
+        try client.send("o\nthree\n")
+        sent += Array("one\ntwo\nthree\n".utf8)
+        #expect(try client.readLines(3) == ["one", "two", "three"])
+        let line = [UInt8](repeating: 0x61, count: 8191) + [0x0A]
+        let bulk = Array([[UInt8]](repeating: line, count: 1536).joined())  // 12 MiB: more than the kernel buffers hold
+        try client.send(bulk)
+        let echoed = try client.read(count: bulk.count)
+        sent += bulk
+        #expect(echoed == bulk, "the bulk came back changed")
+        let lines = Double(3 + 1536)
+        var metrics = try server.scrape()
+        // The client may read the last bytes a moment before the server counts them.
+        for _ in 0..<100 where metrics.value("echochat_messages_out_total") != lines { metrics = try server.scrape() }
+        #expect(metrics.value("echochat_messages_in_total") == lines)
+        #expect(metrics.value("echochat_messages_out_total") == lines)
+        #expect(metrics.value("echochat_bytes_in_total") == Double(sent.count))
+        #expect(metrics.value("echochat_bytes_out_total") == Double(sent.count))
+    }
+
     @Test(.requires(.curl), arguments: Strategy.allCases)
     func curlScrapesIt(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--metrics", "127.0.0.1:0"], strategy: strategy)

@@ -18,6 +18,22 @@ struct POSIXTests {
         // A slice must not count past its end.
         #expect(input.withUnsafeBytes { countNewlines(UnsafeRawBufferPointer(rebasing: $0[1..<7])) } == 0)
         #expect(input.withUnsafeBytes { countNewlines(UnsafeRawBufferPointer(rebasing: $0[1..<8])) } == 1)
+        // Nothing but LF: every vector lane counts past 255 (its counters must be summed in time).
+        let newlines = [UInt8](repeating: 0x0A, count: 10_007)
+        #expect(newlines.withUnsafeBytes { countNewlines($0) } == 10_007)
+        // Every start and length around the vector width, against a plain count.
+        var mismatches = 0
+        for start in 0..<20 {
+            for length in 0..<80 {
+                let slice = input[(start * 13)..<(start * 13 + length)]
+                let expected = slice.filter { $0 == 0x0A }.count
+                let counted = input.withUnsafeBytes {
+                    countNewlines(UnsafeRawBufferPointer(rebasing: $0[(start * 13)..<(start * 13 + length)]))
+                }
+                if counted != expected { mismatches += 1 }
+            }
+        }
+        #expect(mismatches == 0)
     }
 
     @Test func errorsNameTheOperationAndTheReason() {

@@ -115,4 +115,8 @@ int cechochat_set_file_size_limit(int pid, long bytes);
 // (glibc declares renameat2 only with _GNU_SOURCE).
 int cechochat_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
 
+// How many bytes of `bytes` equal `byte`, compared 16 at a time (vector
+// compares): echo mode counts its messages (LF bytes) in every read and write.
+size_t cechochat_count_byte(const void *bytes, size_t count, unsigned char byte);
+
 #endif
