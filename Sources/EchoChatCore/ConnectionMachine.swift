@@ -170,6 +170,10 @@ public struct ConnectionMachine {
         return min(capacity, max(0, settings.limits.maxOutput - output.count))
     }
 
+    /// Whether to read and how much: nil when not reading (`wantsRead`),
+    /// else `readBudget(capacity)`; one call for a caller in another module.
+    public func nextRead(max capacity: Int) -> Int? { wantsRead ? readBudget(capacity) : nil }
+
     /// The earliest time `tick` has something to do, if any.
     public var nextDeadline: Int64? {
         switch phase {
@@ -460,7 +464,15 @@ public struct ConnectionMachine {
 
     /// Takes the lines queued for this connection and writes what the kernel
     /// takes. Call when the socket is writable and after every other event.
-    public mutating func flush(now: Int64, io: inout some ConnectionIO) {
+    /// Returns the status after it (cheaper for a caller in another module
+    /// than reading `status`, which copies the machine to compute it).
+    @discardableResult
+    public mutating func flush(now: Int64, io: inout some ConnectionIO) -> Status {
+        flushOutput(now: now, io: &io)
+        return status
+    }
+
+    private mutating func flushOutput(now: Int64, io: inout some ConnectionIO) {
         guard phase == .open || phase == .closing else { return }
         if mode == .chat {
             let mail = download == nil ? io.collect(into: &output) : io.collect(into: &deferred)
@@ -517,7 +529,7 @@ public struct ConnectionMachine {
             if let resumes = rateResumesAt, now >= resumes || limits.rateLimit == 0 { rateResumesAt = nil }
             if limits.isSendTimedOut(waitingSince: outputWaitingSince, now: now) {
                 fail(.sendTimeout, io: &io)
-            } else if limits.isIdle(lastInput: lastInput, now: now, reading: wantsRead) {
+            } else if limits.isIdle(lastInput: lastInput, now: now, reading: self.wantsRead) {
                 expire(.idleTimeout, now: now, io: &io)
             } else if mode == .chat && limits.isLineTimedOut(partialSince: partialSince, now: now) {
                 expire(.lineTimeout, now: now, io: &io)

@@ -86,10 +86,11 @@ public struct Limits: Sendable, Equatable {
     }
 
     /// Idle timeout: no byte arrived since `lastInput`. A client the server has
-    /// stopped reading from is never idle, so the caller passes `reading`.
+    /// stopped reading from is never idle, so the caller passes `reading`
+    /// (asked last: it is the costly part).
     @inline(__always)
-    public func isIdle(lastInput: Int64, now: Int64, reading: Bool) -> Bool {
-        idleTimeoutNanoseconds > 0 && reading && now - lastInput >= idleTimeoutNanoseconds
+    public func isIdle(lastInput: Int64, now: Int64, reading: @autoclosure () -> Bool) -> Bool {
+        idleTimeoutNanoseconds > 0 && now - lastInput >= idleTimeoutNanoseconds && reading()
     }
 
     /// Line timeout: an unterminated line has been waiting since `partialSince`.

@@ -173,16 +173,15 @@ final class Connection: @unchecked Sendable {
         owned.pointee.machine.takeTurn(now: now, io: &io)  // lines read earlier, before reading more
         let failed = ready.contains(.error) || ready.contains(.hangup)
         if failed { peerGone() }
-        if ready.contains(.readable) || failed, owned.pointee.machine.wantsRead {
-            read(into: buffer, now: now, io: &io)
+        if ready.contains(.readable) || failed, let budget = owned.pointee.machine.nextRead(max: buffer.count) {
+            read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<budget]), now: now, io: &io)
         } else if failed && !owned.pointee.machine.isClosed {
             // Not reading, so a read cannot collect the error; level-triggered
             // HUP/ERR would otherwise repeat for ever. Deliver what we can.
             owned.pointee.machine.flush(now: now, io: &io)
             owned.pointee.machine.failed(.connectionError, io: &io)
         }
-        owned.pointee.machine.flush(now: now, io: &io)
-        let status = owned.pointee.machine.status
+        let status = owned.pointee.machine.flush(now: now, io: &io)
         owned.pointee.status = status
         if status.paused != wasPaused {
             layer.logger.debug(
@@ -197,10 +196,9 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    private func read(into buffer: UnsafeMutableRawBufferPointer, now: Int64, io: inout SocketIO) {
-        let budget = owned.pointee.machine.readBudget(buffer.count)
-        guard budget > 0 else { return }
-        let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<budget])
+    /// One read into `target` (as much as the machine's budget allows).
+    private func read(into target: UnsafeMutableRawBufferPointer, now: Int64, io: inout SocketIO) {
+        guard target.count > 0 else { return }
         switch try? socket.read(into: target) {
         case .bytes(let count)?:
             let bytes = UnsafeRawBufferPointer(rebasing: target[0..<count])
