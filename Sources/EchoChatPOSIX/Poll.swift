@@ -79,13 +79,20 @@ public enum Poll {
     static func poll(
         _ entries: inout [pollfd], timeoutMilliseconds: Int32, unblocking signal: Int32? = nil
     ) throws(SystemError) -> Int? {
-        let status = entries.withUnsafeMutableBufferPointer { buffer in
+        try entries.withUnsafeMutableBufferPointer { (buffer) throws(SystemError) -> Int? in
+            try poll(buffer, timeoutMilliseconds: timeoutMilliseconds, unblocking: signal)
+        }
+    }
+
+    static func poll(
+        _ buffer: UnsafeMutableBufferPointer<pollfd>, timeoutMilliseconds: Int32, unblocking signal: Int32? = nil
+    ) throws(SystemError) -> Int? {
+        let status =
             if let signal {
                 cechochat_ppoll_unblocking(buffer.baseAddress, nfds_t(buffer.count), timeoutMilliseconds, signal)
             } else {
                 Glibc.poll(buffer.baseAddress, nfds_t(buffer.count), timeoutMilliseconds)
             }
-        }
         if status >= 0 { return Int(status) }
         let errno = Errno.current
         if errno == .interrupted { return nil }

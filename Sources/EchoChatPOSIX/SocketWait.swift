@@ -20,18 +20,22 @@ extension Socket {
     public func wait(
         readable: Bool, writable: Bool, stop: Int32?, timeoutMilliseconds: Int32
     ) throws(SystemError) -> WaitResult {
-        var entries = [pollfd(fd: descriptor, events: Int16((readable ? POLLIN : 0) | (writable ? POLLOUT : 0)), revents: 0)]
-        if let stop { entries.append(pollfd(fd: stop, events: Int16(POLLIN), revents: 0)) }
-        var result = WaitResult()
-        guard try Poll.poll(&entries, timeoutMilliseconds: timeoutMilliseconds, unblocking: WakeableThread.signal) != nil else {
-            result.interrupted = true
+        // On the stack: the thread strategy waits here once per message.
+        try withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { (entries) throws(SystemError) -> WaitResult in
+            entries[0] = pollfd(fd: descriptor, events: Int16((readable ? POLLIN : 0) | (writable ? POLLOUT : 0)), revents: 0)
+            entries[1] = pollfd(fd: stop ?? -1, events: Int16(POLLIN), revents: 0)
+            let used = UnsafeMutableBufferPointer(rebasing: entries[0..<(stop == nil ? 1 : 2)])
+            var result = WaitResult()
+            guard try Poll.poll(used, timeoutMilliseconds: timeoutMilliseconds, unblocking: WakeableThread.signal) != nil else {
+                result.interrupted = true
+                return result
+            }
+            let socket = Poll.Readiness(entries[0])
+            result.readable = socket.readable
+            result.writable = socket.writable
+            result.failed = socket.failed
+            result.stopped = stop != nil && entries[1].revents != 0
             return result
         }
-        let socket = Poll.Readiness(entries[0])
-        result.readable = socket.readable
-        result.writable = socket.writable
-        result.failed = socket.failed
-        result.stopped = entries.count == 2 && entries[1].revents != 0
-        return result
     }
 }
