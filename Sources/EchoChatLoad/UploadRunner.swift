@@ -561,7 +561,7 @@ final class UploadClient {
         }
         let state: WaitResult
         do {
-            state = try socket.wait(readable: true, writable: writable, stop: nil, timeoutMilliseconds: 100)
+            state = try socket.wait(readable: true, writable: writable, timeoutMilliseconds: 100)
         } catch {
             closed("\(error)")
             return .closed

@@ -16,15 +16,17 @@ import Synchronization
 ///   letting go, so a recipient that is taken needs nothing more. Its thread
 ///   is woken with SIGUSR2 (`WakeableThread`) only when it must now wait for
 ///   something else. The acceptor only wakes, once per burst.
-/// - Blocking: a client thread blocks only in ppoll(2) on its socket and the
-///   shared stop eventfd, with SIGUSR2 unblocked only there, so a wake-up is
-///   never lost; the acceptor in poll(2) on the listener and `control`.
+/// - Blocking: a client thread blocks only in ppoll(2) on its own socket,
+///   with SIGUSR2 unblocked only there, so a wake-up is never lost; the
+///   acceptor in poll(2) on the listener and `control`.
 /// - Capacity: one thread, one stack and one 16 KiB buffer per connection;
 ///   `--max-clients` should stay below what memory and RLIMIT_NOFILE allow.
 /// - Shutdown: the acceptor closes the listener, has the hub queue the chat
-///   notice, publishes the deadline and rings the stop eventfd (never
-///   drained, so every thread sees it), then waits for the threads to finish,
-///   up to `shutdown-timeout`.
+///   notice, publishes the deadline and the stop flag, wakes every client
+///   thread with SIGUSR2, then waits for the threads to finish, up to
+///   `shutdown-timeout`. (A shared stop eventfd in every thread's ppoll
+///   cost each wait a second descriptor and a wait queue 1,000 threads
+///   deep; each thread looks at the flag before it waits instead.)
 public final class ThreadServer: ServerStrategy {
     public let control: ControlRequests
     private let threads: ClientThreads
@@ -76,8 +78,10 @@ private final class ClientThreads: Sendable {
     let layer: ConnectionLayer
     private let settings: RuntimeSettings
     private let threadStack: Int
-    /// Rung once at shutdown and never drained: every client thread sees it.
-    private let stop: Wakeup
+    /// Set once at shutdown, before every client thread is woken.
+    private let stopping = Atomic<Bool>(false)
+    /// The connections whose threads run, to wake them at shutdown.
+    private let clients = Lock<[ObjectIdentifier: Connection]>([:])
     /// Rung when a client thread ends, so shutdown can wait without polling.
     private let exits: Wakeup
     private let running = SharedCount()
@@ -86,7 +90,6 @@ private final class ClientThreads: Sendable {
     static let bufferSize = 16 * 1024
 
     init(context: ServerContext) throws(SystemError) {
-        stop = try Wakeup()
         exits = try Wakeup()
         settings = context.settings
         threadStack = context.configuration.threadStack
@@ -98,18 +101,19 @@ private final class ClientThreads: Sendable {
     }
 
     deinit {
-        stop.close()
         exits.close()
     }
 
     func start(_ connection: Connection) {
         running.value.wrappingAdd(1, ordering: .relaxed)
+        clients.withLock { $0[ObjectIdentifier(connection)] = connection }
         do {
             try Threads.spawn(name: "echochat-client", stackSize: threadStack, detached: true) { [self] in
                 serve(connection)
             }
         } catch {
             layer.logger.warn("cannot start a thread for \(connection.socket): \(error)", limitedAs: "start-thread")
+            clients.withLock { $0[ObjectIdentifier(connection)] = nil }
             running.value.wrappingSubtract(1, ordering: .relaxed)
             connection.forceClose()
         }
@@ -178,6 +182,9 @@ private final class ClientThreads: Sendable {
         var holding = false
         while true {
             live.refresh()
+            // Shutdown: the flag is set before this thread is signalled, and
+            // a signal that comes while it is not waiting is held for its next wait.
+            if !stopped && stopping.load(ordering: .acquiring) { stopped = true }
             let now = Clock.monotonicNanoseconds()
             var wait = (readable: false, writable: false, timeout: Int32(-1))
             // A sender may be flushing this connection: then wait for its wake-up.
@@ -207,8 +214,7 @@ private final class ClientThreads: Sendable {
             }
             guard
                 let result = try? connection.socket.wait(
-                    readable: wait.readable, writable: wait.writable,
-                    stop: stopped ? nil : stop.descriptor, timeoutMilliseconds: wait.timeout)
+                    readable: wait.readable, writable: wait.writable, timeoutMilliseconds: wait.timeout)
             else {
                 connection.forceClose()
                 break
@@ -216,10 +222,10 @@ private final class ClientThreads: Sendable {
             if result.readable { ready.insert(.readable) }
             if result.writable { ready.insert(.writable) }
             if result.failed { ready.insert(.error) }
-            if result.stopped { stopped = true }
         }
         connection.closeDescriptorLeftOpen()
         connection.shared.withLock { $0.owner = nil }
+        clients.withLock { $0[ObjectIdentifier(connection)] = nil }
         buffer.deallocate()
         running.value.wrappingSubtract(1, ordering: .releasing)
         exits.ring()
@@ -231,7 +237,8 @@ private final class ClientThreads: Sendable {
         var deliveries = Deliveries()
         layer.beginShutdown(deliveries: &deliveries)
         wake(&deliveries)
-        stop.ring()
+        stopping.store(true, ordering: .releasing)
+        for connection in clients.withLock({ Array($0.values) }) { wakeOwner(connection) }
         while running.value.load(ordering: .acquiring) > 0 {
             let left = (deadline - Clock.monotonicNanoseconds()) / 1_000_000
             if left <= 0 { break }

@@ -52,14 +52,18 @@ struct LifecycleTests {
         #expect(throws: (any Error).self) { try server.connect(timeout: 1) }
     }
 
+    /// An idle echo client is let go at once, not at the shutdown deadline:
+    /// nothing is owed to it, and whatever waits for it must be woken.
     @Test(arguments: Strategy.allCases)
     func sigtermInEchoDeliversWhatIsOwed(strategy: Strategy) throws {
-        let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
+        let server = try ServerProcess(["--mode", "echo", "--shutdown-timeout", "120"], strategy: strategy)
         let client = try server.connect()
+        let idle = try server.connect()
         try client.send("before shutdown\n")
         #expect(try client.readLine() == "before shutdown")
-        #expect(try server.stop(.interrupt) == 0)
+        #expect(try server.stop(.interrupt, timeout: 60) == 0)
         #expect(try client.isClosedByServer())
+        #expect(try idle.isClosedByServer())
     }
 
     /// With a tiny descriptor limit the server refuses what it cannot hold —
