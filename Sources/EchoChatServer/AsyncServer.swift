@@ -297,13 +297,7 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
 
     /// A connection's whole task, in blocking style.
     private func connectionTask(_ connection: Connection) async {
-        for await ready in readiness(of: connection) {
-            serve(connection, ready)
-            if pastShutdownDeadline && !connection.isClosed {
-                connection.forceClose()
-                settle(connection)
-            }
-        }
+        for await ready in readiness(of: connection) { serveInTask(connection, ready) }
     }
 
     /// What a connection's task awaits: the first element at once (a
@@ -329,35 +323,72 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
         }
     }
 
+    // Memory: an idle connection's task holds its suspended async frames,
+    // which the runtime allocates in 1 KiB slabs. So everything synchronous
+    // (serving, the bookkeeping around a wait) is kept out of them
+    // (@inline(never)), leaving the frames a few words each.
+
+    private enum Wait { case none, turn, readiness(cancellable: Bool) }
+
     /// Suspends the connection's task until something happened to it
     /// (without suspending if something already has); nil once it has closed.
     fileprivate func nextReadiness(of connection: Connection) async -> Poller.Events? {
+        let index = Int(connection.socket.descriptor)
+        switch wait(for: connection) {
+        case .none: break
+        case .turn: await withUnsafeContinuation { park(index, $0) }
+        case .readiness(cancellable: false): await withUnsafeContinuation { park(index, $0) }
+        case .readiness(cancellable: true):
+            let token = connection.token
+            await withTaskCancellationHandler {
+                await withUnsafeContinuation { park(index, $0) }
+            } onCancel: { [self] in
+                interrupt(token)
+            }
+        }
+        return takeReadiness(of: connection)
+    }
+
+    /// Whether, and for what, the connection's task must wait.
+    @inline(never)
+    private func wait(for connection: Connection) -> Wait {
         loopThread.assertCurrent()
-        guard !connection.isClosed else { return nil }
+        guard !connection.isClosed else { return .none }
         let index = Int(connection.socket.descriptor)
         if connection.wantsTurn {
             // Lines read earlier wait: the others get their turn first (fairness).
             turns.append(connection.token)
-            await withUnsafeContinuation { table[index]!.waiter = $0 }
-        } else if let slot = table[index], slot.ready.isEmpty, !slot.woken {
-            table[index]!.deadline = connection.nextDeadline ?? .max
-            if Task.isCancelled {
-                // Shutdown has begun and this task has seen it: from now on
-                // only readiness, mail and the deadlines end its waits.
-                await withUnsafeContinuation { table[index]!.waiter = $0 }
-            } else {
-                let token = connection.token
-                await withTaskCancellationHandler {
-                    await withUnsafeContinuation { table[index]!.waiter = $0 }
-                } onCancel: { [self] in
-                    interrupt(token)
-                }
-            }
+            return .turn
         }
-        guard let slot = table[index], slot.connection === connection else { return nil }
+        guard let slot = table[index], slot.ready.isEmpty, !slot.woken else { return .none }
+        table[index]!.deadline = connection.nextDeadline ?? .max
+        // Once shutdown has begun and this task has seen it (cancelled), only
+        // readiness, mail and the deadlines end its waits.
+        return .readiness(cancellable: !Task.isCancelled)
+    }
+
+    @inline(never)
+    private func park(_ index: Int, _ continuation: UnsafeContinuation<Void, Never>) {
+        table[index]!.waiter = continuation
+    }
+
+    /// What happened while the task waited (nil: the connection has closed).
+    @inline(never)
+    private func takeReadiness(of connection: Connection) -> Poller.Events? {
+        let index = Int(connection.socket.descriptor)
+        guard !connection.isClosed, let slot = table[index], slot.connection === connection else { return nil }
         table[index]!.ready = []
         table[index]!.woken = false
         return slot.ready
+    }
+
+    @inline(never)
+    private func serveInTask(_ connection: Connection, _ ready: Poller.Events) {
+        serve(connection, ready)
+        if pastShutdownDeadline && !connection.isClosed {
+            connection.forceClose()
+            settle(connection)
+        }
     }
 
     /// One `Connection.serve`, then the poller's interest in step with what
