@@ -206,7 +206,11 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
     private func handleControl() {
         control.wakeup.drain()
         executor?.takeRemoteJobs()
-        for token in interrupts.withLock({ list in defer { list.removeAll() }; return list }) { interrupted(token) }
+        let interrupted = interrupts.withLock { list in
+            defer { list.removeAll() }
+            return list
+        }
+        for token in interrupted { self.interrupted(token) }
         for connection in control.takeWoken() { wake(connection.token) }
         if control.takeStatsRequest() { layer.logger.info("stats: \(serverStats().keyValues)") }
         guard control.shutdownRequested, shutdownDeadline == nil else { return }
@@ -328,7 +332,14 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
     // (serving, the bookkeeping around a wait) is kept out of them
     // (@inline(never)), leaving the frames a few words each.
 
-    private enum Wait { case none, turn, readiness(cancellable: Bool) }
+    private enum Wait {
+        /// Something already happened (or the connection closed): no wait.
+        case none
+        /// For the next round, after the others.
+        case turn
+        /// For readiness, mail or the deadline; `cancellable` until shutdown began.
+        case readiness(cancellable: Bool)
+    }
 
     /// Suspends the connection's task until something happened to it
     /// (without suspending if something already has); nil once it has closed.
