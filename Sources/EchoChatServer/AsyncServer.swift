@@ -20,7 +20,11 @@ import EchoChatPOSIX
 /// - Blocking: only in epoll_wait(2), and not at all while jobs wait to run.
 /// - Capacity: descriptors (`max-clients`, then RLIMIT_NOFILE; see `Acceptor`),
 ///   and memory: a task and its frames per connection besides the connection.
-/// - Timers: a sweep every 100 ms resumes the tasks whose deadline passed.
+/// - Timers: a sweep every 100 ms resumes the tasks whose deadline passed
+///   (each task leaves its deadline in its slot when it suspends). Not a
+///   heap: the idle and line deadlines move with every line, so a heap
+///   would pay a reorder per message, where the sweep costs one pass over
+///   the table ten times a second, whatever the traffic.
 /// - Shutdown: the signal watcher's request cancels the accept task; it
 ///   closes the listener and has the chat notice queued, and the
 ///   cancellation reaches every connection's task (through the group), which
