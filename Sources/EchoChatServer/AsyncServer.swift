@@ -306,6 +306,7 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
     /// A connection's whole task, in blocking style.
     private func connectionTask(_ connection: Connection) async {
         for await ready in readiness(of: connection) { serveInTask(connection, ready) }
+        if !connection.isClosed { connection.forceClose() }  // never left open by a task that ended
     }
 
     /// What a connection's task awaits: the first element at once (a
