@@ -7,4 +7,6 @@ public enum Strategy: String, Sendable, CaseIterable {
     case thread
     /// A dispatcher thread and a fixed pool of workers (`--workers`).
     case pool
+    /// One Swift task per client, all on one epoll reactor thread (its executor).
+    case async
 }

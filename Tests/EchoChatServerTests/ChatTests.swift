@@ -113,7 +113,7 @@ struct ChatTests {
             #expect(Int(stats["queue_depth"] ?? "") != nil)
         case .thread:
             #expect(stats["threads"] == "1")
-        case .epoll:
+        case .epoll, .async:
             break
         }
         try alice.send("/help\n")

@@ -79,7 +79,7 @@ struct MetricsEndpointTests {
         ]
         if mode == .chat { expected += ["echochat_files", "echochat_files_bytes"] }
         switch strategy {
-        case .epoll: break
+        case .epoll, .async: break
         case .thread: expected.append("echochat_threads")
         case .pool: expected += ["echochat_workers", "echochat_queue_depth"]
         }
