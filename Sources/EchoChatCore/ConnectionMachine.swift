@@ -78,12 +78,31 @@ public struct ConnectionMachine {
     private var closeDeadline: Int64?
     private var lingerDeadline: Int64?
     private var shutdownApplied = false
-    /// Chat: an `/upload`'s raw content being received (§5).
-    private var upload: Upload?
-    /// Chat: a `/download` being sent.
-    private var download: Download?
-    /// Lines that came for the client during a download: they go out after it.
-    private var deferred = ByteQueue()
+    /// Chat: a file transfer under way (§5), kept out of line: most
+    /// connections never transfer, and inline it cost each one about 90 bytes.
+    private var transfer = OutOfLine<Transfer>()
+
+    private struct Transfer {
+        /// An `/upload`'s raw content being received.
+        var upload: Upload?
+        /// A `/download` being sent.
+        var download: Download?
+    }
+
+    private var upload: Upload? {
+        get { transfer.value?.upload }
+        set { updateTransfer { $0.upload = newValue } }
+    }
+
+    private var download: Download? {
+        get { transfer.value?.download }
+        set { updateTransfer { $0.download = newValue } }
+    }
+
+    private mutating func updateTransfer(_ body: (inout Transfer) -> Void) {
+        transfer.update(creating: Transfer(), body)
+        if let value = transfer.value, value.upload == nil && value.download == nil { transfer.clear() }
+    }
 
     private struct Upload {
         /// Content bytes still to come.
@@ -102,6 +121,8 @@ public struct ConnectionMachine {
         var remaining: Int?
         /// A read from the store is on its way.
         var reading = false
+        /// Lines that came for the client meanwhile: they go out after it.
+        var deferred = ByteQueue()
     }
 
     public init(mode: Mode, settings: ConnectionSettings, now: Int64) {
@@ -156,7 +177,7 @@ public struct ConnectionMachine {
 
     /// The chat lines queued for the client, which `max-output` bounds: a
     /// download's content is not among them (§5), lines that wait for it are.
-    public var queuedLineBytes: Int { download == nil ? output.count : deferred.count }
+    public var queuedLineBytes: Int { transfer.value?.download.map { $0.deferred.count } ?? output.count }
 
     /// Whether an upload or a download is under way.
     public var isTransferring: Bool { upload != nil || download != nil }
@@ -378,12 +399,10 @@ public struct ConnectionMachine {
     }
 
     private mutating func endDownload(io: inout some ConnectionIO) {
+        let deferred = download?.deferred
         download = nil
         io.downloadEnd()
-        if !deferred.isEmpty {
-            deferred.withReadableBytes { output.append($0) }
-            deferred.removeAll()
-        }
+        if let deferred, !deferred.isEmpty { deferred.withReadableBytes { output.append($0) } }
     }
 
     /// Chat: gives the engine what this turn allows of `bytes`; nil when the
@@ -475,7 +494,9 @@ public struct ConnectionMachine {
     private mutating func flushOutput(now: Int64, io: inout some ConnectionIO) {
         guard phase == .open || phase == .closing else { return }
         if mode == .chat {
-            let mail = download == nil ? io.collect(into: &output) : io.collect(into: &deferred)
+            let mail =
+                download == nil
+                ? io.collect(into: &output) : transfer.update(creating: Transfer()) { io.collect(into: &$0.download!.deferred) }
             apply(mail, now: now, io: &io)
             guard phase == .open || phase == .closing else { return }
             requestDownloadPiece(io: &io)
@@ -577,7 +598,6 @@ public struct ConnectionMachine {
         paused = false
         output.removeAll()
         input.removeAll()
-        deferred.removeAll()
         if let current = upload, current.storing || current.ended { io.uploadAbort() }
         upload = nil
         if download != nil { io.downloadEnd() }

@@ -306,7 +306,12 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
     /// A connection's whole task, in blocking style.
     private func connectionTask(_ connection: Connection) async {
         for await ready in readiness(of: connection) { serveInTask(connection, ready) }
-        if !connection.isClosed { connection.forceClose() }  // never left open by a task that ended
+        closeIfOpen(connection)  // never left open by a task that ended
+    }
+
+    @inline(never)
+    private func closeIfOpen(_ connection: Connection) {
+        if !connection.isClosed { connection.forceClose() }
     }
 
     /// What a connection's task awaits: the first element at once (a

@@ -117,10 +117,7 @@ final class Connection: @unchecked Sendable {
         owned.deallocate()
     }
 
-    /// The owner's view of the machine, as of its last call into it.
-    private var status: ConnectionMachine.Status { owned.pointee.status }
-
-    var isClosed: Bool { status.isClosed }
+    var isClosed: Bool { owned.pointee.status.isClosed }
 
     /// The poller reported a reset or hang-up: lines for this connection are
     /// dropped from now on instead of queued (a storm of leaves, each line to
@@ -128,11 +125,11 @@ final class Connection: @unchecked Sendable {
     /// Any thread; strategies call it as soon as they see the event.
     func peerGone() { shared.withLock { $0.peerGone = true } }
     /// When the owner must serve it again even if nothing happens (the owner only).
-    var nextDeadline: Int64? { status.nextDeadline }
+    var nextDeadline: Int64? { owned.pointee.status.nextDeadline }
 
     /// Lines read earlier wait to be handled: serve it again once the other
     /// connections had their turn (fairness), without waiting for readiness.
-    var wantsTurn: Bool { status.wantsTurn }
+    var wantsTurn: Bool { owned.pointee.status.wantsTurn }
 
     /// Owner only: the connection waits in its strategy's list of turns.
     var turnQueued: Bool {
@@ -142,10 +139,9 @@ final class Connection: @unchecked Sendable {
 
     /// What the owner should wait for next.
     var interest: Poller.Events {
-        let status = status
         var events: Poller.Events = []
-        if status.wantsRead { events.insert(.readable) }
-        if status.wantsWrite { events.insert(.writable) }
+        if owned.pointee.status.wantsRead { events.insert(.readable) }
+        if owned.pointee.status.wantsWrite { events.insert(.writable) }
         return events
     }
 
@@ -158,7 +154,7 @@ final class Connection: @unchecked Sendable {
         _ ready: Poller.Events, now: Int64, settings: ConnectionSettings, buffer: UnsafeMutableRawBufferPointer,
         deliveries: inout Deliveries, leaveDescriptorOpen: Bool = false
     ) {
-        guard !status.isClosed else { return }
+        guard !owned.pointee.status.isClosed else { return }
         #if DEBUG
             // One owner at a time: two threads serving at once is a bug in a strategy.
             precondition(!serving.exchange(true, ordering: .acquiring), "\(socket) served by two threads at once")
@@ -167,7 +163,7 @@ final class Connection: @unchecked Sendable {
         var io = SocketIO(connection: self, leaveDescriptorOpen: leaveDescriptorOpen)
         swap(&io.deliveries, &deliveries)
         defer { swap(&io.deliveries, &deliveries) }
-        let wasPaused = status.paused
+        let wasPaused = owned.pointee.status.paused
         if settings != owned.pointee.machine.settings { owned.pointee.machine.update(settings, now: now) }
         owned.pointee.machine.tick(now: now, io: &io)
         owned.pointee.machine.takeTurn(now: now, io: &io)  // lines read earlier, before reading more
@@ -235,7 +231,7 @@ final class Connection: @unchecked Sendable {
     /// Closes the descriptor at once (a server that stops with connections
     /// still open). The owner only.
     func forceClose() {
-        guard !status.isClosed else { return }
+        guard !owned.pointee.status.isClosed else { return }
         var io = SocketIO(connection: self)
         owned.pointee.machine.failed(.connectionError, io: &io)
         owned.pointee.status = owned.pointee.machine.status

@@ -231,4 +231,22 @@ struct LimitsAndQueueTests {
         }
         #expect(queue.isEmpty)
     }
+
+    /// The out-of-line box behaves as a value: a copy changed later does not
+    /// change the original, and clearing frees only the one cleared.
+    @Test func outOfLineValuesAreCopiedOnWrite() {
+        var first = OutOfLine<[Int]>()
+        #expect(first.value == nil)
+        first.update(creating: []) { $0.append(1) }
+        var second = first
+        second.update(creating: []) { $0.append(2) }
+        #expect(first.value == [1] && second.value == [1, 2])
+        first.clear()
+        #expect(first.value == nil && second.value == [1, 2])
+        let added = first.update(creating: [7]) { values -> Int in
+            values.append(8)
+            return values.count
+        }
+        #expect(added == 2 && first.value == [7, 8])
+    }
 }
