@@ -51,33 +51,34 @@ public struct ConnectionMachine {
         case closed
     }
 
+    // Field order and `PackedTime` keep this small: every connection holds one.
     public let mode: Mode
     /// A counted client; false for a refused connection (it only gets one line).
     public let admitted: Bool
     public private(set) var phase: Phase
-    /// Bytes waiting for the kernel, oldest first.
-    public private(set) var output = ByteQueue()
     /// EOF arrived: nothing more will be read.
     public private(set) var inputClosed = false
     /// Echo: not reading because the queue reached `max-output`.
     public private(set) var paused = false
+    /// In a flood: paused by the rate limit since `input` was last empty.
+    private var flooding = false
+    private var shutdownApplied = false
+    /// Bytes waiting for the kernel, oldest first.
+    public private(set) var output = ByteQueue()
     /// Chat: bytes read but not yet handed to the engine (the turn ended, or
     /// the rate limit); at most one read's worth, since reading stops meanwhile.
     public private(set) var input = ByteQueue()
     public private(set) var settings: ConnectionSettings
     private var lastInput: Int64
-    private var partialSince: Int64?
+    @PackedTime private var partialSince: Int64?
     /// Since when output has waited with none of it taken (nil: none waits).
-    private var outputWaitingSince: Int64?
+    @PackedTime private var outputWaitingSince: Int64?
     private var rate = RateBucket()
     /// Paused by the rate limit until then.
-    private var rateResumesAt: Int64?
-    /// In a flood: paused by the rate limit since `input` was last empty.
-    private var flooding = false
-    private var lastSlowDownNotice: Int64?
-    private var closeDeadline: Int64?
-    private var lingerDeadline: Int64?
-    private var shutdownApplied = false
+    @PackedTime private var rateResumesAt: Int64?
+    @PackedTime private var lastSlowDownNotice: Int64?
+    @PackedTime private var closeDeadline: Int64?
+    @PackedTime private var lingerDeadline: Int64?
     /// Chat: a file transfer under way (§5), kept out of line: most
     /// connections never transfer, and inline it cost each one about 90 bytes.
     private var transfer = OutOfLine<Transfer>()

@@ -27,3 +27,17 @@ struct OutOfLine<Value> {
     /// Drops the value (and its allocation).
     mutating func clear() { box = nil }
 }
+
+/// An optional clock reading in 8 bytes (`Int64.min` stands for nil; the
+/// clock never reads that) instead of an `Int64?`'s 9, padded to 16.
+@propertyWrapper
+struct PackedTime: Sendable, Equatable {
+    private var raw: Int64
+
+    init(wrappedValue: Int64?) { raw = wrappedValue ?? .min }
+
+    var wrappedValue: Int64? {
+        get { raw == .min ? nil : raw }
+        set { raw = newValue ?? .min }
+    }
+}

@@ -9,40 +9,50 @@ import Glibc
 /// counter: correct totals, four "Swift access race" reports). TSan intercepts
 /// pthread_mutex_lock/unlock, so with this lock its reports mean real races.
 ///
+/// A struct holding one reference: copies share the value and the mutex.
+/// Both live in one allocation (the mutex in the object's tail, where its
+/// address is stable): every connection holds one of these, and a class
+/// with a mutex allocated apart cost each two blocks of the allocator.
+///
 /// @unchecked Sendable: the value is reachable only inside `withLock`, while
 /// the mutex is held (the same contract as `Mutex`).
-public final class Lock<Value>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    #if DEBUG
-        private var value: Value
-    #else
-        // The mutex is what makes access exclusive; release builds skip
-        // Swift's dynamic check of the same (debug builds, and so the tests,
-        // keep it). It was about a tenth of epoll's instructions per message.
-        @exclusivity(unchecked) private var value: Value
-    #endif
+public struct Lock<Value>: @unchecked Sendable {
+    private let storage: Storage
+
+    private final class Storage: ManagedBuffer<Value, pthread_mutex_t> {
+        // ManagedBuffer destroys the header (the value); the element is ours.
+        deinit {
+            withUnsafeMutablePointerToElements { mutex in
+                pthread_mutex_destroy(mutex)
+                mutex.deinitialize(count: 1)
+            }
+        }
+    }
 
     public init(_ value: Value) {
-        self.value = value
-        mutex = .allocate(capacity: 1)
-        var attributes = pthread_mutexattr_t()
-        pthread_mutexattr_init(&attributes)
-        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_NORMAL))
-        pthread_mutex_init(mutex, &attributes)
-        pthread_mutexattr_destroy(&attributes)
+        let buffer = Storage.create(minimumCapacity: 1) { _ in value }
+        buffer.withUnsafeMutablePointerToElements { mutex in
+            mutex.initialize(to: pthread_mutex_t())
+            var attributes = pthread_mutexattr_t()
+            pthread_mutexattr_init(&attributes)
+            pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_NORMAL))
+            pthread_mutex_init(mutex, &attributes)
+            pthread_mutexattr_destroy(&attributes)
+        }
+        // `create` returns the ManagedBuffer type; the object is a Storage.
+        storage = unsafeDowncast(buffer, to: Storage.self)
     }
 
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
+    /// The mutex is what makes access to the value exclusive (no Swift
+    /// exclusivity check is involved: the value is reached by pointer).
     @inline(__always)
     public func withLock<Result, Failure: Error>(
         _ body: (inout Value) throws(Failure) -> Result
     ) throws(Failure) -> Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
+        try storage.withUnsafeMutablePointers { (value, mutex) throws(Failure) -> Result in
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            return try body(&value.pointee)
+        }
     }
 }

@@ -42,9 +42,6 @@ final class Connection: @unchecked Sendable {
         var status: ConnectionMachine.Status
         /// The connection waits in its strategy's list of turns.
         var turnQueued = false
-        /// Echo: the bytes of the last read and their LFs, so that writing
-        /// the same bytes straight back counts its messages without a second pass.
-        var lastRead: (bytes: UnsafeRawBufferPointer, lines: Int)?
     }
     let shared: Lock<Shared>
     #if DEBUG
@@ -205,11 +202,11 @@ final class Connection: @unchecked Sendable {
                 if countsLines {
                     let lines = countNewlines(bytes)
                     layer.counters.add(layer.counters.messagesIn, lines)
-                    owned.pointee.lastRead = (bytes, lines)
+                    io.lastRead = (bytes, lines)
                 }
             }
             owned.pointee.machine.received(bytes, now: now, io: &io)
-            owned.pointee.lastRead = nil
+            io.lastRead = nil
         case .endOfFile?:
             owned.pointee.machine.endOfInput(now: now, io: &io)
         case .wouldBlock?:
@@ -217,15 +214,6 @@ final class Connection: @unchecked Sendable {
         case nil:
             owned.pointee.machine.failed(.connectionError, io: &io)
         }
-    }
-
-    /// Echo: the LFs among the first `written` bytes of `bytes`, which are
-    /// usually the whole of what was just read, counted already.
-    fileprivate func lines(inWritten bytes: UnsafeRawBufferPointer, _ written: Int) -> Int {
-        if let last = owned.pointee.lastRead, written == last.bytes.count, bytes.baseAddress == last.bytes.baseAddress {
-            return last.lines
-        }
-        return countNewlines(UnsafeRawBufferPointer(rebasing: bytes[0..<written]))
     }
 
     /// Closes the descriptor at once (a server that stops with connections
@@ -298,6 +286,19 @@ struct SocketIO: ConnectionIO {
     let connection: Connection
     var leaveDescriptorOpen = false
     var deliveries = Deliveries()
+    /// Echo: the bytes of the read being handled and their LFs, so that
+    /// writing the same bytes straight back counts its messages without a
+    /// second pass (kept here, on the stack, not in every connection).
+    var lastRead: (bytes: UnsafeRawBufferPointer, lines: Int)?
+
+    /// Echo: the LFs among the first `written` bytes of `bytes`, which are
+    /// usually the whole of what was just read, counted already.
+    private func lines(inWritten bytes: UnsafeRawBufferPointer, _ written: Int) -> Int {
+        if let lastRead, written == lastRead.bytes.count, bytes.baseAddress == lastRead.bytes.baseAddress {
+            return lastRead.lines
+        }
+        return countNewlines(UnsafeRawBufferPointer(rebasing: bytes[0..<written]))
+    }
 
     private var layer: ConnectionLayer { connection.layer }
 
@@ -305,7 +306,7 @@ struct SocketIO: ConnectionIO {
         switch try? connection.socket.write(bytes) {
         case .done(let written)?:
             layer.counters.add(layer.counters.bytesOut, written)
-            if connection.countsLines { layer.counters.add(layer.counters.messagesOut, connection.lines(inWritten: bytes, written)) }
+            if connection.countsLines { layer.counters.add(layer.counters.messagesOut, lines(inWritten: bytes, written)) }
             return written
         case .wouldBlock?: return 0
         case nil:
