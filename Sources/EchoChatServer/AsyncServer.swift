@@ -47,7 +47,7 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
     public let control: ControlRequests
     private let layer: ConnectionLayer
     private var live: LiveSettings
-    private var settings: ConnectionSettings
+    private var settings: SharedConnectionSettings
     private let poller: Poller
     private var acceptor: Acceptor
     private var loopThread = OwnerThread()

@@ -148,7 +148,7 @@ final class Connection: @unchecked Sendable {
     /// `leaveDescriptorOpen`: the caller is not the thread that waits on the
     /// socket; if the connection closes, its descriptor is left for that thread.
     func serve(
-        _ ready: Poller.Events, now: Int64, settings: ConnectionSettings, buffer: UnsafeMutableRawBufferPointer,
+        _ ready: Poller.Events, now: Int64, settings: SharedConnectionSettings, buffer: UnsafeMutableRawBufferPointer,
         deliveries: inout Deliveries, leaveDescriptorOpen: Bool = false
     ) {
         guard !owned.pointee.status.isClosed else { return }
@@ -161,7 +161,7 @@ final class Connection: @unchecked Sendable {
         swap(&io.deliveries, &deliveries)
         defer { swap(&io.deliveries, &deliveries) }
         let wasPaused = owned.pointee.status.paused
-        if settings != owned.pointee.machine.settings { owned.pointee.machine.update(settings, now: now) }
+        if settings !== owned.pointee.machine.sharedSettings { owned.pointee.machine.update(settings, now: now) }
         owned.pointee.machine.tick(now: now, io: &io)
         owned.pointee.machine.takeTurn(now: now, io: &io)  // lines read earlier, before reading more
         let failed = ready.contains(.error) || ready.contains(.hangup)

@@ -55,12 +55,12 @@ final class ConnectionLayer: Sendable {
     /// registers it with whatever waits for it before the first `serve`; the
     /// chat welcome and notices are queued in `deliveries`, to be woken, not sent here.
     func accept(
-        _ socket: Socket, token: UInt64, now: Int64, settings: ConnectionSettings, deliveries: inout Deliveries
+        _ socket: Socket, token: UInt64, now: Int64, settings: SharedConnectionSettings, deliveries: inout Deliveries
     ) -> Connection {
         try? socket.setNoDelay()
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
-        let limits = settings.limits
-        guard settings.shutdownDeadline == nil else { return refuse(socket, .serverFull, token: token, now: now, settings: settings) }
+        let limits = settings.value.limits
+        guard settings.value.shutdownDeadline == nil else { return refuse(socket, .serverFull, token: token, now: now, settings: settings) }
         // A peer that is already gone (getpeername: ENOTCONN) is not counted:
         // its first read ends it.
         if let address = try? AddressKey(socket.peerAddress()),
@@ -93,13 +93,15 @@ final class ConnectionLayer: Sendable {
         case serverFull, perAddress
     }
 
-    private func refuse(_ socket: Socket, _ refusal: Refusal, token: UInt64, now: Int64, settings: ConnectionSettings)
+    private func refuse(_ socket: Socket, _ refusal: Refusal, token: UInt64, now: Int64, settings: SharedConnectionSettings)
         -> Connection
     {
         counters.add(counters.refused, 1)
         var settings = settings
         if lingeringRefusals.wrappingAdd(1, ordering: .relaxed).newValue > Self.maxLingeringRefusals {
-            settings.lingerNanoseconds = 0
+            var closing = settings.value
+            closing.lingerNanoseconds = 0
+            settings = SharedConnectionSettings(closing)
         }
         let line: [UInt8]
         switch refusal {

@@ -24,7 +24,7 @@ public final class EpollServer: ServerStrategy {
     public let control: ControlRequests
     private let layer: ConnectionLayer
     private var live: LiveSettings
-    private var settings: ConnectionSettings
+    private var settings: SharedConnectionSettings
     private let poller: Poller
     private var acceptor: Acceptor
     /// Claimed by `run()`: everything here belongs to that thread.

@@ -64,8 +64,11 @@ struct LiveSettings {
     private(set) var limits: Limits
     private(set) var closeTimeout: Int64
     private(set) var shutdownTimeout: Int64
-    /// What connections are served with (without a shutdown deadline).
-    private(set) var connection: ConnectionSettings
+    /// What connections are served with (without a shutdown deadline): one
+    /// object for all of them until the settings change.
+    private(set) var connection: SharedConnectionSettings
+    /// The same with the shutdown deadline, once there is one.
+    private var closing: SharedConnectionSettings?
 
     init(_ settings: RuntimeSettings) {
         self.settings = settings
@@ -74,14 +77,19 @@ struct LiveSettings {
         limits = configuration.limits
         closeTimeout = Int64(configuration.closeTimeout * 1e9)
         shutdownTimeout = Int64(configuration.shutdownTimeout * 1e9)
-        connection = ConnectionSettings(limits: limits, closeTimeoutNanoseconds: closeTimeout)
+        connection = SharedConnectionSettings(ConnectionSettings(limits: limits, closeTimeoutNanoseconds: closeTimeout))
     }
 
-    /// The connection settings, with the shutdown deadline once there is one.
-    func connection(shutdownDeadline: Int64?) -> ConnectionSettings {
-        var settings = connection
+    /// The connection settings, with the shutdown deadline once there is one
+    /// (the same object on every call while nothing changes).
+    mutating func connection(shutdownDeadline: Int64?) -> SharedConnectionSettings {
+        guard let shutdownDeadline else { return connection }
+        if let closing, closing.value.shutdownDeadline == shutdownDeadline { return closing }
+        var settings = connection.value
         settings.shutdownDeadline = shutdownDeadline
-        return settings
+        let shared = SharedConnectionSettings(settings)
+        closing = shared
+        return shared
     }
 
     @inline(__always)

@@ -132,7 +132,7 @@ private final class ClientThreads: Sendable {
     /// before letting go. Its thread is woken only when this changed what it
     /// waits for (output left for the kernel, a close) or it is waiting.
     private func deliver(
-        _ deliveries: inout Deliveries, except current: Connection, now: Int64, settings: ConnectionSettings,
+        _ deliveries: inout Deliveries, except current: Connection, now: Int64, settings: SharedConnectionSettings,
         buffer: UnsafeMutableRawBufferPointer
     ) {
         var index = 0
