@@ -26,6 +26,9 @@ final class Connection: @unchecked Sendable {
     /// a stale event for a reused descriptor number is recognised.
     let token: UInt64
     let layer: ConnectionLayer
+    /// The inbox of the loop that owns it (epoll, reactors), set at accept:
+    /// where chat lines from another loop and the file store wake it.
+    let owner: ControlRequests?
     /// Echo: lines are counted on the wire (chat lines are counted by the engine).
     let countsLines: Bool
     let admitted: Bool
@@ -86,11 +89,12 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    init(socket: Socket, token: UInt64, layer: ConnectionLayer, machine: ConnectionMachine) {
+    init(socket: Socket, token: UInt64, layer: ConnectionLayer, owner: ControlRequests? = nil, machine: ConnectionMachine) {
         self.socket = socket
         self.id = ConnectionID(Int(socket.descriptor))
         self.token = token
         self.layer = layer
+        self.owner = owner
         self.machine = machine
         self.countsLines = machine.mode == .echo
         self.admitted = machine.admitted

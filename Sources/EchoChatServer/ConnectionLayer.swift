@@ -53,14 +53,18 @@ final class ConnectionLayer: Sendable {
     /// refused with `! too many connections from your address`
     /// (`max-per-address`) or `! server full, try again later`. The strategy
     /// registers it with whatever waits for it before the first `serve`; the
-    /// chat welcome and notices are queued in `deliveries`, to be woken, not sent here.
+    /// chat welcome and notices are queued in `deliveries`, to be woken, not
+    /// sent here. `owner`: the inbox of the loop that will own it, if any.
     func accept(
-        _ socket: Socket, token: UInt64, now: Int64, settings: ConnectionSettings, deliveries: inout Deliveries
+        _ socket: Socket, token: UInt64, owner: ControlRequests? = nil, now: Int64, settings: ConnectionSettings,
+        deliveries: inout Deliveries
     ) -> Connection {
         try? socket.setNoDelay()
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let limits = settings.limits
-        guard settings.shutdownDeadline == nil else { return refuse(socket, .serverFull, token: token, now: now, settings: settings) }
+        guard settings.shutdownDeadline == nil else {
+            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
+        }
         // A peer that is already gone (getpeername: ENOTCONN) is not counted:
         // its first read ends it.
         if let address = try? AddressKey(socket.peerAddress()),
@@ -69,20 +73,24 @@ final class ConnectionLayer: Sendable {
             logger.info(
                 "refused a client from \(address): max-per-address (\(limits.maxPerAddress)) reached",
                 limitedAs: "refused-per-address")
-            return refuse(socket, .perAddress, token: token, now: now, settings: settings)
+            return refuse(socket, .perAddress, token: token, owner: owner, now: now, settings: settings)
         }
         if hub == nil {
-            guard limits.admits(connectedClients: echoClients.load(ordering: .relaxed)) else {
+            // Counted first, checked after: loops that accept at once cannot
+            // both take the last place.
+            let before = echoClients.wrappingAdd(1, ordering: .relaxed).oldValue
+            guard limits.admits(connectedClients: before) else {
+                echoClients.wrappingSubtract(1, ordering: .relaxed)
                 addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-                return refuse(socket, .serverFull, token: token, now: now, settings: settings)
+                return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
             }
-            echoClients.wrappingAdd(1, ordering: .relaxed)
         }
         let connection = Connection(
-            socket: socket, token: token, layer: self, machine: ConnectionMachine(mode: mode, settings: settings, now: now))
+            socket: socket, token: token, layer: self, owner: owner,
+            machine: ConnectionMachine(mode: mode, settings: settings, now: now))
         if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
             addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-            return refuse(socket, .serverFull, token: token, now: now, settings: settings)
+            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
         }
         counters.add(counters.connectionsTotal, 1)
         logger.debug("accepted \(socket)")
@@ -93,9 +101,9 @@ final class ConnectionLayer: Sendable {
         case serverFull, perAddress
     }
 
-    private func refuse(_ socket: Socket, _ refusal: Refusal, token: UInt64, now: Int64, settings: ConnectionSettings)
-        -> Connection
-    {
+    private func refuse(
+        _ socket: Socket, _ refusal: Refusal, token: UInt64, owner: ControlRequests?, now: Int64, settings: ConnectionSettings
+    ) -> Connection {
         counters.add(counters.refused, 1)
         var settings = settings
         if lingeringRefusals.wrappingAdd(1, ordering: .relaxed).newValue > Self.maxLingeringRefusals {
@@ -113,7 +121,7 @@ final class ConnectionLayer: Sendable {
         }
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let machine = ConnectionMachine(refusing: line, mode: mode, settings: settings, now: now)
-        return Connection(socket: socket, token: token, layer: self, machine: machine)
+        return Connection(socket: socket, token: token, layer: self, owner: owner, machine: machine)
     }
 
     /// A refusal the acceptor made itself (out of descriptors).
