@@ -9,9 +9,11 @@ public enum ServerMain {
     /// epoll, eventfds, the pid file, the reserve descriptor, lingering refusals.
     static let reservedDescriptors = 16
 
-    /// `reservedDescriptors`, and what the metrics endpoint may hold if it is on.
+    /// `reservedDescriptors`, and what the metrics endpoint may hold if it
+    /// is on, and each further reactors loop (its epoll, eventfd, listener, reserve).
     static func reservedDescriptors(for configuration: ServerConfiguration) -> Int {
-        reservedDescriptors + (configuration.metrics == nil ? 0 : MetricsServer.descriptors)
+        let loops = configuration.strategy == .reactors ? 4 * (configuration.effectiveLoops - 1) : 0
+        return reservedDescriptors + loops + (configuration.metrics == nil ? 0 : MetricsServer.descriptors)
     }
 
     public static func run(_ arguments: [String]) -> Int32 {
@@ -81,7 +83,8 @@ public enum ServerMain {
         }
         let listener: Socket
         do {
-            listener = try Socket.listen(host: configuration.host, port: configuration.port)
+            listener = try Socket.listen(
+                host: configuration.host, port: configuration.port, reusePort: ReactorsServer.listensPerLoop(configuration))
         } catch {
             pidFile?.remove()
             return fail("cannot listen on \(configuration.host):\(configuration.port): \(error.errno)")

@@ -7,4 +7,6 @@ public enum Strategy: String, Sendable, CaseIterable {
     case thread
     /// A dispatcher thread and a fixed pool of workers (`--workers`).
     case pool
+    /// One epoll loop per CPU (`--loops`), each owning its connections.
+    case reactors
 }
