@@ -15,45 +15,29 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
     // MARK: - Creating sockets
 
     /// A listening TCP socket bound to the first address of `host` that works:
-    /// socket(2) + SO_REUSEADDR (+ SO_REUSEPORT) + bind(2) + listen(2).
-    /// `reusePort`: more sockets may later listen on the same address
-    /// (`listen(at:reusePort:)`), the kernel spreading connections over them.
+    /// socket(2) + SO_REUSEADDR + bind(2) + listen(2).
     public static func listen(
-        host: String, port: Int, backlog: Int32 = 4096, nonBlocking: Bool = true, reusePort: Bool = false
+        host: String, port: Int, backlog: Int32 = 4096, nonBlocking: Bool = true
     ) throws(SystemError) -> Socket {
         let addresses = try SocketAddress.resolve(host: host, port: port, passive: true)
         var lastError = SystemError("bind \(host):\(port)", .invalidArgument)
         for address in addresses {
+            let family = Int32(address.storage.ss_family)
+            let fd = try syscallNoWait("socket") {
+                cechochat_socket(family, Int32(SOCK_STREAM.rawValue), 0, nonBlocking ? 1 : 0)
+            }
+            let socket = Socket(descriptor: fd)
             do {
-                return try listen(at: address, backlog: backlog, nonBlocking: nonBlocking, reusePort: reusePort)
+                try socket.setOption(SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt SO_REUSEADDR")
+                _ = try syscallNoWait("bind \(address)") { address.withSockaddr { Glibc.bind(fd, $0, $1) } }
+                _ = try syscallNoWait("listen \(address)") { Glibc.listen(fd, backlog) }
+                return socket
             } catch {
+                socket.close()
                 lastError = error
             }
         }
         throw lastError
-    }
-
-    /// A listening TCP socket bound to `address` (see `listen(host:port:)`);
-    /// with `reusePort`, one more in the SO_REUSEPORT group of a listener
-    /// bound there with it (socket(7)).
-    public static func listen(
-        at address: SocketAddress, backlog: Int32 = 4096, nonBlocking: Bool = true, reusePort: Bool = false
-    ) throws(SystemError) -> Socket {
-        let family = Int32(address.storage.ss_family)
-        let fd = try syscallNoWait("socket") {
-            cechochat_socket(family, Int32(SOCK_STREAM.rawValue), 0, nonBlocking ? 1 : 0)
-        }
-        let socket = Socket(descriptor: fd)
-        do {
-            try socket.setOption(SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt SO_REUSEADDR")
-            if reusePort { try socket.setOption(SOL_SOCKET, SO_REUSEPORT, 1, "setsockopt SO_REUSEPORT") }
-            _ = try syscallNoWait("bind \(address)") { address.withSockaddr { Glibc.bind(fd, $0, $1) } }
-            _ = try syscallNoWait("listen \(address)") { Glibc.listen(fd, backlog) }
-            return socket
-        } catch {
-            socket.close()
-            throw error
-        }
     }
 
     /// A connected TCP socket, blocking, with TCP_NODELAY; tries every address

@@ -7,7 +7,14 @@ import EchoChatPOSIX
 ///
 /// - Threads: the caller of `run()` runs loop 0 (the primary: the signal
 ///   watcher's `control` is its inbox); loops 1..N-1 get a thread each.
-/// - Accepting: see `acceptMode`.
+/// - Accepting: loop 0 alone accepts (the one `Acceptor`, so EMFILE handling
+///   and the accept pause are exactly epoll's) and hands each socket to the
+///   next loop round-robin, a batch's share for each loop at once through
+///   that loop's inbox; the receiving loop admits it. Measured against one
+///   SO_REUSEPORT listener per loop (docs/strategies.md): as fast on echo,
+///   slower in a connect storm, but even spreading without the kernel's
+///   hash, and no SO_REUSEPORT group on the port that another process of
+///   the same user could join.
 /// - Ownership: a connection belongs to the loop that admitted it, for its
 ///   whole life (`Connection.owner`). Echo never leaves its loop. A chat line
 ///   is queued by the shared hub (one lock) on each recipient in hub order;
@@ -24,23 +31,6 @@ public final class ReactorsServer: ServerStrategy {
     private let layer: ConnectionLayer
     private let loops: [EventLoop]
 
-    /// How connections reach the loops.
-    enum AcceptMode: String {
-        /// One SO_REUSEPORT listener per loop; the kernel spreads connections.
-        case reusePort = "reuseport"
-        /// Loop 0 accepts and hands sockets round-robin to each loop's inbox.
-        case acceptor
-    }
-
-    static var acceptMode: AcceptMode {
-        System.environmentVariable("ECHOCHAT_REACTORS_ACCEPT").flatMap(AcceptMode.init(rawValue:)) ?? .acceptor
-    }
-
-    /// Whether the listener must be bound with SO_REUSEPORT, to be joined by one per loop.
-    public static func listensPerLoop(_ configuration: ServerConfiguration) -> Bool {
-        configuration.strategy == .reactors && configuration.effectiveLoops > 1 && acceptMode == .reusePort
-    }
-
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         let count = context.configuration.effectiveLoops
         var inboxes: [ControlRequests] = []
@@ -52,25 +42,11 @@ public final class ReactorsServer: ServerStrategy {
         }
         control = inboxes[0]
         layer.setWaker { connection in connection.owner?.wake(connection) }
-        var listeners: [Socket?] = [listener]
-        if Self.listensPerLoop(context.configuration) {
-            let address = try listener.localAddress()
-            for _ in 1..<count {
-                do {
-                    listeners.append(try Socket.listen(at: address, reusePort: true))
-                } catch {
-                    for case let socket? in listeners.dropFirst() { socket.close() }
-                    throw error
-                }
-            }
-        } else {
-            listeners += Array(repeating: nil, count: count - 1)
-        }
         var loops: [EventLoop] = []
         for loop in 0..<count {
             loops.append(
                 try EventLoop(
-                    layer: layer, inbox: inboxes[loop], listener: listeners[loop], peers: count > 1 ? inboxes : [],
+                    layer: layer, inbox: inboxes[loop], listener: loop == 0 ? listener : nil, peers: count > 1 ? inboxes : [],
                     primary: loop == 0))
         }
         self.loops = loops

@@ -10,9 +10,9 @@ public enum ServerMain {
     static let reservedDescriptors = 16
 
     /// `reservedDescriptors`, and what the metrics endpoint may hold if it
-    /// is on, and each further reactors loop (its epoll, eventfd, listener, reserve).
+    /// is on, and each further reactors loop (its epoll and eventfd).
     static func reservedDescriptors(for configuration: ServerConfiguration) -> Int {
-        let loops = configuration.strategy == .reactors ? 4 * (configuration.effectiveLoops - 1) : 0
+        let loops = configuration.strategy == .reactors ? 2 * (configuration.effectiveLoops - 1) : 0
         return reservedDescriptors + loops + (configuration.metrics == nil ? 0 : MetricsServer.descriptors)
     }
 
@@ -83,8 +83,7 @@ public enum ServerMain {
         }
         let listener: Socket
         do {
-            listener = try Socket.listen(
-                host: configuration.host, port: configuration.port, reusePort: ReactorsServer.listensPerLoop(configuration))
+            listener = try Socket.listen(host: configuration.host, port: configuration.port)
         } catch {
             pidFile?.remove()
             return fail("cannot listen on \(configuration.host):\(configuration.port): \(error.errno)")
