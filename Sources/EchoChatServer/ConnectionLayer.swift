@@ -7,7 +7,7 @@ import Synchronization
 final class ConnectionLayer: Sendable {
     let context: ServerContext
     let strategy: Strategy
-    let counters = ServerCounters()
+    let counters: ServerCounters
     let hub: ChatHub?
     /// Echo: admitted clients whose session is not over.
     private let echoClients = Atomic<Int>(0)
@@ -29,8 +29,13 @@ final class ConnectionLayer: Sendable {
 
     var logger: Logger { context.logger }
 
-    init(context: ServerContext, strategy: Strategy, extraStats: @escaping @Sendable () -> [TransportStats.Pair] = { [] }) {
+    /// `wireSets`: sets of wire counters (`ServerCounters.wire`), one per event loop.
+    init(
+        context: ServerContext, strategy: Strategy, wireSets: Int = 1,
+        extraStats: @escaping @Sendable () -> [TransportStats.Pair] = { [] }
+    ) {
         self.context = context
+        counters = ServerCounters(wireSets: wireSets)
         self.strategy = strategy
         self.extraStats = extraStats
         let counters = counters
@@ -56,14 +61,15 @@ final class ConnectionLayer: Sendable {
     /// chat welcome and notices are queued in `deliveries`, to be woken, not
     /// sent here. `owner`: the inbox of the loop that will own it, if any.
     func accept(
-        _ socket: Socket, token: UInt64, owner: ControlRequests? = nil, now: Int64, settings: ConnectionSettings,
-        deliveries: inout Deliveries
+        _ socket: Socket, token: UInt64, owner: ControlRequests? = nil, wire: WireCounters? = nil, now: Int64,
+        settings: ConnectionSettings, deliveries: inout Deliveries
     ) -> Connection {
+        let wire = wire ?? counters.wire[0]
         try? socket.setNoDelay()
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let limits = settings.limits
         guard settings.shutdownDeadline == nil else {
-            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
+            return refuse(socket, .serverFull, token: token, owner: owner, wire: wire, now: now, settings: settings)
         }
         // A peer that is already gone (getpeername: ENOTCONN) is not counted:
         // its first read ends it.
@@ -73,7 +79,7 @@ final class ConnectionLayer: Sendable {
             logger.info(
                 "refused a client from \(address): max-per-address (\(limits.maxPerAddress)) reached",
                 limitedAs: "refused-per-address")
-            return refuse(socket, .perAddress, token: token, owner: owner, now: now, settings: settings)
+            return refuse(socket, .perAddress, token: token, owner: owner, wire: wire, now: now, settings: settings)
         }
         if hub == nil {
             // Counted first, checked after: loops that accept at once cannot
@@ -82,15 +88,15 @@ final class ConnectionLayer: Sendable {
             guard limits.admits(connectedClients: before) else {
                 echoClients.wrappingSubtract(1, ordering: .relaxed)
                 addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-                return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
+                return refuse(socket, .serverFull, token: token, owner: owner, wire: wire, now: now, settings: settings)
             }
         }
         let connection = Connection(
-            socket: socket, token: token, layer: self, owner: owner,
+            socket: socket, token: token, layer: self, owner: owner, wire: wire,
             machine: ConnectionMachine(mode: mode, settings: settings, now: now))
         if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
             addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
+            return refuse(socket, .serverFull, token: token, owner: owner, wire: wire, now: now, settings: settings)
         }
         counters.add(counters.connectionsTotal, 1)
         logger.debug("accepted \(socket)")
@@ -102,7 +108,8 @@ final class ConnectionLayer: Sendable {
     }
 
     private func refuse(
-        _ socket: Socket, _ refusal: Refusal, token: UInt64, owner: ControlRequests?, now: Int64, settings: ConnectionSettings
+        _ socket: Socket, _ refusal: Refusal, token: UInt64, owner: ControlRequests?, wire: WireCounters, now: Int64,
+        settings: ConnectionSettings
     ) -> Connection {
         counters.add(counters.refused, 1)
         var settings = settings
@@ -121,7 +128,7 @@ final class ConnectionLayer: Sendable {
         }
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let machine = ConnectionMachine(refusing: line, mode: mode, settings: settings, now: now)
-        return Connection(socket: socket, token: token, layer: self, owner: owner, machine: machine)
+        return Connection(socket: socket, token: token, layer: self, owner: owner, wire: wire, machine: machine)
     }
 
     /// A refusal the acceptor made itself (out of descriptors).
@@ -182,14 +189,16 @@ final class ServerCounters: Sendable {
     let idleTimeouts = Atomic<Int>(0)
     let lineTimeouts = Atomic<Int>(0)
     let closeTimeouts = Atomic<Int>(0)
-    let bytesIn = Atomic<Int>(0)
-    let bytesOut = Atomic<Int>(0)
-    /// Echo mode only (chat lines are counted by the core).
-    let messagesIn = Atomic<Int>(0)
-    let messagesOut = Atomic<Int>(0)
+    /// Bytes and lines on the wire, one set per event loop (`wire[0]` for
+    /// every other strategy), summed on demand.
+    let wire: [WireCounters]
     /// Floods the rate limit paused (§3.6).
     let rateLimited = Atomic<Int>(0)
     let sendTimeouts = Atomic<Int>(0)
+
+    init(wireSets: Int = 1) {
+        wire = (0..<max(1, wireSets)).map { _ in WireCounters() }
+    }
 
     /// The limit counters, as `/stats` shows them after the standard keys.
     var limitPairs: [TransportStats.Pair] {
@@ -207,8 +216,9 @@ final class ServerCounters: Sendable {
             strategy: strategy.rawValue, uptimeSeconds: uptimeSeconds,
             connectionsTotal: connectionsTotal.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
             refusedPerAddress: refusedPerAddress.load(ordering: .relaxed),
-            bytesIn: bytesIn.load(ordering: .relaxed), bytesOut: bytesOut.load(ordering: .relaxed),
-            messagesIn: messagesIn.load(ordering: .relaxed), messagesOut: messagesOut.load(ordering: .relaxed),
+            bytesIn: sum { $0.bytesIn.load(ordering: .relaxed) }, bytesOut: sum { $0.bytesOut.load(ordering: .relaxed) },
+            messagesIn: sum { $0.messagesIn.load(ordering: .relaxed) },
+            messagesOut: sum { $0.messagesOut.load(ordering: .relaxed) },
             extra: limitPairs + extra, detail: detail)
     }
 
@@ -225,6 +235,28 @@ final class ServerCounters: Sendable {
 
     @inline(__always)
     func add(_ counter: borrowing Atomic<Int>, _ value: Int) {
+        if value != 0 { counter.wrappingAdd(value, ordering: .relaxed) }
+    }
+
+    private func sum(_ counter: (WireCounters) -> Int) -> Int {
+        wire.reduce(0) { $0 &+ counter($1) }
+    }
+}
+
+/// The counters every read and write adds to. Each event loop has its own
+/// set, so loops on different cores never add to the same cache line (each
+/// thread keeps its own counters and they are summed on demand, as memcached
+/// does); the padding keeps the next set off this one's lines.
+final class WireCounters: Sendable {
+    let bytesIn = Atomic<Int>(0)
+    let bytesOut = Atomic<Int>(0)
+    /// Echo mode only (chat lines are counted by the core).
+    let messagesIn = Atomic<Int>(0)
+    let messagesOut = Atomic<Int>(0)
+    private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    @inline(__always)
+    private func add(_ counter: borrowing Atomic<Int>, _ value: Int) {
         if value != 0 { counter.wrappingAdd(value, ordering: .relaxed) }
     }
 

@@ -13,8 +13,8 @@ public final class ControlRequests: Sendable {
     private let stats = Atomic<Bool>(false)
     /// Connections other threads (the file store, other loops) ask the loop to serve.
     private let woken = Lock<[Connection]>([])
-    /// Reactors: sockets the acceptor handed to this loop, not yet admitted.
-    private let accepted = Lock<[Socket]>([])
+    /// Reactors: connections the acceptor admitted for this loop, not yet watched.
+    private let accepted = Lock<[Connection]>([])
     /// Reactors: the connections the loop holds open, for `/stats` (only the loop writes it).
     let connections = Atomic<Int>(0)
 
@@ -62,17 +62,17 @@ public final class ControlRequests: Sendable {
         woken.withLock { swap(&$0, &list) }
     }
 
-    /// Hands accepted sockets to the loop (as `wake(_:)` rings).
-    func hand(_ sockets: [Socket]) {
+    /// Hands newly accepted connections to the loop (as `wake(_:)` rings).
+    func hand(_ connections: [Connection]) {
         let ring = accepted.withLock { list in
-            defer { list.append(contentsOf: sockets) }
+            defer { list.append(contentsOf: connections) }
             return list.isEmpty
         }
         if ring { wakeup.ring() }
     }
 
-    /// The sockets handed over since the last call.
-    func takeAccepted() -> [Socket] {
+    /// The connections handed over since the last call.
+    func takeAccepted() -> [Connection] {
         accepted.withLock { list in
             defer { list.removeAll() }
             return list

@@ -15,8 +15,10 @@ import EchoChatPOSIX
 ///   which this loop hands all of the batch's recipients in one list, with
 ///   one lock and one eventfd write (`ControlRequests.wake(_:)`, memcached's
 ///   notify pipe). No lock is held while a socket is written.
-/// - Accepting: a loop with a listener accepts; a loop without one admits
-///   the sockets another loop's acceptor hands it through its inbox.
+/// - Accepting: a loop with a listener accepts and admits (so clients are
+///   admitted in the order they connected); with other loops, it gives each
+///   new connection to the next loop round-robin, through that loop's inbox,
+///   before anything has served it.
 /// - Blocking: only in epoll_wait(2); sockets are non-blocking, reads go into
 ///   one 64 KiB buffer. Interest follows the connection: EPOLLOUT only while
 ///   output waits, EPOLLIN only while the connection reads.
@@ -33,6 +35,8 @@ final class EventLoop {
     /// admits carry it as their `owner`.
     let inbox: ControlRequests
     private let layer: ConnectionLayer
+    /// This loop's wire counters: loops never add to another's.
+    private let wire: WireCounters
     private var live: LiveSettings
     private var settings: ConnectionSettings
     private let poller: Poller
@@ -45,10 +49,10 @@ final class EventLoop {
     private let routes: Bool
     /// Reactors: this batch's recipients owned by other loops, by loop number.
     private var outbox: [[Connection]]
-    /// Acceptor hand-off: the loop the next accepted socket goes to, and the
-    /// sockets of this accept batch, by loop number.
+    /// Acceptor hand-off: the loop the next accepted connection goes to, and
+    /// the connections of this accept batch, by loop number.
     private var nextLoop = 0
-    private var handed: [[Socket]]
+    private var handed: [[Connection]]
     /// Claimed by `run()`: everything here belongs to that thread.
     private var loopThread = OwnerThread()
 
@@ -86,6 +90,7 @@ final class EventLoop {
     ) throws(SystemError) {
         self.layer = layer
         self.inbox = inbox
+        wire = layer.counters.wire[min(inbox.loop, layer.counters.wire.count - 1)]
         self.peers = peers
         self.primary = primary
         routes = peers.count > 1
@@ -144,7 +149,7 @@ final class EventLoop {
         inbox.connections.store(0, ordering: .relaxed)
         if listening, let listener = acceptor?.listener { listener.close() }
         listening = false
-        for socket in inbox.takeAccepted() { socket.close() }
+        for connection in inbox.takeAccepted() { connection.forceClose() }
     }
 
     /// The connection an event's token names, unless it was closed since
@@ -258,7 +263,13 @@ final class EventLoop {
             acceptor!.accept(now: now) { socket in
                 let loop = nextLoop
                 nextLoop = loop + 1 == peers.count ? 0 : loop + 1
-                if loop == inbox.loop { admit(socket) } else { handed[loop].append(socket) }
+                guard loop != inbox.loop else { return admit(socket) }
+                // Admitted here, in accept order; its welcome waits on it
+                // (and its wake-up goes to its loop) until its loop serves it.
+                handed[loop].append(
+                    layer.accept(
+                        socket, token: tokens.next(for: socket), owner: peers[loop], wire: layer.counters.wire[loop], now: now,
+                        settings: settings, deliveries: &deliveries))
             }
             for loop in handed.indices where !handed[loop].isEmpty {
                 peers[loop].hand(handed[loop])
@@ -271,12 +282,19 @@ final class EventLoop {
     }
 
     private func admit(_ socket: Socket) {
-        let token = tokens.next(for: socket)
         let connection = layer.accept(
-            socket, token: token, owner: inbox, now: now, settings: settings, deliveries: &deliveries)
+            socket, token: tokens.next(for: socket), owner: inbox, wire: wire, now: now, settings: settings,
+            deliveries: &deliveries)
+        watch(connection)
+        if !connection.admitted { deliveries.woken.append(connection) }  // its one line
+    }
+
+    /// Takes a new connection into the table and the poller.
+    private func watch(_ connection: Connection) {
+        let socket = connection.socket
         let interest = connection.interest
         do {
-            try poller.register(socket.descriptor, for: interest, data: token)
+            try poller.register(socket.descriptor, for: interest, data: connection.token)
         } catch {
             layer.logger.warn("cannot watch new connection: \(error)", limitedAs: "watch-connection")
             return connection.forceClose()
@@ -286,7 +304,6 @@ final class EventLoop {
         table[index] = Slot(connection: connection, interest: interest)
         openCount += 1
         inbox.connections.store(openCount, ordering: .relaxed)
-        if !connection.admitted { deliveries.woken.append(connection) }  // its one line
     }
 
     private func handleControl() {
@@ -300,8 +317,13 @@ final class EventLoop {
         mail.removeAll(keepingCapacity: true)
         if primary && inbox.takeStatsRequest() { layer.logger.info("stats: \(layer.serverStats().keyValues)") }
         if inbox.shutdownRequested && shutdownDeadline == nil { beginShutdown() }
-        // Sockets another loop accepted (after the shutdown check: refused once it began).
-        for socket in inbox.takeAccepted() { admit(socket) }
+        // Connections the acceptor handed over. Each is served at the end of
+        // the batch whatever it has (its welcome or refusal): a wake-up
+        // that came before it was watched found it missing from the table.
+        for connection in inbox.takeAccepted() {
+            watch(connection)
+            deliveries.woken.append(connection)
+        }
     }
 
     private func beginShutdown() {

@@ -36,7 +36,7 @@ public final class ReactorsServer: ServerStrategy {
         var inboxes: [ControlRequests] = []
         for loop in 0..<count { inboxes.append(try ControlRequests(loop: loop)) }
         let peers = inboxes
-        layer = ConnectionLayer(context: context, strategy: .reactors) {
+        layer = ConnectionLayer(context: context, strategy: .reactors, wireSets: count) {
             [.init("loops", String(count))]
                 + peers.map { .init("loop\($0.loop)_connections", String($0.connections.load(ordering: .relaxed))) }
         }
