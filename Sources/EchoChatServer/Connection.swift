@@ -26,11 +26,9 @@ final class Connection: @unchecked Sendable {
     /// a stale event for a reused descriptor number is recognised.
     let token: UInt64
     let layer: ConnectionLayer
-    /// The inbox of the loop that owns it (epoll, reactors), set at accept:
-    /// where chat lines from another loop and the file store wake it.
-    let owner: ControlRequests?
-    /// The wire counters of its owner (`ServerCounters.wire`).
-    let wire: WireCounters
+    /// Its owner, set at accept: the inbox where chat lines from another
+    /// event loop and the file store wake it, and the counters it adds to.
+    let owner: ConnectionOwner
     /// Echo: lines are counted on the wire (chat lines are counted by the engine).
     let countsLines: Bool
     let admitted: Bool
@@ -92,15 +90,13 @@ final class Connection: @unchecked Sendable {
     }
 
     init(
-        socket: Socket, token: UInt64, layer: ConnectionLayer, owner: ControlRequests? = nil, wire: WireCounters? = nil,
-        machine: ConnectionMachine
+        socket: Socket, token: UInt64, layer: ConnectionLayer, owner: ConnectionOwner, machine: ConnectionMachine
     ) {
         self.socket = socket
         self.id = ConnectionID(Int(socket.descriptor))
         self.token = token
         self.layer = layer
         self.owner = owner
-        self.wire = wire ?? layer.counters.wire[0]
         self.machine = machine
         self.countsLines = machine.mode == .echo
         self.admitted = machine.admitted
@@ -186,7 +182,7 @@ final class Connection: @unchecked Sendable {
             let bytes = UnsafeRawBufferPointer(rebasing: target[0..<count])
             // What a closing connection sends while we linger is thrown away
             // unread: it counts nowhere (as a refused client counts nowhere).
-            if machine.phase != .lingering { wire.received(bytes, countLines: countsLines) }
+            if machine.phase != .lingering { owner.received(bytes, countLines: countsLines) }
             machine.received(bytes, now: now, io: &io)
         case .endOfFile?:
             machine.endOfInput(now: now, io: &io)
@@ -272,7 +268,7 @@ struct SocketIO: ConnectionIO {
     mutating func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
         switch try? connection.socket.write(bytes) {
         case .done(let written)?:
-            connection.wire.sent(UnsafeRawBufferPointer(rebasing: bytes[0..<written]), countLines: connection.countsLines)
+            connection.owner.sent(UnsafeRawBufferPointer(rebasing: bytes[0..<written]), countLines: connection.countsLines)
             return written
         case .wouldBlock?: return 0
         case nil:

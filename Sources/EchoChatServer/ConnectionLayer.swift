@@ -29,13 +29,14 @@ final class ConnectionLayer: Sendable {
 
     var logger: Logger { context.logger }
 
-    /// `wireSets`: sets of wire counters (`ServerCounters.wire`), one per event loop.
+    /// `inboxes`: the event loops' inboxes, one `ConnectionOwner` each
+    /// (none: one owner for all, woken the strategy's own way).
     init(
-        context: ServerContext, strategy: Strategy, wireSets: Int = 1,
+        context: ServerContext, strategy: Strategy, inboxes: [ControlRequests] = [],
         extraStats: @escaping @Sendable () -> [TransportStats.Pair] = { [] }
     ) {
         self.context = context
-        counters = ServerCounters(wireSets: wireSets)
+        counters = ServerCounters(inboxes: inboxes.isEmpty ? [nil] : inboxes.map { $0 })
         self.strategy = strategy
         self.extraStats = extraStats
         let counters = counters
@@ -59,17 +60,17 @@ final class ConnectionLayer: Sendable {
     /// (`max-per-address`) or `! server full, try again later`. The strategy
     /// registers it with whatever waits for it before the first `serve`; the
     /// chat welcome and notices are queued in `deliveries`, to be woken, not
-    /// sent here. `owner`: the inbox of the loop that will own it, if any.
+    /// sent here. `owner`: the loop that will own it (default: the only owner).
     func accept(
-        _ socket: Socket, token: UInt64, owner: ControlRequests? = nil, wire: WireCounters? = nil, now: Int64,
-        settings: ConnectionSettings, deliveries: inout Deliveries
+        _ socket: Socket, token: UInt64, owner: ConnectionOwner? = nil, now: Int64, settings: ConnectionSettings,
+        deliveries: inout Deliveries
     ) -> Connection {
-        let wire = wire ?? counters.wire[0]
+        let owner = owner ?? counters.owners[0]
         try? socket.setNoDelay()
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let limits = settings.limits
         guard settings.shutdownDeadline == nil else {
-            return refuse(socket, .serverFull, token: token, owner: owner, wire: wire, now: now, settings: settings)
+            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
         }
         // A peer that is already gone (getpeername: ENOTCONN) is not counted:
         // its first read ends it.
@@ -79,7 +80,7 @@ final class ConnectionLayer: Sendable {
             logger.info(
                 "refused a client from \(address): max-per-address (\(limits.maxPerAddress)) reached",
                 limitedAs: "refused-per-address")
-            return refuse(socket, .perAddress, token: token, owner: owner, wire: wire, now: now, settings: settings)
+            return refuse(socket, .perAddress, token: token, owner: owner, now: now, settings: settings)
         }
         if hub == nil {
             // Counted first, checked after: loops that accept at once cannot
@@ -88,15 +89,15 @@ final class ConnectionLayer: Sendable {
             guard limits.admits(connectedClients: before) else {
                 echoClients.wrappingSubtract(1, ordering: .relaxed)
                 addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-                return refuse(socket, .serverFull, token: token, owner: owner, wire: wire, now: now, settings: settings)
+                return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
             }
         }
         let connection = Connection(
-            socket: socket, token: token, layer: self, owner: owner, wire: wire,
+            socket: socket, token: token, layer: self, owner: owner,
             machine: ConnectionMachine(mode: mode, settings: settings, now: now))
         if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
             addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-            return refuse(socket, .serverFull, token: token, owner: owner, wire: wire, now: now, settings: settings)
+            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
         }
         counters.add(counters.connectionsTotal, 1)
         logger.debug("accepted \(socket)")
@@ -108,8 +109,7 @@ final class ConnectionLayer: Sendable {
     }
 
     private func refuse(
-        _ socket: Socket, _ refusal: Refusal, token: UInt64, owner: ControlRequests?, wire: WireCounters, now: Int64,
-        settings: ConnectionSettings
+        _ socket: Socket, _ refusal: Refusal, token: UInt64, owner: ConnectionOwner, now: Int64, settings: ConnectionSettings
     ) -> Connection {
         counters.add(counters.refused, 1)
         var settings = settings
@@ -128,7 +128,7 @@ final class ConnectionLayer: Sendable {
         }
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let machine = ConnectionMachine(refusing: line, mode: mode, settings: settings, now: now)
-        return Connection(socket: socket, token: token, layer: self, owner: owner, wire: wire, machine: machine)
+        return Connection(socket: socket, token: token, layer: self, owner: owner, machine: machine)
     }
 
     /// A refusal the acceptor made itself (out of descriptors).
@@ -189,15 +189,14 @@ final class ServerCounters: Sendable {
     let idleTimeouts = Atomic<Int>(0)
     let lineTimeouts = Atomic<Int>(0)
     let closeTimeouts = Atomic<Int>(0)
-    /// Bytes and lines on the wire, one set per event loop (`wire[0]` for
-    /// every other strategy), summed on demand.
-    let wire: [WireCounters]
+    /// Each owner's bytes and lines on the wire, summed on demand.
+    let owners: [ConnectionOwner]
     /// Floods the rate limit paused (§3.6).
     let rateLimited = Atomic<Int>(0)
     let sendTimeouts = Atomic<Int>(0)
 
-    init(wireSets: Int = 1) {
-        wire = (0..<max(1, wireSets)).map { _ in WireCounters() }
+    init(inboxes: [ControlRequests?] = [nil]) {
+        owners = inboxes.map(ConnectionOwner.init(inbox:))
     }
 
     /// The limit counters, as `/stats` shows them after the standard keys.
@@ -238,22 +237,27 @@ final class ServerCounters: Sendable {
         if value != 0 { counter.wrappingAdd(value, ordering: .relaxed) }
     }
 
-    private func sum(_ counter: (WireCounters) -> Int) -> Int {
-        wire.reduce(0) { $0 &+ counter($1) }
+    private func sum(_ counter: (ConnectionOwner) -> Int) -> Int {
+        owners.reduce(0) { $0 &+ counter($1) }
     }
 }
 
-/// The counters every read and write adds to. Each event loop has its own
-/// set, so loops on different cores never add to the same cache line (each
+/// A connection's owner as other threads see it: the inbox that wakes it
+/// (an event loop's; nil where the strategy wakes owners its own way), and
+/// the counters every read and write adds to. Each event loop is one owner,
+/// so loops on different cores never add to the same cache line (each
 /// thread keeps its own counters and they are summed on demand, as memcached
-/// does); the padding keeps the next set off this one's lines.
-final class WireCounters: Sendable {
+/// does); the padding keeps the next owner off this one's lines.
+final class ConnectionOwner: Sendable {
+    let inbox: ControlRequests?
     let bytesIn = Atomic<Int>(0)
     let bytesOut = Atomic<Int>(0)
     /// Echo mode only (chat lines are counted by the core).
     let messagesIn = Atomic<Int>(0)
     let messagesOut = Atomic<Int>(0)
     private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    init(inbox: ControlRequests?) { self.inbox = inbox }
 
     @inline(__always)
     private func add(_ counter: borrowing Atomic<Int>, _ value: Int) {

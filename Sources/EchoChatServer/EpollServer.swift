@@ -13,8 +13,8 @@ public final class EpollServer: ServerStrategy {
     private let loop: EventLoop
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
-        layer = ConnectionLayer(context: context, strategy: .epoll)
         control = try ControlRequests()
+        layer = ConnectionLayer(context: context, strategy: .epoll, inboxes: [control])
         loop = try EventLoop(layer: layer, inbox: control, listener: listener)
         let control = control
         layer.setWaker { control.wake($0) }

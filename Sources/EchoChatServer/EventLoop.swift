@@ -31,12 +31,11 @@ import EchoChatPOSIX
 ///   The primary loop (the one whose inbox the signal watcher has) queues
 ///   the chat notice once for the server and passes the request on to the others.
 final class EventLoop {
-    /// Requests and connections from other threads; the connections this loop
-    /// admits carry it as their `owner`.
+    /// Requests and connections from other threads (`home.inbox`).
     let inbox: ControlRequests
     private let layer: ConnectionLayer
-    /// This loop's wire counters: loops never add to another's.
-    private let wire: WireCounters
+    /// What its connections know of this loop: its inbox and its wire counters.
+    private let home: ConnectionOwner
     private var live: LiveSettings
     private var settings: ConnectionSettings
     private let poller: Poller
@@ -90,7 +89,8 @@ final class EventLoop {
     ) throws(SystemError) {
         self.layer = layer
         self.inbox = inbox
-        wire = layer.counters.wire[min(inbox.loop, layer.counters.wire.count - 1)]
+        home = layer.counters.owners[inbox.loop]
+        precondition(home.inbox === inbox, "the layer has no owner for loop \(inbox.loop)")
         self.peers = peers
         self.primary = primary
         routes = peers.count > 1
@@ -169,8 +169,8 @@ final class EventLoop {
     private func flushDeliveries() {
         var served = 0
         while let connection = deliveries.woken.popLast() {
-            if routes, connection.owner !== inbox {
-                outbox[connection.owner!.loop].append(connection)
+            if routes, connection.owner !== home {
+                outbox[connection.owner.inbox!.loop].append(connection)
                 continue
             }
             // A storm of leaves (every member told of every leave) while more
@@ -225,7 +225,7 @@ final class EventLoop {
         while let urgent = deliveries.urgent.popLast() {
             // Another loop's recipient was woken when its first line was
             // queued (it is in `deliveries.woken` or that loop's inbox).
-            if routes, urgent.owner !== inbox { continue }
+            if routes, urgent.owner !== home { continue }
             urgent.serve([], now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
             settle(urgent)
         }
@@ -268,8 +268,8 @@ final class EventLoop {
                 // (and its wake-up goes to its loop) until its loop serves it.
                 handed[loop].append(
                     layer.accept(
-                        socket, token: tokens.next(for: socket), owner: peers[loop], wire: layer.counters.wire[loop], now: now,
-                        settings: settings, deliveries: &deliveries))
+                        socket, token: tokens.next(for: socket), owner: layer.counters.owners[loop], now: now, settings: settings,
+                        deliveries: &deliveries))
             }
             for loop in handed.indices where !handed[loop].isEmpty {
                 peers[loop].hand(handed[loop])
@@ -283,8 +283,7 @@ final class EventLoop {
 
     private func admit(_ socket: Socket) {
         let connection = layer.accept(
-            socket, token: tokens.next(for: socket), owner: inbox, wire: wire, now: now, settings: settings,
-            deliveries: &deliveries)
+            socket, token: tokens.next(for: socket), owner: home, now: now, settings: settings, deliveries: &deliveries)
         watch(connection)
         if !connection.admitted { deliveries.woken.append(connection) }  // its one line
     }

@@ -8,9 +8,10 @@ import EchoChatPOSIX
 /// - Threads: the caller of `run()` runs loop 0 (the primary: the signal
 ///   watcher's `control` is its inbox); loops 1..N-1 get a thread each.
 /// - Accepting: loop 0 alone accepts (the one `Acceptor`, so EMFILE handling
-///   and the accept pause are exactly epoll's) and hands each socket to the
-///   next loop round-robin, a batch's share for each loop at once through
-///   that loop's inbox; the receiving loop admits it. Measured against one
+///   and the accept pause are exactly epoll's) and admits (so in accept
+///   order), and hands each connection to the next loop round-robin, a
+///   batch's share for each loop at once through that loop's inbox; that
+///   loop watches and serves it from then on. Measured against one
 ///   SO_REUSEPORT listener per loop (docs/strategies.md): as fast on echo,
 ///   slower in a connect storm, but even spreading without the kernel's
 ///   hash, and no SO_REUSEPORT group on the port that another process of
@@ -36,12 +37,12 @@ public final class ReactorsServer: ServerStrategy {
         var inboxes: [ControlRequests] = []
         for loop in 0..<count { inboxes.append(try ControlRequests(loop: loop)) }
         let peers = inboxes
-        layer = ConnectionLayer(context: context, strategy: .reactors, wireSets: count) {
+        layer = ConnectionLayer(context: context, strategy: .reactors, inboxes: inboxes) {
             [.init("loops", String(count))]
                 + peers.map { .init("loop\($0.loop)_connections", String($0.connections.load(ordering: .relaxed))) }
         }
         control = inboxes[0]
-        layer.setWaker { connection in connection.owner?.wake(connection) }
+        layer.setWaker { connection in connection.owner.inbox?.wake(connection) }
         var loops: [EventLoop] = []
         for loop in 0..<count {
             loops.append(
