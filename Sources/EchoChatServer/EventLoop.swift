@@ -7,7 +7,7 @@ import EchoChatPOSIX
 /// - Threads: exactly one, the caller of `run()`. Other threads reach it only
 ///   through `inbox` (atomic flags, locked lists and an eventfd).
 /// - Ownership: the loop owns its epoll instance, its listener if it has one,
-///   and every connection it admitted (a table indexed by descriptor); it is
+///   and every connection it was given (a table indexed by descriptor); it is
 ///   the only caller of `Connection.serve` for them. A line for another
 ///   client is queued by the chat hub on the recipient, and the recipient is
 ///   served once, when the batch of events ends (or at once when a lot is
@@ -44,7 +44,7 @@ final class EventLoop {
     private let primary: Bool
     /// Reactors: every loop's inbox, by loop number; empty when this is the only loop.
     private let peers: [ControlRequests]
-    /// `peers` is not empty: recipients may belong to another loop.
+    /// More than one loop: recipients may belong to another.
     private let routes: Bool
     /// Reactors: this batch's recipients owned by other loops, by loop number.
     private var outbox: [[Connection]]
