@@ -204,8 +204,10 @@ public struct ConnectionMachine {
     }
 
     /// Whether to read and how much: nil when not reading (`wantsRead`),
-    /// else `readBudget(capacity)`; one call for a caller in another module.
-    public func nextRead(max capacity: Int) -> Int? { wantsRead ? readBudget(capacity) : nil }
+    /// else `readBudget(capacity)`. It changes nothing; it is `mutating` so
+    /// that a caller in another module passes the machine in place, where a
+    /// non-mutating call passed a copy (retaining each of its buffers).
+    public mutating func nextRead(max capacity: Int) -> Int? { wantsRead ? readBudget(capacity) : nil }
 
     /// The earliest time `tick` has something to do, if any.
     public var nextDeadline: Int64? {
@@ -245,6 +247,14 @@ public struct ConnectionMachine {
     }
 
     public var status: Status {
+        var machine = self
+        return machine.currentStatus()
+    }
+
+    /// `status` for the machine's own mutating calls: as a mutating method it
+    /// reads the fields in place, where the getter made a copy of the machine
+    /// (retaining each of its buffers) once per event.
+    private mutating func currentStatus() -> Status {
         Status(
             isClosed: isClosed, wantsRead: wantsRead, wantsWrite: wantsWrite, wantsTurn: wantsTurn,
             nextDeadline: nextDeadline, queuedLineBytes: queuedLineBytes, paused: paused, lingering: phase == .lingering)
@@ -505,7 +515,7 @@ public struct ConnectionMachine {
     @discardableResult
     public mutating func flush(now: Int64, io: inout some ConnectionIO) -> Status {
         flushOutput(now: now, io: &io)
-        return status
+        return currentStatus()
     }
 
     private mutating func flushOutput(now: Int64, io: inout some ConnectionIO) {

@@ -215,7 +215,9 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
             return list
         }
         for token in interrupted { self.interrupted(token) }
-        for connection in control.takeWoken() { wake(connection.token) }
+        var woken: [Connection] = []
+        control.takeWoken(swapping: &woken)
+        for connection in woken { wake(connection.token) }
         if control.takeStatsRequest() { layer.logger.info("stats: \(serverStats().keyValues)") }
         guard control.shutdownRequested, shutdownDeadline == nil else { return }
         shutdownDeadline = now + live.shutdownTimeout

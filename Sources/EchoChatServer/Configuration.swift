@@ -33,6 +33,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var logLevel: LogLevel = .info
     /// Pool strategy: worker threads; nil = the CPUs this process may use, at least 2.
     public var workers: Int?
+    /// Reactors strategy: event loops; nil = the CPUs this process may use.
+    public var loops: Int?
     /// Thread strategy: stack size of each client thread, in bytes.
     public var threadStack = 256 * 1024
     public var configFile: String?
@@ -55,6 +57,9 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     /// The pool's worker count after applying the default.
     public var effectiveWorkers: Int { workers ?? max(2, Threads.availableCores) }
+
+    /// The reactors' loop count after applying the default.
+    public var effectiveLoops: Int { loops ?? Threads.availableCores }
 
     /// The limits the protocol core decides with.
     public var limits: Limits {

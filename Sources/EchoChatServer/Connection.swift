@@ -26,6 +26,9 @@ final class Connection: @unchecked Sendable {
     /// a stale event for a reused descriptor number is recognised.
     let token: UInt64
     let layer: ConnectionLayer
+    /// Its owner, set at accept: the inbox where chat lines from another
+    /// event loop and the file store wake it, and the counters it adds to.
+    let owner: ConnectionOwner
     /// Echo: lines are counted on the wire (chat lines are counted by the engine).
     let countsLines: Bool
     let admitted: Bool
@@ -97,11 +100,14 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    init(socket: Socket, token: UInt64, layer: ConnectionLayer, machine: ConnectionMachine) {
+    init(
+        socket: Socket, token: UInt64, layer: ConnectionLayer, owner: ConnectionOwner, machine: ConnectionMachine
+    ) {
         self.socket = socket
         self.id = ConnectionID(Int(socket.descriptor))
         self.token = token
         self.layer = layer
+        self.owner = owner
         owned = .allocate(capacity: 1)
         owned.initialize(to: Owned(machine: machine, status: machine.status))
         self.countsLines = machine.mode == .echo
@@ -198,12 +204,9 @@ final class Connection: @unchecked Sendable {
             // What a closing connection sends while we linger is thrown away
             // unread: it counts nowhere (as a refused client counts nowhere).
             if owned.pointee.machine.phase != .lingering {
-                layer.counters.add(layer.counters.bytesIn, count)
-                if countsLines {
-                    let lines = countNewlines(bytes)
-                    layer.counters.add(layer.counters.messagesIn, lines)
-                    io.lastRead = (bytes, lines)
-                }
+                let lines = countsLines ? countNewlines(bytes) : 0
+                owner.received(bytes: count, lines: lines)
+                if countsLines { io.lastRead = (bytes, lines) }
             }
             owned.pointee.machine.received(bytes, now: now, io: &io)
             io.lastRead = nil
@@ -305,8 +308,7 @@ struct SocketIO: ConnectionIO {
     mutating func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
         switch try? connection.socket.write(bytes) {
         case .done(let written)?:
-            layer.counters.add(layer.counters.bytesOut, written)
-            if connection.countsLines { layer.counters.add(layer.counters.messagesOut, lines(inWritten: bytes, written)) }
+            connection.owner.sent(bytes: written, lines: connection.countsLines ? lines(inWritten: bytes, written) : 0)
             return written
         case .wouldBlock?: return 0
         case nil:

@@ -7,7 +7,7 @@ import Synchronization
 final class ConnectionLayer: Sendable {
     let context: ServerContext
     let strategy: Strategy
-    let counters = ServerCounters()
+    let counters: ServerCounters
     let hub: ChatHub?
     /// Echo: admitted clients whose session is not over.
     private let echoClients = Atomic<Int>(0)
@@ -29,8 +29,14 @@ final class ConnectionLayer: Sendable {
 
     var logger: Logger { context.logger }
 
-    init(context: ServerContext, strategy: Strategy, extraStats: @escaping @Sendable () -> [TransportStats.Pair] = { [] }) {
+    /// `inboxes`: the event loops' inboxes, one `ConnectionOwner` each
+    /// (none: one owner for all, woken the strategy's own way).
+    init(
+        context: ServerContext, strategy: Strategy, inboxes: [ControlRequests] = [],
+        extraStats: @escaping @Sendable () -> [TransportStats.Pair] = { [] }
+    ) {
         self.context = context
+        counters = ServerCounters(inboxes: inboxes.isEmpty ? [nil] : inboxes.map { $0 })
         self.strategy = strategy
         self.extraStats = extraStats
         let counters = counters
@@ -53,14 +59,19 @@ final class ConnectionLayer: Sendable {
     /// refused with `! too many connections from your address`
     /// (`max-per-address`) or `! server full, try again later`. The strategy
     /// registers it with whatever waits for it before the first `serve`; the
-    /// chat welcome and notices are queued in `deliveries`, to be woken, not sent here.
+    /// chat welcome and notices are queued in `deliveries`, to be woken, not
+    /// sent here. `owner`: the loop that will own it (default: the only owner).
     func accept(
-        _ socket: Socket, token: UInt64, now: Int64, settings: SharedConnectionSettings, deliveries: inout Deliveries
+        _ socket: Socket, token: UInt64, owner: ConnectionOwner? = nil, now: Int64, settings: SharedConnectionSettings,
+        deliveries: inout Deliveries
     ) -> Connection {
+        let owner = owner ?? counters.owners[0]
         try? socket.setNoDelay()
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let limits = settings.value.limits
-        guard settings.value.shutdownDeadline == nil else { return refuse(socket, .serverFull, token: token, now: now, settings: settings) }
+        guard settings.value.shutdownDeadline == nil else {
+            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
+        }
         // A peer that is already gone (getpeername: ENOTCONN) is not counted:
         // its first read ends it.
         if let address = try? AddressKey(socket.peerAddress()),
@@ -69,20 +80,24 @@ final class ConnectionLayer: Sendable {
             logger.info(
                 "refused a client from \(address): max-per-address (\(limits.maxPerAddress)) reached",
                 limitedAs: "refused-per-address")
-            return refuse(socket, .perAddress, token: token, now: now, settings: settings)
+            return refuse(socket, .perAddress, token: token, owner: owner, now: now, settings: settings)
         }
         if hub == nil {
-            guard limits.admits(connectedClients: echoClients.load(ordering: .relaxed)) else {
+            // Counted first, checked after: loops that accept at once cannot
+            // both take the last place.
+            let before = echoClients.wrappingAdd(1, ordering: .relaxed).oldValue
+            guard limits.admits(connectedClients: before) else {
+                echoClients.wrappingSubtract(1, ordering: .relaxed)
                 addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-                return refuse(socket, .serverFull, token: token, now: now, settings: settings)
+                return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
             }
-            echoClients.wrappingAdd(1, ordering: .relaxed)
         }
         let connection = Connection(
-            socket: socket, token: token, layer: self, machine: ConnectionMachine(mode: mode, settings: settings, now: now))
+            socket: socket, token: token, layer: self, owner: owner,
+            machine: ConnectionMachine(mode: mode, settings: settings, now: now))
         if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
             addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
-            return refuse(socket, .serverFull, token: token, now: now, settings: settings)
+            return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)
         }
         counters.add(counters.connectionsTotal, 1)
         logger.debug("accepted \(socket)")
@@ -93,9 +108,9 @@ final class ConnectionLayer: Sendable {
         case serverFull, perAddress
     }
 
-    private func refuse(_ socket: Socket, _ refusal: Refusal, token: UInt64, now: Int64, settings: SharedConnectionSettings)
-        -> Connection
-    {
+    private func refuse(
+        _ socket: Socket, _ refusal: Refusal, token: UInt64, owner: ConnectionOwner, now: Int64, settings: SharedConnectionSettings
+    ) -> Connection {
         counters.add(counters.refused, 1)
         var settings = settings
         if lingeringRefusals.wrappingAdd(1, ordering: .relaxed).newValue > Self.maxLingeringRefusals {
@@ -115,7 +130,7 @@ final class ConnectionLayer: Sendable {
         }
         let mode: ConnectionMachine.Mode = hub == nil ? .echo : .chat
         let machine = ConnectionMachine(refusing: line, mode: mode, settings: settings, now: now)
-        return Connection(socket: socket, token: token, layer: self, machine: machine)
+        return Connection(socket: socket, token: token, layer: self, owner: owner, machine: machine)
     }
 
     /// A refusal the acceptor made itself (out of descriptors).
@@ -176,14 +191,15 @@ final class ServerCounters: Sendable {
     let idleTimeouts = Atomic<Int>(0)
     let lineTimeouts = Atomic<Int>(0)
     let closeTimeouts = Atomic<Int>(0)
-    let bytesIn = Atomic<Int>(0)
-    let bytesOut = Atomic<Int>(0)
-    /// Echo mode only (chat lines are counted by the core).
-    let messagesIn = Atomic<Int>(0)
-    let messagesOut = Atomic<Int>(0)
+    /// Each owner's bytes and lines on the wire, summed on demand.
+    let owners: [ConnectionOwner]
     /// Floods the rate limit paused (§3.6).
     let rateLimited = Atomic<Int>(0)
     let sendTimeouts = Atomic<Int>(0)
+
+    init(inboxes: [ControlRequests?] = [nil]) {
+        owners = inboxes.map(ConnectionOwner.init(inbox:))
+    }
 
     /// The limit counters, as `/stats` shows them after the standard keys.
     var limitPairs: [TransportStats.Pair] {
@@ -201,8 +217,9 @@ final class ServerCounters: Sendable {
             strategy: strategy.rawValue, uptimeSeconds: uptimeSeconds,
             connectionsTotal: connectionsTotal.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
             refusedPerAddress: refusedPerAddress.load(ordering: .relaxed),
-            bytesIn: bytesIn.load(ordering: .relaxed), bytesOut: bytesOut.load(ordering: .relaxed),
-            messagesIn: messagesIn.load(ordering: .relaxed), messagesOut: messagesOut.load(ordering: .relaxed),
+            bytesIn: sum { $0.bytesIn.load(ordering: .relaxed) }, bytesOut: sum { $0.bytesOut.load(ordering: .relaxed) },
+            messagesIn: sum { $0.messagesIn.load(ordering: .relaxed) },
+            messagesOut: sum { $0.messagesOut.load(ordering: .relaxed) },
             extra: limitPairs + extra, detail: detail)
     }
 
@@ -220,6 +237,46 @@ final class ServerCounters: Sendable {
     @inline(__always)
     func add(_ counter: borrowing Atomic<Int>, _ value: Int) {
         if value != 0 { counter.wrappingAdd(value, ordering: .relaxed) }
+    }
+
+    private func sum(_ counter: (ConnectionOwner) -> Int) -> Int {
+        owners.reduce(0) { $0 &+ counter($1) }
+    }
+}
+
+/// A connection's owner as other threads see it: the inbox that wakes it
+/// (an event loop's; nil where the strategy wakes owners its own way), and
+/// the counters every read and write adds to. Each event loop is one owner,
+/// so loops on different cores never add to the same cache line (each
+/// thread keeps its own counters and they are summed on demand, as memcached
+/// does); the padding keeps the next owner off this one's lines.
+final class ConnectionOwner: Sendable {
+    let inbox: ControlRequests?
+    let bytesIn = Atomic<Int>(0)
+    let bytesOut = Atomic<Int>(0)
+    /// Echo mode only (chat lines are counted by the core).
+    let messagesIn = Atomic<Int>(0)
+    let messagesOut = Atomic<Int>(0)
+    private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    init(inbox: ControlRequests?) { self.inbox = inbox }
+
+    @inline(__always)
+    private func add(_ counter: borrowing Atomic<Int>, _ value: Int) {
+        if value != 0 { counter.wrappingAdd(value, ordering: .relaxed) }
+    }
+
+    /// A read of `bytes` bytes holding `lines` LFs (echo; 0 in chat).
+    @inline(__always)
+    func received(bytes: Int, lines: Int) {
+        add(bytesIn, bytes)
+        add(messagesIn, lines)
+    }
+
+    @inline(__always)
+    func sent(bytes: Int, lines: Int) {
+        add(bytesOut, bytes)
+        add(messagesOut, lines)
     }
 }
 

@@ -1,18 +1,26 @@
 import EchoChatPOSIX
 import Synchronization
 
-/// Requests from other threads (the signal watcher) to a strategy's loop: a
-/// flag per request and one eventfd the loop polls. The loop owns all state,
-/// so it is the loop that acts on them.
+/// Requests from other threads (the signal watcher, the file store, other
+/// loops) to a strategy's loop: a flag per request, locked lists, and one
+/// eventfd the loop polls. The loop owns all state, so it is the loop that
+/// acts on them.
 public final class ControlRequests: Sendable {
     let wakeup: Wakeup
+    /// Reactors: the number of the loop this is the inbox of (0 otherwise).
+    let loop: Int
     private let shutdown = Atomic<Bool>(false)
     private let stats = Atomic<Bool>(false)
-    /// Connections another thread (the file store) asks the loop to serve.
+    /// Connections other threads (the file store, other loops) ask the loop to serve.
     private let woken = Lock<[Connection]>([])
+    /// Reactors: connections the acceptor admitted for this loop, not yet watched.
+    private let accepted = Lock<[Connection]>([])
+    /// Reactors: the connections the loop holds open, for `/stats` (only the loop writes it).
+    let connections = Atomic<Int>(0)
 
-    init() throws(SystemError) {
+    init(loop: Int = 0) throws(SystemError) {
         wakeup = try Wakeup()
+        self.loop = loop
     }
 
     deinit { wakeup.close() }
@@ -37,9 +45,35 @@ public final class ControlRequests: Sendable {
         wakeup.ring()
     }
 
-    /// The connections to serve, once each request.
-    func takeWoken() -> [Connection] {
-        woken.withLock { list in
+    /// Asks the loop to serve all of `connections`: one lock, and one eventfd
+    /// write only if the list was empty (otherwise the write that made it
+    /// non-empty is still to be drained, and the loop drains before it takes).
+    func wake(_ connections: [Connection]) {
+        let ring = woken.withLock { list in
+            defer { list.append(contentsOf: connections) }
+            return list.isEmpty
+        }
+        if ring { wakeup.ring() }
+    }
+
+    /// The connections to serve, swapped into `list` (which must be empty),
+    /// so neither side allocates in the steady state.
+    func takeWoken(swapping list: inout [Connection]) {
+        woken.withLock { swap(&$0, &list) }
+    }
+
+    /// Hands newly accepted connections to the loop (as `wake(_:)` rings).
+    func hand(_ connections: [Connection]) {
+        let ring = accepted.withLock { list in
+            defer { list.append(contentsOf: connections) }
+            return list.isEmpty
+        }
+        if ring { wakeup.ring() }
+    }
+
+    /// The connections handed over since the last call.
+    func takeAccepted() -> [Connection] {
+        accepted.withLock { list in
             defer { list.removeAll() }
             return list
         }

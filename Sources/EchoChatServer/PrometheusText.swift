@@ -45,7 +45,18 @@ public enum PrometheusText {
         "threads": Known(type: .gauge, help: "Thread strategy: client threads running."),
         "workers": Known(type: .gauge, help: "Pool strategy: worker threads."),
         "queue_depth": Known(type: .gauge, help: "Pool strategy: connections waiting for a worker."),
+        "loops": Known(type: .gauge, help: "Reactors strategy: event loops."),
     ]
+
+    /// Reactors: `loopN_connections` keys are one gauge labelled by loop.
+    static let loopConnections = (name: "loop_connections", help: "Reactors strategy: connections each loop holds open.")
+
+    /// N when `key` is `loopN_connections`.
+    static func loopNumber(_ key: String) -> Substring? {
+        guard key.hasPrefix("loop"), key.hasSuffix("_connections") else { return nil }
+        let number = key.dropFirst(4).dropLast(12)
+        return !number.isEmpty && number.allSatisfy(\.isASCII) && number.allSatisfy(\.isNumber) ? number : nil
+    }
 
     /// A counter split by one label: each member key is one sample.
     struct Family {
@@ -108,6 +119,14 @@ public enum PrometheusText {
                     values[member.key].map { (labels([(entry.label, member.value)]), $0) }
                 }
                 family(entry.name, .counter, entry.help, samples)
+                continue
+            }
+            if loopNumber(key) != nil {
+                guard emitted.insert(loopConnections.name).inserted else { continue }
+                let samples = numbers.compactMap { pair in
+                    loopNumber(pair.key).map { (labels([("loop", String($0))]), pair.value) }
+                }
+                family(loopConnections.name, .gauge, loopConnections.help, samples)
                 continue
             }
             let known = self.known[key]

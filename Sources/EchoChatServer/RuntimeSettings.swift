@@ -33,7 +33,8 @@ public final class RuntimeSettings: Sendable {
                 ("host", new.host != running.host), ("port", new.port != running.port),
                 ("mode", new.mode != running.mode), ("strategy", new.strategy != running.strategy),
                 ("max-line", new.maxLine != running.maxLine), ("max-output", new.maxOutput != running.maxOutput),
-                ("workers", new.workers != running.workers), ("thread-stack", new.threadStack != running.threadStack),
+                ("workers", new.workers != running.workers), ("loops", new.loops != running.loops),
+                ("thread-stack", new.threadStack != running.threadStack),
                 ("daemon", new.daemon != running.daemon), ("pidfile", new.pidFile != running.pidFile),
                 ("log-file", new.logFile != running.logFile), ("metrics", new.metrics != running.metrics),
             ] where differs {

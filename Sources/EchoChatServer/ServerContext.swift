@@ -42,6 +42,7 @@ public struct ServerContext: Sendable {
         case .epoll: try EpollServer(context: self, listener: listener)
         case .thread: try ThreadServer(context: self, listener: listener)
         case .pool: try PoolServer(context: self, listener: listener)
+        case .reactors: try ReactorsServer(context: self, listener: listener)
         case .async: try AsyncServer(context: self, listener: listener)
         }
     }

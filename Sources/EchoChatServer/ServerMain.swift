@@ -9,9 +9,11 @@ public enum ServerMain {
     /// epoll, eventfds, the pid file, the reserve descriptor, lingering refusals.
     static let reservedDescriptors = 16
 
-    /// `reservedDescriptors`, and what the metrics endpoint may hold if it is on.
+    /// `reservedDescriptors`, and what the metrics endpoint may hold if it
+    /// is on, and each further reactors loop (its epoll and eventfd).
     static func reservedDescriptors(for configuration: ServerConfiguration) -> Int {
-        reservedDescriptors + (configuration.metrics == nil ? 0 : MetricsServer.descriptors)
+        let loops = configuration.strategy == .reactors ? 2 * (configuration.effectiveLoops - 1) : 0
+        return reservedDescriptors + loops + (configuration.metrics == nil ? 0 : MetricsServer.descriptors)
     }
 
     public static func run(_ arguments: [String]) -> Int32 {

@@ -113,6 +113,10 @@ public enum ServerOptions {
                 value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)
         },
+        setting("loops", placeholder: "n", help: "Reactors strategy: event loops, one thread each (auto = CPUs available)",
+                value: { $0.loops.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
+            config.loops = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)
+        },
         setting("thread-stack", placeholder: "bytes", help: "Thread strategy: stack size per client thread",
                 value: { "\($0.threadStack / 1024)K" }) { config, text, name throws(UsageError) in
             config.threadStack = try Value.size(text, name, minimum: 64 * 1024)

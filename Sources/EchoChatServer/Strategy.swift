@@ -7,6 +7,8 @@ public enum Strategy: String, Sendable, CaseIterable {
     case thread
     /// A dispatcher thread and a fixed pool of workers (`--workers`).
     case pool
+    /// One epoll loop per CPU (`--loops`), each owning its connections.
+    case reactors
     /// One Swift task per client, all on one epoll reactor thread (its executor).
     case async
 }

@@ -113,6 +113,9 @@ struct ChatTests {
             #expect(Int(stats["queue_depth"] ?? "") != nil)
         case .thread:
             #expect(stats["threads"] == "1")
+        case .reactors:
+            #expect(stats["loops"] == "3")
+            #expect((0..<3).compactMap { Int(stats["loop\($0)_connections"] ?? "") }.reduce(0, +) == 1)
         case .epoll, .async:
             break
         }

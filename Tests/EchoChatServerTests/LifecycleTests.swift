@@ -137,6 +137,7 @@ struct CommandLineTests {
         (["--bogus"], "Error: unknown option '--bogus'"),
         (["--strategy", "fibers"], "Error: invalid value 'fibers' for --strategy: expected one of"),
         (["--port", "70000"], "Error: invalid value '70000' for --port"),
+        (["--strategy", "reactors", "--loops", "0"], "Error: invalid value '0' for --loops"),
         (["--mode"], "Error: missing value for '--mode'"),
         (["stray"], "Error: unexpected argument 'stray'"),
     ])

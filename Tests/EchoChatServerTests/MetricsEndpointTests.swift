@@ -82,6 +82,7 @@ struct MetricsEndpointTests {
         case .epoll, .async: break
         case .thread: expected.append("echochat_threads")
         case .pool: expected += ["echochat_workers", "echochat_queue_depth"]
+        case .reactors: expected += ["echochat_loops", "echochat_loop_connections"]
         }
         #expect(Set(before.families.map(\.name)) == Set(expected + ["echochat_info"]))
         for family in before.families where family.name != "echochat_info" {

@@ -42,6 +42,8 @@ public final class ServerProcess: Sendable {
         // The pool runs with more workers than this machine has cores, so the
         // suite exercises several workers contending (--workers 4).
         if strategy == .pool && !arguments.contains("--workers") { full += ["--workers", "4"] }
+        // Reactors likewise runs three loops, so chat crosses loops whatever the CPUs.
+        if strategy == .reactors && !arguments.contains("--loops") { full += ["--loops", "3"] }
         full += arguments
         let process = try TestProcess(
             Self.binary, full, environment: environment, stdin: .null, stdout: .null, stderr: .pipe,
