@@ -18,7 +18,7 @@ extension LoadCommandLine {
             o.duration = try Value.seconds(v, n, positive: true, maximum: 86_400)
         },
         Option("strategies", placeholder: "list", help: "Comma-separated strategies",
-               default: "epoll,thread,pool") { o, v, n throws(UsageError) in
+               default: "epoll,reactors,async,thread,pool") { o, v, n throws(UsageError) in
             let names = v.split(separator: ",").map(String.init)
             guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" } }) else {
                 throw UsageError("invalid value '\(v)' for \(n): expected names separated by commas")

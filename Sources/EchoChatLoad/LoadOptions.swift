@@ -73,7 +73,7 @@ public struct BenchOptions: Sendable, Equatable {
     public var quick = false
     /// Repetitions of each workload; the table shows the median.
     public var runs: Int?
-    public var strategies = ["epoll", "thread", "pool"]
+    public var strategies = ["epoll", "reactors", "async", "thread", "pool"]
     /// Workload names (`BenchWorkload.all`); nil = all of them.
     public var workloads: [String]?
     /// Seconds per measured run; nil = 5 (1 with --quick).

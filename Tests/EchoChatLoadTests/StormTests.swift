@@ -1,5 +1,6 @@
 @testable import EchoChatLoad
 import EchoChatPOSIX
+import EchoChatServer
 import EchoChatTestSupport
 import Foundation
 import Testing
@@ -12,7 +13,7 @@ import Testing
 struct StormTests {
     static var binary: String { builtProduct("echochat-load", override: "ECHOCHAT_LOAD") }
 
-    @Test(arguments: ["epoll", "thread", "pool"])
+    @Test(arguments: Strategy.allCases.map(\.rawValue))
     func aSmallStormWelcomesEveryClientAndSamplesTheServer(strategy: String) throws {
         let server = try ServerProcess(["--mode", "chat", "--strategy", strategy, "--max-clients", "1000"])
         let result = try runProgram(
