@@ -43,36 +43,37 @@ public final class AsyncServer: ServerStrategy, @unchecked Sendable {
     // them runs on the reactor thread, as does `run()`; so all of the state
     // below belongs to that thread (asserted in debug builds). Other threads
     // touch only `control`, the executor's remote queue and `interrupts`,
-    // which lock.
+    // which lock. Being the thread's alone, the `var`s skip Swift's dynamic
+    // exclusivity checks (as `EventLoop`'s do).
     public let control: ControlRequests
     private let layer: ConnectionLayer
-    private var live: LiveSettings
-    private var settings: SharedConnectionSettings
+    @exclusivity(unchecked) private var live: LiveSettings
+    @exclusivity(unchecked) private var settings: SharedConnectionSettings
     private let poller: Poller
-    private var acceptor: Acceptor
-    private var loopThread = OwnerThread()
-    private var executor: ReactorExecutor?
+    @exclusivity(unchecked) private var acceptor: Acceptor
+    @exclusivity(unchecked) private var loopThread = OwnerThread()
+    @exclusivity(unchecked) private var executor: ReactorExecutor?
     /// The accept task: cancelled to shut down.
-    private var root: Task<Void, Never>?
-    private var finished = false
+    @exclusivity(unchecked) private var root: Task<Void, Never>?
+    @exclusivity(unchecked) private var finished = false
 
-    private var table: [Slot?] = []
-    private var openCount = 0
-    private var deliveries = Deliveries()
+    @exclusivity(unchecked) private var table: [Slot?] = []
+    @exclusivity(unchecked) private var openCount = 0
+    @exclusivity(unchecked) private var deliveries = Deliveries()
     /// Connections (tokens) whose task waits for its next turn: resumed after the next poll.
-    private var turns: [UInt64] = []
-    private var turnsNow: [UInt64] = []
-    private var events: PollEvents
-    private var harvest: PollEvents
-    private var servedSinceHarvest = 0
+    @exclusivity(unchecked) private var turns: [UInt64] = []
+    @exclusivity(unchecked) private var turnsNow: [UInt64] = []
+    @exclusivity(unchecked) private var events: PollEvents
+    @exclusivity(unchecked) private var harvest: PollEvents
+    @exclusivity(unchecked) private var servedSinceHarvest = 0
     private let buffer: UnsafeMutableRawBufferPointer
-    private var tokens = PollTokens()
-    private var now: Int64 = 0
-    private var nextSweep: Int64 = 0
-    private var shutdownDeadline: Int64?
-    private var listening = true
+    @exclusivity(unchecked) private var tokens = PollTokens()
+    @exclusivity(unchecked) private var now: Int64 = 0
+    @exclusivity(unchecked) private var nextSweep: Int64 = 0
+    @exclusivity(unchecked) private var shutdownDeadline: Int64?
+    @exclusivity(unchecked) private var listening = true
     /// The accept task, while it waits for the listener.
-    private var listenerWaiter: UnsafeContinuation<Void, Never>?
+    @exclusivity(unchecked) private var listenerWaiter: UnsafeContinuation<Void, Never>?
     /// Cancellations that ran on another thread: the tokens whose waits to end.
     private let interrupts = Lock<[UInt64]>([])
 
