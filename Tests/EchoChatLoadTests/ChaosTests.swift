@@ -35,7 +35,7 @@ struct ChaosTests {
 
     static func int(_ json: [String: Any], _ key: String) -> Int? { (json[key] as? NSNumber)?.intValue }
 
-    @Test(arguments: Strategy.allCases, LoadWorkload.chaosModes)
+    @Test(arguments: Strategy.tested, LoadWorkload.chaosModes)
     func aShortChaosRunLosesNothingAndEveryDescriptorComesBack(strategy: Strategy, mode: LoadWorkload) throws {
         let chat = mode == .chat
         // In chat a short line-timeout, so the run can require every slowloris closed.

@@ -13,7 +13,7 @@ import Testing
 struct StormTests {
     static var binary: String { builtProduct("echochat-load", override: "ECHOCHAT_LOAD") }
 
-    @Test(arguments: Strategy.allCases.map(\.rawValue))
+    @Test(arguments: Strategy.tested.map(\.rawValue))
     func aSmallStormWelcomesEveryClientAndSamplesTheServer(strategy: String) throws {
         let server = try ServerProcess(["--mode", "chat", "--strategy", strategy, "--max-clients", "1000"])
         let result = try runProgram(

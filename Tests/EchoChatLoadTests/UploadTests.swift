@@ -25,7 +25,7 @@ struct UploadTests {
 
     func int(_ json: [String: Any], _ key: String) -> Int? { (json[key] as? NSNumber)?.intValue }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func uploadsAndDownloadsVerifyAgainstTheRealServer(strategy: Strategy) throws {
         let directory = try TemporaryDirectory("load-files")
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path], strategy: strategy)

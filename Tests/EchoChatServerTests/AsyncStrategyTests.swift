@@ -7,7 +7,7 @@ import Testing
 
 /// What only the async strategy can get wrong: its executor, many suspended
 /// tasks, and shutdown through cancellation. (Every end-to-end suite runs
-/// against it as well, through `Strategy.allCases`.)
+/// against it as well, through `Strategy.tested` (every case of `Strategy`).)
 @Suite("Async strategy")
 struct AsyncStrategyTests {
     /// Every job runs on the thread that made the executor (the reactor),

@@ -7,7 +7,7 @@ import Testing
 /// Chat mode (PROTOCOL.md §3) end to end, against every strategy.
 @Suite("Chat mode")
 struct ChatTests {
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func welcomeJoinAndBroadcast(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let alice = try server.connect()
@@ -22,7 +22,7 @@ struct ChatTests {
         #expect(try alice.readLine() == "<guest2> /shrug")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func nickCommand(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (alice, _) = try server.joinChat()
@@ -44,7 +44,7 @@ struct ChatTests {
         #expect(carolNick == "guest1")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func joinWhoAndRooms(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (alice, _) = try server.joinChat()
@@ -74,7 +74,7 @@ struct ChatTests {
         #expect(try bob.syncWho() == "* #Dev: guest2, zoe (2)")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func privateMessages(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (alice, _) = try server.joinChat()
@@ -90,7 +90,7 @@ struct ChatTests {
         #expect(try alice.readLines(3) == ["! no such nick: nobody", "! usage: /msg NICK text", "! usage: /msg NICK text"])
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func statsHelpAndUnknownCommands(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (alice, _) = try server.joinChat()
@@ -128,7 +128,7 @@ struct ChatTests {
         #expect(try alice.readLines(2) == ["! unknown command: /Frobnicate (try /help)", "! unknown command: / (try /help)"])
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func leavingReasons(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -153,7 +153,7 @@ struct ChatTests {
         #expect(try joinAndLeave { try $0.reset() } == "* NICK left #lobby (connection error)")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func linesAfterQuitAreIgnored(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -166,7 +166,7 @@ struct ChatTests {
         #expect(try watcher.syncWho() == "* #lobby: guest1 (1)")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func halfCloseHandlesEveryLineThenLeaves(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -181,7 +181,7 @@ struct ChatTests {
         ])
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func lineTooLongIsRefusedAndDiscarded(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--max-line", "16"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -196,7 +196,7 @@ struct ChatTests {
         #expect(try client.syncWho() == "* #lobby: guest1, guest2 (2)")  // error sent once; still connected
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func inputHygiene(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -210,7 +210,7 @@ struct ChatTests {
     }
 
     // Skipped without netcat-openbsd; a failure under CI=true.
-    @Test(.requires(.nc), arguments: Strategy.allCases)
+    @Test(.requires(.nc), arguments: Strategy.tested)
     func netcatJoinsTheChat(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (watcher, _) = try server.joinChat()

@@ -88,7 +88,7 @@ struct DaemonTests {
         waitForLine(inFile: path, timeout: timeout, predicate) != nil
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func daemonLifecycle(strategy: Strategy) throws {
         let scratch = try Scratch()
         let (launcher, started) = try startDaemon(["--mode", "chat", "--strategy", strategy.rawValue], scratch: scratch)
@@ -176,7 +176,7 @@ struct DaemonTests {
 
     /// SIGHUP re-reads the config file: reloadable settings change at once,
     /// the others are reported as needing a restart; a bad file changes nothing.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func sighupReloadsTheConfigFile(strategy: Strategy) throws {
         let scratch = try Scratch()
         let config = scratch.file("echochat.conf")
@@ -240,7 +240,7 @@ struct DaemonTests {
 
     /// Started with a descriptor limit too low for max-clients (and a hard
     /// limit it cannot raise past), the server says so and lowers max-clients.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func aLowDescriptorLimitLowersMaxClients(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo", "--max-clients", "1000"], strategy: strategy, openFileLimit: 40)
         // Reactors (3 loops in the suite): each loop after the first holds an epoll and an eventfd.

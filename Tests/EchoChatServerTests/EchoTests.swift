@@ -7,7 +7,7 @@ import Testing
 /// Echo mode (PROTOCOL.md §2) end to end, against every strategy.
 @Suite("Echo mode")
 struct EchoTests {
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func echoesALine(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         let client = try server.connect()
@@ -15,7 +15,7 @@ struct EchoTests {
         #expect(try client.readLine() == "hello")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func isBinarySafe(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         let client = try server.connect()
@@ -25,7 +25,7 @@ struct EchoTests {
         #expect(try client.read(count: bytes.count) == bytes)
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func echoesOneMebibyteWhileSending(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         let client = try server.connect()
@@ -40,7 +40,7 @@ struct EchoTests {
         try writer.value(timeout: 30)
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func halfCloseDeliversEverythingThenCloses(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         let client = try server.connect()
@@ -49,7 +49,7 @@ struct EchoTests {
         #expect(String(decoding: try client.readToEnd(), as: UTF8.self) == "a\nb\nno newline at the end")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func servesFiftyClientsAtOnce(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         let clients = try (0..<50).map { _ in try server.connect() }
@@ -70,7 +70,7 @@ struct EchoTests {
 
     /// A client that sends without reading is throttled (the server stops
     /// reading it), loses nothing, and does not slow anyone else down.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func backpressureLosesNothingAndSparesOthers(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo", "--max-output", "64K"], strategy: strategy)
         let flooder = try server.connect()
@@ -109,7 +109,7 @@ struct EchoTests {
     }
 
     // Skipped without netcat-openbsd; a failure under CI=true.
-    @Test(.requires(.nc), arguments: Strategy.allCases)
+    @Test(.requires(.nc), arguments: Strategy.tested)
     func netcatRoundTrip(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         let output = try runNetcat(port: server.port, input: "hello\nworld\n")

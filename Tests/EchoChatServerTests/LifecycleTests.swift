@@ -9,7 +9,7 @@ import Testing
 /// Start-up, IPv6, descriptor exhaustion and graceful shutdown, against every strategy.
 @Suite("Lifecycle")
 struct LifecycleTests {
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func startLineShowsTheRealPortAndStrategy(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         #expect(server.port > 0)
@@ -20,7 +20,7 @@ struct LifecycleTests {
         #expect(line.contains(" INFO "))
     }
 
-    @Test(arguments: Strategy.allCases, ServerMode.allCases)
+    @Test(arguments: Strategy.tested, ServerMode.allCases)
     func servesIPv6(strategy: Strategy, mode: ServerMode) throws {
         let server = try ServerProcess(["--mode", mode.rawValue], strategy: strategy, host: "::1")
         #expect(server.log.lines.contains { $0.contains("listening on [::1]:\(server.port)") })
@@ -33,7 +33,7 @@ struct LifecycleTests {
         }
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func sigtermInChatNotifiesEveryoneAndExitsZero(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat"], strategy: strategy)
         let (alice, _) = try server.joinChat()
@@ -54,7 +54,7 @@ struct LifecycleTests {
 
     /// An idle echo client is let go at once, not at the shutdown deadline:
     /// nothing is owed to it, and whatever waits for it must be woken.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func sigtermInEchoDeliversWhatIsOwed(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo", "--shutdown-timeout", "120"], strategy: strategy)
         let client = try server.connect()
@@ -69,7 +69,7 @@ struct LifecycleTests {
     /// With a tiny descriptor limit the server refuses what it cannot hold —
     /// with the server-full line, not a hang — keeps serving its clients, and
     /// accepts again once descriptors free up.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func survivesDescriptorExhaustion(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         try server.lowerOpenFileLimit(to: 48)

@@ -8,7 +8,7 @@ import Testing
 /// The limits of PROTOCOL.md §3.5 end to end, against every strategy.
 @Suite("Limits")
 struct LimitsTests {
-    @Test(arguments: Strategy.allCases, ServerMode.allCases)
+    @Test(arguments: Strategy.tested, ServerMode.allCases)
     func maxClientsRefusesTheNextClient(strategy: Strategy, mode: ServerMode) throws {
         let server = try ServerProcess(["--mode", mode.rawValue, "--max-clients", "2"], strategy: strategy)
         var admitted: [TestClient] = []
@@ -50,7 +50,7 @@ struct LimitsTests {
         }
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func idleTimeoutInChat(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--idle-timeout", "0.5"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -75,7 +75,7 @@ struct LimitsTests {
         #expect(try watching.value(timeout: 15) == "* \(nick) left #lobby (idle timeout)")
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func idleTimeoutInEcho(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo", "--idle-timeout", "0.5"], strategy: strategy)
         let client = try server.connect()
@@ -84,7 +84,7 @@ struct LimitsTests {
         #expect(try client.isClosedByServer())  // no notice in echo mode
     }
 
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func lineTimeoutInChat(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--line-timeout", "0.5"], strategy: strategy)
         let (watcher, _) = try server.joinChat()
@@ -98,7 +98,7 @@ struct LimitsTests {
 
     /// A chat client that never reads is dropped once its queue passes
     /// max-output; the sender and the rest of the room are not held up.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func slowConsumerIsDisconnected(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--max-output", "64K", "--metrics", "127.0.0.1:0"], strategy: strategy)
         let (sender, _) = try server.joinChat()
@@ -149,7 +149,7 @@ extension Socket {
 /// A session that is over cannot hold its connection forever by not reading.
 @Suite("Close timeout")
 struct CloseTimeoutTests {
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func aClientThatNeverReadsItsLastOutputIsClosed(strategy: Strategy) throws {
         let server = try ServerProcess(
             ["--mode", "chat", "--close-timeout", "0.5", "--max-output", "64M", "--log-level", "debug"],

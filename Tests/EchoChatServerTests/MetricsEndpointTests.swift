@@ -64,7 +64,7 @@ struct MetricsEndpointTests {
     /// `name{labels} value` sample, every family declared once), every
     /// `/stats` counter is there, and the counters move with traffic:
     /// connections, bytes, messages, a refusal by reason, an idle timeout.
-    @Test(arguments: Strategy.allCases, ServerMode.allCases)
+    @Test(arguments: Strategy.tested, ServerMode.allCases)
     func theScrapeParsesWholeAndCountersMove(strategy: Strategy, mode: ServerMode) throws {
         let server = try ServerProcess(
             ["--mode", mode.rawValue, "--metrics", "127.0.0.1:0", "--max-per-address", "2", "--idle-timeout", "1"],
@@ -145,7 +145,7 @@ struct MetricsEndpointTests {
     /// whole, lines split across reads, and output cut short by a full
     /// kernel buffer and queued (the client reads nothing until it has sent
     /// all; `max-output` lets the server queue all of it).
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func echoCountsEveryMessageExactly(strategy: Strategy) throws {
         let server = try ServerProcess(["--metrics", "127.0.0.1:0", "--max-output", "64M"], strategy: strategy)
         let client = try TestClient(host: "127.0.0.1", port: server.port, timeout: 30)
@@ -170,7 +170,7 @@ struct MetricsEndpointTests {
         #expect(metrics.value("echochat_bytes_out_total") == Double(sent.count))
     }
 
-    @Test(.requires(.curl), arguments: Strategy.allCases)
+    @Test(.requires(.curl), arguments: Strategy.tested)
     func curlScrapesIt(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--metrics", "127.0.0.1:0"], strategy: strategy)
         let (alice, _) = try server.joinChat()
@@ -202,7 +202,7 @@ struct MetricsEndpointTests {
     /// Bad HTTP gets an answer (400, 431, 404, 405, 408), never a crash, and
     /// a client that sends nothing holds nothing up: others are served
     /// meanwhile and it gets 408 once the request timeout passes.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func badRequestsGetAnAnswerNotACrash(strategy: Strategy) throws {
         let server = try ServerProcess(["--metrics", "127.0.0.1:0"], strategy: strategy)
         let port = try #require(server.metricsPort)
@@ -243,7 +243,7 @@ struct MetricsEndpointTests {
 
     /// SIGTERM stops the metrics thread with the server, without waiting for
     /// a metrics client's timeout, and nothing listens on the port after.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func sigtermStopsTheMetricsEndpointToo(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--metrics", "127.0.0.1:0"], strategy: strategy)
         let port = try #require(server.metricsPort)

@@ -11,7 +11,7 @@ import Testing
 @Suite("Stress")
 struct StressTests {
     /// 1,000 echo clients connected at the same time, each served.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func thousandConcurrentEchoClients(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo"], strategy: strategy)
         var clients: [TestClient] = []
@@ -25,7 +25,7 @@ struct StressTests {
     /// 200 chat clients in one room; each sends a few lines at once while
     /// reading. Every client must get every other client's lines exactly
     /// once, in each sender's order, and never its own.
-    @Test(arguments: Strategy.allCases)
+    @Test(arguments: Strategy.tested)
     func twoHundredChatClientsGetExactlyWhatTheyShould(strategy: Strategy) throws {
         let clientCount = 200
         let perSender = 5
