@@ -123,6 +123,18 @@ private final class Workers: Sendable {
     var isEmpty: Bool { table.withLock { $0.isEmpty } }
 
     func startWorkers() throws(SystemError) -> [ThreadHandle] {
+        // Swift's runtime instantiates some witness tables on first use,
+        // behind a once. The dispatcher and a worker reaching the same one
+        // first, both in Array.removeAll(keepingCapacity:), were seen (gdb)
+        // to wait in that once for ever: a daemon's first client was never
+        // welcomed. So the arrays they share code for are used once here,
+        // before any worker exists.
+        var deliveries = Deliveries()
+        deliveries.removeAll()
+        var jobs: [Job] = [.stop]
+        jobs.removeAll(keepingCapacity: true)
+        var held: [(Connection, Poller.Events)] = []
+        held.removeAll(keepingCapacity: true)
         var handles: [ThreadHandle] = []
         for index in 0..<count {
             handles.append(try Threads.spawn(name: "echochat-w\(index)") { [self] in work() })
