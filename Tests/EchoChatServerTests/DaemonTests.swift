@@ -109,7 +109,7 @@ struct DaemonTests {
             #expect(try client.readLine() == "* server shutting down")
             #expect(try client.isClosedByServer())
         }
-        #expect(daemon.waitUntilGone(timeout: 10))
+        #expect(daemon.waitUntilGone(timeout: 60))
         #expect(!FileManager.default.fileExists(atPath: scratch.file("echochat.pid")))
         // The daemon has exited, so its log is complete: one read, no waiting.
         #expect(logHasLine(scratch.file("echochat.log")) { $0.contains("INFO  stopped: mode=chat strategy=\(strategy.rawValue)") })
@@ -135,7 +135,7 @@ struct DaemonTests {
         try client.send("still mine\n")
         #expect(try client.readLine() == "still mine")
         daemon.signal(.terminate)
-        #expect(daemon.waitUntilGone(timeout: 10))
+        #expect(daemon.waitUntilGone(timeout: 60))
     }
 
     @Test func bindFailureIsReportedByTheLauncher() throws {
@@ -169,7 +169,7 @@ struct DaemonTests {
         #expect(old.contains("listening on"))
         #expect(!old.contains("stats:"), "nothing more is written to the rotated file")
         daemon.signal(.terminate)
-        #expect(daemon.waitUntilGone(timeout: 10))
+        #expect(daemon.waitUntilGone(timeout: 60))
         expectCleanLog(log)
         expectCleanLog(log + ".1")
     }
@@ -291,7 +291,7 @@ struct ShippedFilesTests {
         #expect(try String(contentsOfFile: log + ".1", encoding: .utf8).contains("listening on"))
         #expect(DaemonTests().waitForLog(log) { $0.contains("SIGHUP: reopened the log file") })
         daemon.signal(.terminate)
-        #expect(daemon.waitUntilGone(timeout: 10))
+        #expect(daemon.waitUntilGone(timeout: 60))
         #expect(DaemonTests().logHasLine(log) { $0.contains("stopped:") })
     }
 
