@@ -52,6 +52,13 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxUpload = FileSharing.defaultMaxUpload
     /// Chat: the total size of all stored files, in bytes.
     public var uploadQuota = FileSharing.defaultQuota
+    /// Chat: the Redis that joins this server to a cluster; nil = standalone.
+    public var cluster: RedisURL?
+    /// Seconds after which a silent node is declared lost (and a Redis
+    /// request unanswered, the link down).
+    public var clusterTimeout = 10.0
+    /// This server's name in the cluster; nil = `hostname:port`.
+    public var nodeID: String?
 
     public init() {}
 

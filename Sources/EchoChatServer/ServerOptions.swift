@@ -109,6 +109,20 @@ public enum ServerOptions {
                 value: { String($0.uploadQuota) }) { config, text, name throws(UsageError) in
             config.uploadQuota = try Value.size(text, name, minimum: 0)
         },
+        setting("cluster", placeholder: "url",
+                help: "Chat: join the servers using this Redis (redis://HOST:PORT[/DB]) into one chat; off = standalone",
+                value: { $0.cluster?.spelled ?? "off" }) { config, text, name throws(UsageError) in
+            config.cluster = text == "off" ? nil : try RedisURL.parse(text, name)
+        },
+        setting("cluster-timeout", placeholder: "seconds",
+                help: "Cluster: a server silent this long is lost (its clients leave); also Redis's time to answer",
+                value: { format($0.clusterTimeout) }) { config, text, name throws(UsageError) in
+            config.clusterTimeout = try Value.seconds(text, name, positive: true, maximum: 3600)
+        },
+        setting("node-id", placeholder: "id", help: "Cluster: this server's name (auto = hostname:port)",
+                value: { $0.nodeID ?? "auto" }) { config, text, name throws(UsageError) in
+            config.nodeID = text == "auto" ? nil : try NodeID.parse(text, name)
+        },
         setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
                 value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)
