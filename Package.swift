@@ -57,7 +57,7 @@ let package = Package(
         // Helpers every end-to-end test target shares: start the real server,
         // talk to it with timeouts, run programs.
         .target(
-            name: "EchoChatTestSupport", dependencies: ["EchoChatPOSIX", "EchoChatServer"],
+            name: "EchoChatTestSupport", dependencies: ["EchoChatPOSIX", "EchoChatServer", "EchoChatCore"],
             path: "Tests/EchoChatTestSupport"),
         .testTarget(
             name: "EchoChatServerTests",

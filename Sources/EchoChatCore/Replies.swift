@@ -7,6 +7,9 @@ public enum Replies {
     public static let idleTimeout = bytes("* idle timeout")
     public static let lineTimeout = bytes("* line timeout")
     public static let bye = bytes("* bye")
+    // The cluster (§6).
+    public static let clusterLinkLost = bytes("* cluster link lost: only people on this server can hear you")
+    public static let clusterLinkRestored = bytes("* cluster link restored")
     public static func slowDown(linesPerSecond: Int) -> [UInt8] {
         bytes("* slow down: at most \(linesPerSecond) lines per second")
     }

@@ -21,6 +21,14 @@ public enum System {
         return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// This machine's host name (gethostname(2)); "localhost" if it has none.
+    public static var hostName: String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name
+    }
+
     /// The environment variable `name`, or nil when it is not set (getenv(3)).
     public static func environmentVariable(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }

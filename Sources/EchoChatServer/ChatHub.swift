@@ -116,6 +116,14 @@ final class ChatHub: Sendable {
         run(&deliveries) { state in state.core.disconnect(connection.id, reason: reason, output: state) }
     }
 
+    /// A line to every client, from a thread that serves none (the cluster
+    /// link's): the connections to wake.
+    func tellEveryone(_ line: [UInt8]) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in state.core.tellEveryone(line, output: state) }
+        return deliveries
+    }
+
     func shutdown(deliveries: inout Deliveries) {
         run(&deliveries) { state in state.core.shutdown(output: state) }
     }

@@ -42,11 +42,13 @@ final class ConnectionLayer: Sendable {
         let counters = counters
         hub = context.configuration.mode == .chat
             ? ChatHub(limits: context.configuration.limits, files: context.files) {
-                counters.transport(strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats())
+                counters.transport(
+                    strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats(), cluster: context.cluster)
             } : nil
-        if let hub, let files = context.files {
+        if let hub {
             let waker = waker
-            files.attach(hub: hub) { connection in waker.withLock { $0 }?(connection) }
+            context.files?.attach(hub: hub) { connection in waker.withLock { $0 }?(connection) }
+            context.cluster?.attach(hub: hub) { connection in waker.withLock { $0 }?(connection) }
         }
     }
 
@@ -171,7 +173,8 @@ final class ConnectionLayer: Sendable {
     }
 
     func serverStats() -> ServerStats {
-        let transport = counters.transport(strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats())
+        let transport = counters.transport(
+            strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats(), cluster: context.cluster)
         if let hub { return hub.serverStats(transport: transport) }
         return .echo(clients: echoClients.load(ordering: .relaxed), transport: transport)
     }
@@ -212,7 +215,8 @@ final class ServerCounters: Sendable {
         ]
     }
 
-    func transport(strategy: Strategy, uptimeSeconds: Int, extra: [TransportStats.Pair]) -> TransportStats {
+    /// `cluster`: `node` and `nodes` come right after the limit counters.
+    func transport(strategy: Strategy, uptimeSeconds: Int, extra: [TransportStats.Pair], cluster: ClusterLink? = nil) -> TransportStats {
         TransportStats(
             strategy: strategy.rawValue, uptimeSeconds: uptimeSeconds,
             connectionsTotal: connectionsTotal.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed),
@@ -220,7 +224,7 @@ final class ServerCounters: Sendable {
             bytesIn: sum { $0.bytesIn.load(ordering: .relaxed) }, bytesOut: sum { $0.bytesOut.load(ordering: .relaxed) },
             messagesIn: sum { $0.messagesIn.load(ordering: .relaxed) },
             messagesOut: sum { $0.messagesOut.load(ordering: .relaxed) },
-            extra: limitPairs + extra, detail: detail)
+            extra: limitPairs + (cluster?.statsPairs ?? []) + extra, detail: detail + (cluster?.detailPairs ?? []))
     }
 
     /// The counters `/stats` does not show, for metrics (`TransportStats.detail`).

@@ -25,10 +25,13 @@ public struct ServerContext: Sendable {
     public let startedAt: Int64
     /// Chat with an upload directory: the file store (§5).
     public let files: FileStore?
+    /// Chat with `--cluster`: the link to the other servers (§6).
+    public let cluster: ClusterLink?
 
-    public init(configuration: ServerConfiguration, logger: Logger, files: FileStore? = nil) {
+    public init(configuration: ServerConfiguration, logger: Logger, files: FileStore? = nil, cluster: ClusterLink? = nil) {
         self.configuration = configuration
         self.files = configuration.mode == .chat ? files : nil
+        self.cluster = configuration.mode == .chat ? cluster : nil
         self.settings = RuntimeSettings(configuration)
         self.logger = logger
         self.startedAt = Clock.monotonicNanoseconds()

@@ -114,7 +114,25 @@ public enum ServerMain {
                 return fail("\(error.operation)")
             }
         }
-        let context = ServerContext(configuration: configuration, logger: logger, files: files)
+        var cluster: ClusterLink?
+        if let url = configuration.cluster {
+            if configuration.mode == .chat {
+                let port = (try? listener.localAddress())?.port ?? configuration.port
+                let node = configuration.nodeID ?? "\(System.hostName):\(port)"
+                do {
+                    cluster = try ClusterLink(url: url, node: node, timeoutSeconds: configuration.clusterTimeout, logger: logger)
+                } catch {
+                    files?.stop()
+                    metrics?.shutDown()
+                    listener.close()
+                    pidFile?.remove()
+                    return fail("cannot start the cluster link: \(error)")
+                }
+            } else {
+                logger.warn("--cluster is for chat mode; echo mode serves alone")
+            }
+        }
+        let context = ServerContext(configuration: configuration, logger: logger, files: files, cluster: cluster)
         let server: any ServerStrategy
         do {
             try pidFile?.write()
@@ -132,6 +150,7 @@ public enum ServerMain {
                     control.requestShutdown()
                 }
             }
+            try cluster?.start()
             if let metrics {
                 let stats = StatsReader(server: server)
                 try metrics.start { let stats = stats.server.serverStats(); return stats.pairs + stats.transport.detail }
@@ -155,6 +174,7 @@ public enum ServerMain {
             logger.error("server failed: \(error)")
             status = 1
         }
+        cluster?.stop()
         files?.stop()
         metrics?.shutDown()
         pidFile?.remove()

@@ -24,6 +24,7 @@ public struct RequiredTool: Sendable, CustomStringConvertible {
     public static let logrotate = RequiredTool("logrotate", package: "logrotate")
     public static let systemdAnalyze = RequiredTool("systemd-analyze", package: "systemd")
     public static let curl = RequiredTool("curl", package: "curl")
+    public static let redisServer = RequiredTool("redis-server", package: "redis-server")
 
     /// `CI=true` (or 1/yes) in the environment: missing tools are failures.
     public static var isCI: Bool {

@@ -1,0 +1,384 @@
+import EchoChatCore
+import EchoChatPOSIX
+
+/// `--cluster redis://…`: this server's link to the cluster's Redis
+/// (docs/cluster.md).
+///
+/// - Thread: one of its own, whatever the strategy, which alone owns the
+///   two Redis connections (commands, pipelined; and a subscriber). It
+///   reaches clients only through the chat hub and the strategy's waker,
+///   as the file store's thread does, so every strategy gets the cluster
+///   from this one file, and no serving loop ever waits for Redis.
+/// - Blocking: only in poll(2), over the stop eventfd and the two
+///   connections; every request has a deadline (`cluster-timeout`): Redis
+///   silent that long counts as down.
+/// - Presence: the key `echochat:node:ID` (this instance's token, expiring
+///   after two thirds of `cluster-timeout`) is renewed every quarter of it,
+///   and the set `echochat:nodes` lists the nodes. Each beat also counts the
+///   live ones; a listed node whose key has expired is lost, and the one
+///   survivor whose SREM removes it from the set announces it on
+///   `echochat:cluster` (exactly once). A clean stop says goodbye there.
+/// - Failure: a lost connection, a stall, or bytes that are not RESP2 close
+///   both connections; the server carries on standalone, its clients are
+///   told, and the link tries again with backoff (0.1 s doubling to 5 s).
+public final class ClusterLink: Sendable {
+    /// This server's name in the cluster.
+    public let node: String
+    let url: RedisURL
+    /// `cluster-timeout`, in nanoseconds.
+    let timeout: Int64
+    private let logger: Logger
+    private let stopBell: Wakeup
+    private let thread = Lock<ThreadHandle?>(nil)
+    private let shared = Lock(Shared())
+    /// Random per start: tells this instance's presence key from a stale one.
+    private let token: String
+
+    static let prefix = "echochat:"
+    static let nodesKey = prefix + "nodes"
+    static let channel = prefix + "cluster"
+    static func nodeKey(_ node: String) -> String { prefix + "node:" + node }
+
+    private struct Shared {
+        var hub: ChatHub?
+        var wake: (@Sendable (Connection) -> Void)?
+        var up = false
+        var nodes = 1
+        var liveNodes: [String] = []
+        var roundTripMicroseconds = 0
+        var linkLosses = 0
+    }
+
+    public init(url: RedisURL, node: String, timeoutSeconds: Double, logger: Logger) throws(SystemError) {
+        self.url = url
+        self.node = node
+        timeout = Int64(timeoutSeconds * 1e9)
+        self.logger = logger
+        stopBell = try Wakeup()
+        token = String(UInt64.random(in: 1...UInt64.max), radix: 16)
+    }
+
+    /// Where the link delivers what it tells clients (before `start`).
+    func attach(hub: ChatHub, wake: @escaping @Sendable (Connection) -> Void) {
+        shared.withLock {
+            $0.hub = hub
+            $0.wake = wake
+        }
+    }
+
+    /// Starts the link's thread (after the daemon forked). Returns at once:
+    /// Redis may be down, and the server serves meanwhile.
+    public func start() throws(SystemError) {
+        let handle = try Threads.spawn(name: "echochat-cluster") { [self] in run() }
+        thread.withLock { $0 = handle }
+    }
+
+    /// Says goodbye (if Redis is there to hear it, waiting a second at
+    /// most) and stops the thread.
+    public func stop() {
+        stopBell.ring()
+        if let handle = thread.withLock({ handle in defer { handle = nil }; return handle }) { handle.join() }
+        stopBell.close()
+    }
+
+    /// `/stats`' `node` and `nodes` (the live servers; this one alone while the link is down).
+    var statsPairs: [TransportStats.Pair] {
+        let nodes = shared.withLock { $0.up ? $0.nodes : 1 }
+        return [TransportStats.Pair("node", node), TransportStats.Pair("nodes", String(nodes))]
+    }
+
+    /// For metrics: the link's state, its losses and Redis's last round trip.
+    var detailPairs: [TransportStats.Pair] {
+        shared.withLock {
+            [
+                TransportStats.Pair("cluster_link_up", $0.up ? "1" : "0"),
+                TransportStats.Pair("cluster_link_losses", String($0.linkLosses)),
+                TransportStats.Pair("cluster_round_trip_us", String($0.roundTripMicroseconds)),
+            ]
+        }
+    }
+
+    // MARK: - The link's thread
+
+    /// Two connections to Redis while they last.
+    private final class Session {
+        let commands: RedisConnection
+        let subscriber: RedisConnection
+        /// Registered and subscribed: the link is up.
+        var registered = false
+        var subscribed = false
+        /// The subscriber's PING waiting for its pong, and when it was sent.
+        var pingSent: Int64?
+        var nextBeat: Int64 = 0
+
+        init(url: RedisURL) throws(RedisFailure) {
+            commands = try RedisConnection(url: url)
+            do {
+                subscriber = try RedisConnection(url: url)
+            } catch {
+                commands.close()
+                throw error
+            }
+            subscriber.subscriber = true
+        }
+
+        var up: Bool { registered && subscribed }
+
+        func close() {
+            commands.close()
+            subscriber.close()
+        }
+    }
+
+    private func run() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        var session: Session?
+        var retryAt: Int64 = 0
+        var backoff: Int64 = 100_000_000
+        var failures = 0
+        while true {
+            var now = Clock.monotonicNanoseconds()
+            if session == nil && now >= retryAt {
+                do {
+                    session = try open(now: now)
+                } catch {
+                    failures += 1
+                    if failures == 1 || failures % 20 == 0 {
+                        logger.warn("cluster: cannot reach Redis at \(url): \(error) (trying again)")
+                    }
+                    retryAt = now + backoff
+                    backoff = min(backoff * 2, 5_000_000_000)
+                }
+            }
+            var interests = [Poll.Interest(stopBell.descriptor)]
+            if let session { interests += [session.commands.interest, session.subscriber.interest] }
+            // Deadlines are checked at least every 100 ms while Redis owes an answer.
+            let wake = session.map { min($0.nextBeat, now + 100_000_000) } ?? retryAt
+            let timeout = Int32(clamping: max(0, (wake - now) / 1_000_000 + 1))
+            let ready: [Poll.Readiness]
+            do {
+                ready = try Poll.wait(interests, timeoutMilliseconds: timeout)
+            } catch {
+                logger.error("cluster: \(error); the cluster link stops")
+                break
+            }
+            now = Clock.monotonicNanoseconds()
+            if ready.first?.readable == true {
+                if let session {
+                    if session.up { goodbye(session, buffer: buffer) }
+                    session.close()
+                }
+                setDown(reason: nil)
+                return
+            }
+            guard let current = session else { continue }
+            do throws(RedisFailure) {
+                if !ready.isEmpty {
+                    try current.commands.handle(ready[1], buffer: buffer)
+                    try current.subscriber.handle(ready[2], buffer: buffer)
+                }
+                if current.commands.overdue(now: now, timeout: self.timeout)
+                    || current.pingSent.map({ now - $0 > self.timeout }) == true
+                {
+                    throw RedisFailure("Redis did not answer within \(Double(self.timeout) / 1e9) s")
+                }
+                if current.up {
+                    if now >= current.nextBeat { beat(current, now: now) }
+                    setUp()
+                    failures = 0
+                    backoff = 100_000_000
+                }
+                try current.commands.flush()
+                try current.subscriber.flush()
+            } catch {
+                current.close()
+                session = nil
+                retryAt = now + backoff
+                backoff = min(backoff * 2, 5_000_000_000)
+                if !setDown(reason: error.description) {
+                    // Never up since the last loss: said once, then every 20th try.
+                    failures += 1
+                    if failures == 1 || failures % 20 == 0 { logger.warn("cluster: Redis at \(url): \(error) (trying again)") }
+                }
+            }
+        }
+    }
+
+    /// Connects both connections and queues the handshake: credentials,
+    /// database, registration, subscription.
+    private func open(now: Int64) throws(RedisFailure) -> Session {
+        let session = try Session(url: url)
+        for connection in [session.commands, session.subscriber] {
+            if let password = url.password {
+                connection.send(["AUTH"] + (url.user.map { [$0] } ?? []) + [password], now: now) { [logger] reply in
+                    if case .error(let message) = reply { logger.error("cluster: Redis refused the credentials: \(message)") }
+                }
+            }
+            if url.database != 0 { connection.send(["SELECT", String(url.database)], now: now) }
+        }
+        session.commands.send(["CLIENT", "SETNAME", "echochat-" + sanitized(node)], now: now)
+        register(session, now: now)
+        session.subscriber.onPush = { [self, session] value in push(value, session: session) }
+        session.subscriber.send(["SUBSCRIBE", Self.channel], now: now)
+        return session
+    }
+
+    /// Redis client names cannot hold blanks (node ids cannot either) or quotes.
+    private func sanitized(_ text: String) -> String {
+        String(text.map { $0.isLetter || $0.isNumber || "-_.:".contains($0) ? $0 : "_" })
+    }
+
+    private func register(_ session: Session, now: Int64) {
+        session.commands.send(presence(), now: now) { [self, session] reply in
+            guard reply == .simple("OK") else {
+                logger.error("cluster: Redis refused this node's registration: \(reply)")
+                return
+            }
+            session.registered = true
+        }
+        session.commands.send(["SADD", Self.nodesKey, node], now: now)
+        session.nextBeat = now  // the first beat counts the nodes as soon as the link is up
+    }
+
+    /// This instance's presence key, expiring after two thirds of the timeout:
+    /// renewed every quarter, so a lost node is noticed within the timeout.
+    private func presence() -> [String] {
+        ["SET", Self.nodeKey(node), token, "PX", String(max(1, timeout * 2 / 3 / 1_000_000))]
+    }
+
+    /// The heartbeat: renew the presence key, then count the live nodes and
+    /// take lost ones off the list (announcing each exactly once).
+    private func beat(_ session: Session, now: Int64) {
+        session.nextBeat = now + timeout / 4
+        let sent = now
+        session.commands.send(presence(), now: now) { [self] reply in
+            let roundTrip = (Clock.monotonicNanoseconds() - sent) / 1000
+            shared.withLock { $0.roundTripMicroseconds = Int(roundTrip) }
+            if reply != .simple("OK") { logger.warn("cluster: the heartbeat got \(reply)", limitedAs: "cluster-beat") }
+        }
+        session.commands.send(["SADD", Self.nodesKey, node], now: now)
+        session.commands.send(["SMEMBERS", Self.nodesKey], now: now) { [self, session] reply in
+            let members = (reply.elements ?? []).compactMap(\.text)
+            count(members, session: session)
+        }
+        if session.pingSent == nil {
+            session.pingSent = now
+            session.subscriber.send(["PING"], now: now)
+        }
+    }
+
+    private func count(_ members: [String], session: Session) {
+        guard !members.isEmpty else { return counted([]) }
+        var live: [String] = []
+        var answered = 0
+        let now = Clock.monotonicNanoseconds()
+        for member in members {
+            session.commands.send(["EXISTS", Self.nodeKey(member)], now: now) { [self, session] reply in
+                answered += 1
+                if reply.integer == 1 {
+                    live.append(member)
+                } else if member != node {
+                    takeOff(member, session: session)
+                }
+                if answered == members.count { counted(live) }
+            }
+        }
+    }
+
+    /// The live nodes, as the last beat found them; a change is logged.
+    private func counted(_ live: [String]) {
+        let sorted = live.sorted()
+        let changed = shared.withLock { state in
+            defer {
+                state.nodes = max(1, sorted.count)
+                state.liveNodes = sorted
+            }
+            return state.liveNodes != sorted
+        }
+        if changed { logger.info("cluster: \(sorted.count) nodes: \(sorted.joined(separator: ", "))") }
+    }
+
+    /// A listed node whose presence expired: whoever removes it announces it.
+    private func takeOff(_ member: String, session: Session) {
+        session.commands.send(["SREM", Self.nodesKey, member], now: Clock.monotonicNanoseconds()) { [session] reply in
+            guard reply.integer == 1 else { return }
+            session.commands.send(["PUBLISH", Self.channel, "lost " + member], now: Clock.monotonicNanoseconds())
+        }
+    }
+
+    /// What the subscriber hears: its subscription, pongs, and the cluster channel.
+    private func push(_ value: RESPValue, session: Session) {
+        guard let parts = value.elements, let kind = parts.first?.text else { return }
+        switch kind {
+        case "subscribe": session.subscribed = true
+        case "pong": session.pingSent = nil
+        case "message" where parts.count == 3:
+            guard let text = parts[2].text else { return }
+            let words = text.split(separator: " ", maxSplits: 1).map(String.init)
+            guard words.count == 2, words[1] != node else { return }
+            switch words[0] {
+            case "lost": logger.warn("cluster: node \(words[1]) lost (silent for \(Double(timeout) / 1e9) s)")
+            case "bye": logger.info("cluster: node \(words[1]) left")
+            case "hello": logger.info("cluster: node \(words[1]) joined")
+            default: break
+            }
+        default: break
+        }
+    }
+
+    /// A clean stop: the presence key and list entry go and the others hear
+    /// goodbye at once. Waits a second at most for Redis to take it.
+    private func goodbye(_ session: Session, buffer: UnsafeMutableRawBufferPointer) {
+        let now = Clock.monotonicNanoseconds()
+        session.commands.send(["DEL", Self.nodeKey(node)], now: now)
+        session.commands.send(["SREM", Self.nodesKey, node], now: now)
+        session.commands.send(["PUBLISH", Self.channel, "bye " + node], now: now)
+        let deadline = now + 1_000_000_000
+        while session.commands.unanswered > 0 {
+            let left = deadline - Clock.monotonicNanoseconds()
+            guard left > 0, let ready = try? Poll.wait([session.commands.interest], timeoutMilliseconds: Int32(left / 1_000_000 + 1)),
+                !ready.isEmpty
+            else { break }
+            do { try session.commands.handle(ready[0], buffer: buffer) } catch { break }
+        }
+    }
+
+    private func setUp() {
+        let (changed, hub, wake, lost) = shared.withLock { state in
+            defer { state.up = true }
+            return (!state.up, state.hub, state.wake, state.linkLosses > 0)
+        }
+        guard changed else { return }
+        if lost {
+            logger.info("cluster: link to \(url) restored (node \(node))")
+            tell(Replies.clusterLinkRestored, hub: hub, wake: wake)
+        } else {
+            logger.info("cluster: joined through \(url) as node \(node)")
+        }
+    }
+
+    /// The link went down (`reason`), or the link stops (nil). False if it was not up.
+    @discardableResult
+    private func setDown(reason: String?) -> Bool {
+        let (changed, hub, wake) = shared.withLock { state in
+            defer {
+                if state.up && reason != nil { state.linkLosses += 1 }
+                state.up = false
+                state.nodes = 1
+                state.liveNodes = []
+            }
+            return (state.up, state.hub, state.wake)
+        }
+        guard changed, let reason else { return changed }
+        logger.warn("cluster: link to \(url) lost: \(reason); serving this server's clients alone")
+        tell(Replies.clusterLinkLost, hub: hub, wake: wake)
+        return true
+    }
+
+    private func tell(_ line: [UInt8], hub: ChatHub?, wake: (@Sendable (Connection) -> Void)?) {
+        guard let hub, let wake else { return }
+        let deliveries = hub.tellEveryone(line)
+        for connection in deliveries.woken { wake(connection) }
+    }
+}

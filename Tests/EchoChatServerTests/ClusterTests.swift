@@ -1,0 +1,138 @@
+import EchoChatCore
+import EchoChatPOSIX
+import EchoChatServer
+import EchoChatTestSupport
+import Testing
+
+/// The cluster link against a real Redis (`redis-server`, started by each
+/// test on a free port) and real servers: presence, lost and departing
+/// nodes, Redis outages, and a Redis that answers garbage or nothing.
+@Suite("Cluster link", .requires(.redisServer))
+struct ClusterTests {
+    /// A chat server joined to `redis` as `node`.
+    static func node(
+        _ node: String, _ redis: String, strategy: Strategy, timeout: Double = 1.2, extra: [String] = []
+    ) throws -> ServerProcess {
+        try ServerProcess(
+            ["--mode", "chat", "--cluster", redis, "--node-id", node, "--cluster-timeout", String(timeout)] + extra,
+            strategy: strategy)
+    }
+
+    /// The strategy after `strategy`, so a cluster mixes them.
+    static func next(_ strategy: Strategy, _ step: Int) -> Strategy {
+        let all = Strategy.allCases
+        return all[(all.firstIndex(of: strategy)! + step) % all.count]
+    }
+
+    static func waitForNodes(_ server: ServerProcess, _ nodes: [String], timeout: Double = 10) throws {
+        let line = "cluster: \(nodes.count) nodes: \(nodes.sorted().joined(separator: ", "))"
+        guard server.log.waitFor({ $0.hasSuffix(line) }, timeout: timeout) != nil else {
+            throw TestFailure("no '\(line)' within \(timeout) s; log:\n\(server.log.text)")
+        }
+    }
+
+    static func stats(_ client: TestClient) throws -> [String: String] {
+        try client.send("/stats\n")
+        return try parseStats(try client.readLines(until: { $0.hasPrefix("* stats: ") }).last!)
+    }
+
+    @Test("nodes see each other; a killed node is lost once, a stopped one says goodbye", arguments: Strategy.tested)
+    func presence(strategy: Strategy) throws {
+        let redis = try RedisProcess()
+        let a = try Self.node("a", redis.url, strategy: strategy)
+        let b = try Self.node("b", redis.url, strategy: Self.next(strategy, 1))
+        let c = try Self.node("c", redis.url, strategy: Self.next(strategy, 2))
+        for server in [a, b, c] { try Self.waitForNodes(server, ["a", "b", "c"]) }
+        let client = try a.joinChat().client
+        let stats = try Self.stats(client)
+        #expect(stats["node"] == "a" && stats["nodes"] == "3", "\(stats)")
+
+        let watcher = try redis.client()
+        #expect(try watcher.command(["SUBSCRIBE", "echochat:cluster"]).elements?.first?.text == "subscribe")
+        // SIGKILL: no goodbye. The survivors notice within cluster-timeout,
+        // and exactly one of them announces it.
+        #expect(c.signal(.kill))
+        _ = try? c.waitForExit(timeout: 10)
+        try Self.waitForNodes(a, ["a", "b"], timeout: 1.2 + 5)
+        try Self.waitForNodes(b, ["a", "b"], timeout: 1.2 + 5)
+        #expect(try Self.stats(client)["nodes"] == "2")
+        #expect(try watcher.messages(quietFor: 1.5) == ["lost c"])
+        let checker = try redis.client()
+        #expect(try checker.command(["SISMEMBER", "echochat:nodes", "c"]) == .integer(0))
+
+        // SIGTERM: the goodbye is at once, before the presence key could expire.
+        #expect(try b.stop() == 0)
+        #expect(try checker.command(["EXISTS", "echochat:node:b"]) == .integer(0))
+        #expect(try checker.command(["SISMEMBER", "echochat:nodes", "b"]) == .integer(0))
+        #expect(try watcher.messages(quietFor: 0.5) == ["bye b"])
+        try Self.waitForNodes(a, ["a"])
+        #expect(try a.stop() == 0)
+    }
+
+    @Test("Redis down: clients are told, local chat goes on, the link comes back", arguments: Strategy.tested)
+    func outage(strategy: Strategy) throws {
+        let redis = try RedisProcess()
+        let server = try Self.node("solo", redis.url, strategy: strategy)
+        try Self.waitForNodes(server, ["solo"])
+        let (first, firstNick) = try server.joinChat()
+        let (second, _) = try server.joinChat()
+        _ = try first.readLines(until: { $0.hasSuffix(" joined #lobby") })
+
+        try redis.kill()
+        let lost = "* cluster link lost: only people on this server can hear you"
+        #expect(try first.readLine() == lost)
+        #expect(try second.readLine() == lost)
+        try first.send("still here\n")
+        #expect(try second.readLine() == "<\(firstNick)> still here")
+        #expect(try Self.stats(second)["nodes"] == "1")
+
+        try redis.restart()
+        #expect(try first.readLine() == "* cluster link restored")
+        #expect(try second.readLine() == "* cluster link restored")
+        // Registered again: Redis started empty.
+        try Self.waitForNodes(server, ["solo"])
+        #expect(try redis.client().command(["SISMEMBER", "echochat:nodes", "solo"]) == .integer(1))
+        #expect(try server.stop() == 0)
+    }
+
+    @Test("a Redis that answers garbage or nothing never stops the server serving", arguments: Strategy.tested)
+    func brokenRedis(strategy: Strategy) throws {
+        // Stalled: the kernel completes the connections in the backlog, and
+        // nobody ever answers.
+        let silent = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { silent.close() }
+        let stalled = try Self.node("s", "redis://127.0.0.1:\(try silent.localAddress().port)", strategy: strategy, timeout: 1)
+        let client = try stalled.joinChat().client
+        #expect(try Self.stats(client)["nodes"] == "1")
+        #expect(stalled.log.waitFor({ $0.contains("Redis did not answer within 1.0 s") }, timeout: 10) != nil, "\(stalled.log.text)")
+        try client.send("/who\n")
+        #expect(try client.readLine().hasPrefix("* #lobby: "))
+        #expect(try stalled.stop() == 0)
+
+        // Garbage: an HTTP server where Redis should be.
+        let liar = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { liar.close() }
+        let confused = try Self.node("g", "redis://127.0.0.1:\(try liar.localAddress().port)", strategy: strategy)
+        for _ in 0..<2 {
+            guard try liar.wait(readable: true, writable: false, timeoutMilliseconds: 10_000).readable,
+                case .done(let peer) = try liar.accept(nonBlocking: false)
+            else { throw TestFailure("the server did not connect to the fake Redis") }
+            try peer.writeAll(Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8))
+            peer.close()
+        }
+        #expect(confused.log.waitFor({ $0.contains("Redis sent an unknown reply type byte 72") }, timeout: 10) != nil, "\(confused.log.text)")
+        let other = try confused.joinChat().client
+        #expect(try Self.stats(other)["node"] == "g")
+        #expect(try confused.stop() == 0)
+    }
+
+    @Test("echo mode serves alone, saying so")
+    func echoIgnoresCluster() throws {
+        let server = try ServerProcess(["--mode", "echo", "--cluster", "redis://127.0.0.1:1"])
+        #expect(server.log.waitFor({ $0.contains("--cluster is for chat mode; echo mode serves alone") }, timeout: 5) != nil)
+        let client = try server.connect()
+        try client.send("ping\n")
+        #expect(try client.readLine() == "ping")
+        #expect(try server.stop() == 0)
+    }
+}
