@@ -46,6 +46,10 @@ public enum PrometheusText {
         "workers": Known(type: .gauge, help: "Pool strategy: worker threads."),
         "queue_depth": Known(type: .gauge, help: "Pool strategy: connections waiting for a worker."),
         "loops": Known(type: .gauge, help: "Reactors strategy: event loops."),
+        "nodes": Known(type: .gauge, help: "Cluster: servers alive (1 while the link to Redis is down)."),
+        "cluster_link_up": Known(type: .gauge, help: "Cluster: 1 while the link to Redis is up."),
+        "cluster_link_losses": Known(type: .counter, help: "Cluster: times the link to Redis was lost."),
+        "cluster_round_trip_us": Known(type: .gauge, help: "Cluster: Redis's last heartbeat round trip, in microseconds."),
     ]
 
     /// Reactors: `loopN_connections` keys are one gauge labelled by loop.

@@ -72,8 +72,13 @@ struct ClusterTests {
     @Test("Redis down: clients are told, local chat goes on, the link comes back", arguments: Strategy.tested)
     func outage(strategy: Strategy) throws {
         let redis = try RedisProcess()
-        let server = try Self.node("solo", redis.url, strategy: strategy)
+        let server = try Self.node("solo", redis.url, strategy: strategy, extra: ["--metrics", "127.0.0.1:0"])
         try Self.waitForNodes(server, ["solo"])
+        let before = try server.scrape()
+        #expect(before.value("echochat_cluster_link_up") == 1)
+        #expect(before.value("echochat_cluster_link_losses_total") == 0)
+        #expect(before.value("echochat_nodes") == 1)
+        #expect(before.family("echochat_info")?.samples.first?.labels["node"] == "solo")
         let (first, firstNick) = try server.joinChat()
         let (second, _) = try server.joinChat()
         _ = try first.readLines(until: { $0.hasSuffix(" joined #lobby") })
@@ -85,6 +90,9 @@ struct ClusterTests {
         try first.send("still here\n")
         #expect(try second.readLine() == "<\(firstNick)> still here")
         #expect(try Self.stats(second)["nodes"] == "1")
+        let during = try server.scrape()
+        #expect(during.value("echochat_cluster_link_up") == 0)
+        #expect(during.value("echochat_cluster_link_losses_total") == 1)
 
         try redis.restart()
         #expect(try first.readLine() == "* cluster link restored")
@@ -92,6 +100,7 @@ struct ClusterTests {
         // Registered again: Redis started empty.
         try Self.waitForNodes(server, ["solo"])
         #expect(try redis.client().command(["SISMEMBER", "echochat:nodes", "solo"]) == .integer(1))
+        #expect(try server.scrape().value("echochat_cluster_link_up") == 1)
         #expect(try server.stop() == 0)
     }
 
