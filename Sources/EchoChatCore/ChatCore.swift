@@ -21,6 +21,13 @@ public protocol ChatOutput: AnyObject {
     func close(_ id: ConnectionID)
     /// The wire-level counters for `/stats`.
     func transportStats() -> TransportStats
+    /// Cluster (§6): tell the other servers `event`, after every event
+    /// published before it.
+    func publish(_ event: ClusterEvent)
+}
+
+extension ChatOutput {
+    public func publish(_ event: ClusterEvent) {}
 }
 
 /// Chat mode (docs/PROTOCOL.md §3) as a state machine: bytes in, actions out.
@@ -49,10 +56,16 @@ public final class ChatCore {
     /// (`/upload`), or a download starts (`/download`).
     private var rawFollows: UploadStart?
     private var downloadFollows: String?
+    /// Cluster (§6): the other servers' clients; nil when standalone.
+    private var replica: ClusterReplica?
+    /// Wall-clock milliseconds, for when a nick was taken (cluster only).
+    private let clock: () -> Int64
 
     private final class Client {
         let id: ConnectionID
         var nick: String
+        /// When the nick was taken (the cluster's clash rule).
+        var since: Int64 = 0
         var room: Room
         var framer: LineFramer
         /// Quota promised to this client's uploads under way.
@@ -84,10 +97,18 @@ public final class ChatCore {
     /// The `/rooms` reply, built once per change of rooms or their counts.
     private var roomList: [UInt8]?
 
-    public init(maxLine: Int, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog()) {
+    /// `node`: this server's id in a cluster (nil: standalone); `clock`
+    /// gives wall-clock milliseconds (the cluster's nick clashes go to the
+    /// earlier claim).
+    public init(
+        maxLine: Int, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog(), node: String? = nil,
+        clock: @escaping () -> Int64 = { 0 }
+    ) {
         self.maxLine = maxLine
         self.fileSharing = fileSharing
         self.catalog = catalog
+        self.replica = node.map(ClusterReplica.init(node:))
+        self.clock = clock
     }
 
     /// New limits (a reload); the catalog stays.
@@ -112,12 +133,14 @@ public final class ChatCore {
         let nick = allocateGuestNick()
         let room = findOrCreateRoom(key: "lobby", spelling: "lobby")
         let client = Client(id: id, nick: nick, room: room, maxLine: maxLine)
+        if replica != nil { client.since = clock() }
         clients[id] = client
         nicks[nick] = id
         roomList = nil
         room.members.append(id)
-        send(Replies.welcome(nick: nick, room: room.name, count: room.members.count), to: id, output)
+        send(Replies.welcome(nick: nick, room: room.name, count: count(of: room)), to: id, output)
         broadcast(Replies.joined(nick: nick, room: room.name), in: room, except: id, output)
+        publish(.hello(remoteID(of: client), since: client.since, nick: nick, room: roomSpelling(of: room)), output)
     }
 
     /// What one `receive` did.
@@ -252,6 +275,7 @@ public final class ChatCore {
                 // `//text` is a message whose text starts with `/`.
                 let text = line[0] == 0x2F ? Array(line.dropFirst()) : line
                 broadcast(Replies.message(from: client.nick, text: text), in: client.room, except: client.id, output)
+                publish(.say(remoteID(of: client), text: text), output)
             }
         }
         return clients[client.id] != nil
@@ -303,15 +327,26 @@ public final class ChatCore {
         guard Self.isValidName(nick) else { return send(Replies.invalidNick(nick), to: client.id, output) }
         let key = nick.asciiLowercased
         let oldKey = client.nick.asciiLowercased
-        if key != oldKey && nicks[key] != nil { return send(Replies.nickTaken(nick), to: client.id, output) }
+        if key != oldKey && (nicks[key] != nil || replica?.holder(of: key) != nil) {
+            return send(Replies.nickTaken(nick), to: client.id, output)
+        }
+        rename(client, to: nick, reply: Replies.youAreNow(nick), output)
+    }
+
+    /// Gives `client` `nick` (free, or its own in another case): it hears
+    /// `reply`, its room the change, the other servers the claim.
+    private func rename(_ client: Client, to nick: String, reply: [UInt8], _ output: some ChatOutput) {
         let old = client.nick
+        let oldKey = old.asciiLowercased
         nicks[oldKey] = nil
         releaseGuestNumber(oldKey)
-        nicks[key] = client.id
+        nicks[nick.asciiLowercased] = client.id
         client.nick = nick
+        if replica != nil && oldKey != nick.asciiLowercased { client.since = clock() }
         client.room.who = nil
-        send(Replies.youAreNow(nick), to: client.id, output)
+        send(reply, to: client.id, output)
         if nick != old { broadcast(Replies.renamed(from: old, to: nick), in: client.room, except: client.id, output) }
+        publish(.nick(remoteID(of: client), since: client.since, nick: nick), output)
     }
 
     private func join(_ client: Client, _ argument: String, _ output: some ChatOutput) {
@@ -325,7 +360,8 @@ public final class ChatCore {
         room.members.append(client.id)
         client.room = room
         broadcast(Replies.joined(nick: client.nick, room: room.name), in: room, except: client.id, output)
-        send(Replies.youJoined(room.name, count: room.members.count), to: client.id, output)
+        send(Replies.youJoined(room.name, count: count(of: room)), to: client.id, output)
+        publish(.join(remoteID(of: client), room: roomSpelling(of: room)), output)
     }
 
     /// `/msg NICK text`: the text is every byte after the spaces that follow
@@ -336,11 +372,16 @@ public final class ChatCore {
         let nick = String(decoding: afterCommand[..<nickEnd], as: UTF8.self)
         let text = Self.afterSpaces(afterCommand[nickEnd...])
         guard !nick.isEmpty, !text.isEmpty else { return send(Replies.usageMsg, to: client.id, output) }
-        guard let targetID = nicks[nick.asciiLowercased], let target = clients[targetID] else {
-            return send(Replies.noSuchNick(nick), to: client.id, output)
+        let key = nick.asciiLowercased
+        if let targetID = nicks[key], let target = clients[targetID] {
+            send(Replies.privateMessage(from: client.nick, text: text), to: targetID, output)
+            send(Replies.sentTo(target.nick), to: client.id, output)
+        } else if let replica, let remote = replica.holder(of: key), let target = replica.members[remote] {
+            publish(.privateMessage(remoteID(of: client), to: remote, text: Array(text)), output)
+            send(Replies.sentTo(target.nick), to: client.id, output)
+        } else {
+            send(Replies.noSuchNick(nick), to: client.id, output)
         }
-        send(Replies.privateMessage(from: client.nick, text: text), to: targetID, output)
-        send(Replies.sentTo(target.nick), to: client.id, output)
     }
 
     // MARK: - Files
@@ -422,7 +463,7 @@ public final class ChatCore {
     /// Sorted by the byte order of the lower-cased nick, each key built once.
     private func who(in room: Room) -> [UInt8] {
         if let who = room.who { return who }
-        let nicks = room.members.compactMap { clients[$0]?.nick }
+        let nicks = room.members.compactMap { clients[$0]?.nick } + (replica?.nicks(in: room.key) ?? [])
         let sorted = nicks.map { (key: Array($0.asciiLowercased.utf8), nick: $0) }
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map(\.nick)
         let reply = Replies.who(room: room.name, nicks: sorted)
@@ -432,8 +473,12 @@ public final class ChatCore {
 
     private func roomsReply() -> [UInt8] {
         if let roomList { return roomList }
-        let list = rooms.values.map { (key: Array($0.key.utf8), room: $0) }
-            .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { ($0.room.name, $0.room.members.count) }
+        var counts = rooms.values.map { (key: $0.key, name: $0.name, count: count(of: $0)) }
+        if let replica {
+            for (key, room) in replica.rooms where rooms[key] == nil { counts.append((key, room.name, room.members.count)) }
+        }
+        let list = counts.map { (key: Array($0.key.utf8), entry: $0) }
+            .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { ($0.entry.name, $0.entry.count) }
         let reply = Replies.rooms(list)
         roomList = reply
         return reply
@@ -443,6 +488,7 @@ public final class ChatCore {
 
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
         leaveRoom(client, reason: reason, output)
+        publish(.bye(remoteID(of: client), suffix: reason.suffix), output)
         let key = client.nick.asciiLowercased
         nicks[key] = nil
         releaseGuestNumber(key)
@@ -467,7 +513,8 @@ public final class ChatCore {
 
     private func findOrCreateRoom(key: String, spelling: String) -> Room {
         if let room = rooms[key] { return room }
-        let room = Room(key: key, name: "#" + spelling)
+        // A room other servers have keeps the spelling it has there.
+        let room = Room(key: key, name: replica?.rooms[key]?.name ?? "#" + spelling)
         rooms[key] = room
         return room
     }
@@ -477,7 +524,7 @@ public final class ChatCore {
     /// is released, so a burst of connects costs O(1) each, not O(clients).
     private func allocateGuestNick() -> String {
         var number = guestFloor
-        while nicks["guest\(number)"] != nil { number += 1 }
+        while nicks["guest\(number)"] != nil || replica?.holder(of: "guest\(number)") != nil { number += 1 }
         guestFloor = number + 1
         return "guest\(number)"
     }
@@ -489,6 +536,135 @@ public final class ChatCore {
               let number = Int(digits)
         else { return }
         guestFloor = min(guestFloor, number)
+    }
+
+    // MARK: - Cluster (§6)
+
+    /// Members here and on the other servers.
+    private func count(of room: Room) -> Int { room.members.count + (replica?.count(in: room.key) ?? 0) }
+
+    /// The room's name without `#`, as events carry it.
+    private func roomSpelling(of room: Room) -> String { String(room.name.dropFirst()) }
+
+    private func remoteID(of client: Client) -> RemoteClientID {
+        RemoteClientID(node: replica?.node ?? "", id: client.id.rawValue)
+    }
+
+    private func publish(_ event: @autoclosure () -> ClusterEvent, _ output: some ChatOutput) {
+        if replica != nil { output.publish(event()) }
+    }
+
+    /// The link to the other servers is up (again): ask for their clients
+    /// and tell them ours.
+    public func clusterUp(output: some ChatOutput) {
+        guard let replica else { return }
+        output.publish(.sync(node: replica.node))
+        announceClients(output)
+    }
+
+    /// The link is down: only this server's clients can be heard. The
+    /// others are forgotten until it is back.
+    public func clusterDown() {
+        guard replica != nil, !replica!.isEmpty else { return }
+        replica!.removeAll()
+        listsChanged()
+    }
+
+    /// Another server is gone: each of its clients leaves, `suffix` after
+    /// the notice (` (server lost)`).
+    public func nodeGone(_ node: String, suffix: String, output: some ChatOutput) {
+        guard let replica, node != replica.node else { return }
+        for who in replica.clients(of: node) { remoteLeft(who, suffix: suffix, output) }
+    }
+
+    /// An event from another server (its own come back too, and are ignored).
+    public func apply(_ event: ClusterEvent, output: some ChatOutput) {
+        guard let node = replica?.node else { return }
+        switch event {
+        case .sync(let asker):
+            if asker != node { announceClients(output) }
+        case .hello(let who, let since, let nick, let room), .here(let who, let since, let nick, let room):
+            guard who.node != node else { return }
+            let key = room.asciiLowercased
+            replica!.add(who, ClusterReplica.Member(nick: nick, since: since, roomKey: key), spelling: room)
+            listsChanged(room: key)
+            if case .hello = event, let local = rooms[key] {
+                broadcast(Replies.joined(nick: nick, room: local.name), in: local, except: ConnectionID(-1), output)
+            }
+            settleClash(nick, output)
+        case .join(let who, let room):
+            guard who.node != node, let member = replica!.members[who] else { return }
+            let key = room.asciiLowercased
+            guard key != member.roomKey else { return }
+            let oldName = rooms[member.roomKey]?.name ?? replica!.rooms[member.roomKey]?.name
+            replica!.move(who, to: key, spelling: room)
+            listsChanged(room: member.roomKey)
+            listsChanged(room: key)
+            if let old = rooms[member.roomKey], let oldName {
+                broadcast(Replies.left(nick: member.nick, room: oldName, reason: .endOfInput), in: old, except: ConnectionID(-1), output)
+            }
+            if let new = rooms[key] {
+                broadcast(Replies.joined(nick: member.nick, room: new.name), in: new, except: ConnectionID(-1), output)
+            }
+        case .nick(let who, let since, let nick):
+            guard who.node != node, let member = replica!.members[who] else { return }
+            let oldKey = member.nick.asciiLowercased
+            replica!.rename(who, to: nick, since: since)
+            releaseGuestNumber(oldKey)
+            listsChanged(room: member.roomKey)
+            if nick != member.nick, let room = rooms[member.roomKey] {
+                broadcast(Replies.renamed(from: member.nick, to: nick), in: room, except: ConnectionID(-1), output)
+            }
+            settleClash(nick, output)
+        case .say(let who, let text):
+            guard who.node != node, let member = replica!.members[who], let room = rooms[member.roomKey] else { return }
+            broadcast(Replies.message(from: member.nick, text: text), in: room, except: ConnectionID(-1), output)
+        case .privateMessage(let who, let to, let text):
+            guard who.node != node, to.node == node, let member = replica!.members[who], clients[ConnectionID(to.id)] != nil else {
+                return
+            }
+            send(Replies.privateMessage(from: member.nick, text: text[...]), to: ConnectionID(to.id), output)
+        case .bye(let who, let suffix):
+            guard who.node != node else { return }
+            remoteLeft(who, suffix: suffix, output)
+        }
+    }
+
+    /// Every local client, as `here` events (the answer to `sync`).
+    private func announceClients(_ output: some ChatOutput) {
+        for id in clients.keys.sorted() {
+            guard let client = clients[id] else { continue }
+            output.publish(.here(remoteID(of: client), since: client.since, nick: client.nick, room: roomSpelling(of: client.room)))
+        }
+    }
+
+    private func remoteLeft(_ who: RemoteClientID, suffix: String, _ output: some ChatOutput) {
+        guard let member = replica?.remove(who) else { return }
+        releaseGuestNumber(member.nick.asciiLowercased)
+        listsChanged(room: member.roomKey)
+        if let room = rooms[member.roomKey] {
+            broadcast(Array("* \(member.nick) left \(room.name)\(suffix)\n".utf8), in: room, except: ConnectionID(-1), output)
+        }
+    }
+
+    /// A remote claim of `nick` that a client here holds too: the earlier
+    /// claim keeps it; if that is the remote one, the client here becomes a
+    /// guest, and hears why. (A later remote claim is settled by its own
+    /// server, which sees this one's claim the same way.)
+    private func settleClash(_ nick: String, _ output: some ChatOutput) {
+        let key = nick.asciiLowercased
+        guard let replica, let localID = nicks[key], let local = clients[localID], let remote = replica.holder(of: key),
+            let member = replica.members[remote]
+        else { return }
+        guard (member.since, remote.node, remote.id) < (local.since, replica.node, local.id.rawValue) else { return }
+        let guest = allocateGuestNick()
+        rename(local, to: guest, reply: Replies.youAreNowTakenElsewhere(guest), output)
+    }
+
+    /// The replica changed: `/rooms`, and `/who` of `room` (every room if nil), are built again.
+    private func listsChanged(room key: String? = nil) {
+        roomList = nil
+        if let key { rooms[key]?.who = nil } else { for room in rooms.values { room.who = nil } }
     }
 
     // MARK: - Output

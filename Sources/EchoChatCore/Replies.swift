@@ -23,6 +23,7 @@ public enum Replies {
     }
     public static func lineTooLong(max: Int) -> [UInt8] { bytes("! line too long (max \(max) bytes)") }
     public static func youAreNow(_ nick: String) -> [UInt8] { bytes("* you are now \(nick)") }
+    public static func youAreNowTakenElsewhere(_ nick: String) -> [UInt8] { bytes("* you are now \(nick) (nick taken elsewhere)") }
     public static func renamed(from old: String, to new: String) -> [UInt8] { bytes("* \(old) is now \(new)") }
     public static func nickTaken(_ nick: String) -> [UInt8] { bytes("! nick taken: \(nick)") }
     public static func invalidNick(_ nick: String) -> [UInt8] { bytes("! invalid nick: \(nick)") }

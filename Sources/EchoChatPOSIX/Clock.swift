@@ -12,6 +12,13 @@ public enum Clock {
 
     /// The wall clock as an RFC 3339 UTC timestamp with milliseconds, for logs:
     /// `2026-11-22T01:58:35.123Z`.
+    /// CLOCK_REALTIME in milliseconds since the epoch (comparable across machines, roughly).
+    public static func wallMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
     public static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)

@@ -25,9 +25,13 @@ final class ChatHub: Sendable {
     /// which can hold it, instead of piling up here.
     static let backlogBudget = 16 * 1024 * 1024
 
-    init(limits: Limits, files: FileStore? = nil, stats: @escaping @Sendable () -> TransportStats) {
-        let core = ChatCore(maxLine: limits.maxLine, fileSharing: files?.sharing, catalog: files?.catalog ?? FileCatalog())
-        state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats))
+    init(
+        limits: Limits, files: FileStore? = nil, cluster: ClusterLink? = nil, stats: @escaping @Sendable () -> TransportStats
+    ) {
+        let core = ChatCore(
+            maxLine: limits.maxLine, fileSharing: files?.sharing, catalog: files?.catalog ?? FileCatalog(), node: cluster?.node,
+            clock: Clock.wallMilliseconds)
+        state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats, cluster: cluster))
     }
 
     /// Whether owners should flush their deliveries before their batch ends.
@@ -124,6 +128,41 @@ final class ChatHub: Sendable {
         return deliveries
     }
 
+    // MARK: - The cluster (from the link's thread)
+
+    /// The link is up: from now on events go out; the other servers are
+    /// asked for their clients and told ours.
+    func clusterUp() {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in
+            state.cluster?.outbox(accepting: true)
+            state.core.clusterUp(output: state)
+        }
+    }
+
+    /// The link is down: nothing goes out, the other servers' clients are forgotten.
+    func clusterDown() {
+        state.withLock { state in
+            state.cluster?.outbox(accepting: false)
+            state.core.clusterDown()
+        }
+    }
+
+    /// Events another server published: the connections to wake.
+    func apply(_ events: [ClusterEvent]) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in
+            for event in events { state.core.apply(event, output: state) }
+        }
+        return deliveries
+    }
+
+    func nodeGone(_ node: String, suffix: String) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in state.core.nodeGone(node, suffix: suffix, output: state) }
+        return deliveries
+    }
+
     func shutdown(deliveries: inout Deliveries) {
         run(&deliveries) { state in state.core.shutdown(output: state) }
     }
@@ -146,15 +185,23 @@ final class ChatHub: Sendable {
         let maxOutput: Int
         let waiting: SharedCount
         let stats: @Sendable () -> TransportStats
+        let cluster: ClusterLink?
         var connections: [ConnectionID: Connection] = [:]
         var deliveries = Deliveries()
 
-        init(core: ChatCore, maxOutput: Int, waiting: SharedCount, stats: @escaping @Sendable () -> TransportStats) {
+        init(
+            core: ChatCore, maxOutput: Int, waiting: SharedCount, stats: @escaping @Sendable () -> TransportStats,
+            cluster: ClusterLink?
+        ) {
             self.core = core
             self.maxOutput = maxOutput
             self.waiting = waiting
             self.stats = stats
+            self.cluster = cluster
         }
+
+        /// Queued on the link under the hub lock, so the events leave in the core's order.
+        func publish(_ event: ClusterEvent) { cluster?.publish(event) }
 
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }

@@ -41,7 +41,7 @@ final class ConnectionLayer: Sendable {
         self.extraStats = extraStats
         let counters = counters
         hub = context.configuration.mode == .chat
-            ? ChatHub(limits: context.configuration.limits, files: context.files) {
+            ? ChatHub(limits: context.configuration.limits, files: context.files, cluster: context.cluster) {
                 counters.transport(
                     strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats(), cluster: context.cluster)
             } : nil

@@ -11,7 +11,7 @@ import Testing
 struct ClusterTests {
     /// A chat server joined to `redis` as `node`.
     static func node(
-        _ node: String, _ redis: String, strategy: Strategy, timeout: Double = 1.2, extra: [String] = []
+        _ node: String, _ redis: String, strategy: Strategy, timeout: Double = 3, extra: [String] = []
     ) throws -> ServerProcess {
         try ServerProcess(
             ["--mode", "chat", "--cluster", redis, "--node-id", node, "--cluster-timeout", String(timeout)] + extra,
@@ -53,8 +53,8 @@ struct ClusterTests {
         // and exactly one of them announces it.
         #expect(c.signal(.kill))
         _ = try? c.waitForExit(timeout: 10)
-        try Self.waitForNodes(a, ["a", "b"], timeout: 1.2 + 5)
-        try Self.waitForNodes(b, ["a", "b"], timeout: 1.2 + 5)
+        try Self.waitForNodes(a, ["a", "b"], timeout: 3 + 5)
+        try Self.waitForNodes(b, ["a", "b"], timeout: 3 + 5)
         #expect(try Self.stats(client)["nodes"] == "2")
         #expect(try watcher.messages(quietFor: 1.5) == ["lost c"])
         let checker = try redis.client()

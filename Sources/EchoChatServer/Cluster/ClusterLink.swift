@@ -31,12 +31,24 @@ public final class ClusterLink: Sendable {
     private let stopBell: Wakeup
     private let thread = Lock<ThreadHandle?>(nil)
     private let shared = Lock(Shared())
+    /// Events the hub queued, in its order, for the link's thread to publish.
+    private let outbox = Lock(Outbox())
+    private let mailBell: Wakeup
+
+    private struct Outbox {
+        /// Off while the link is down: the events would be stale when it is
+        /// back, and the servers exchange their whole state then instead.
+        var accepting = false
+        var events: [UInt8] = []
+    }
     /// Random per start: tells this instance's presence key from a stale one.
     private let token: String
 
     static let prefix = "echochat:"
     static let nodesKey = prefix + "nodes"
     static let channel = prefix + "cluster"
+    /// Every server's chat events, in one order (`ClusterEvent`).
+    static let events = prefix + "events"
     static func nodeKey(_ node: String) -> String { prefix + "node:" + node }
 
     private struct Shared {
@@ -55,6 +67,10 @@ public final class ClusterLink: Sendable {
         timeout = Int64(timeoutSeconds * 1e9)
         self.logger = logger
         stopBell = try Wakeup()
+        do { mailBell = try Wakeup() } catch {
+            stopBell.close()
+            throw error
+        }
         token = String(UInt64.random(in: 1...UInt64.max), radix: 16)
     }
 
@@ -79,6 +95,29 @@ public final class ClusterLink: Sendable {
         stopBell.ring()
         if let handle = thread.withLock({ handle in defer { handle = nil }; return handle }) { handle.join() }
         stopBell.close()
+        mailBell.close()
+    }
+
+    /// Queues `event` to be published (the hub calls it under its lock, so
+    /// events leave in the core's order). The link's thread is rung only
+    /// when the outbox was empty.
+    func publish(_ event: ClusterEvent) {
+        let ring = outbox.withLock { box -> Bool in
+            guard box.accepting else { return false }
+            let wasEmpty = box.events.isEmpty
+            if !wasEmpty { box.events.append(0x0A) }
+            box.events += event.encoded
+            return wasEmpty
+        }
+        if ring { mailBell.ring() }
+    }
+
+    /// From the hub, under its lock: whether events are taken (dropped when not).
+    func outbox(accepting: Bool) {
+        outbox.withLock { box in
+            box.accepting = accepting
+            if !accepting { box.events = [] }
+        }
     }
 
     /// `/stats`' `node` and `nodes` (the live servers; this one alone while the link is down).
@@ -104,9 +143,10 @@ public final class ClusterLink: Sendable {
     private final class Session {
         let commands: RedisConnection
         let subscriber: RedisConnection
-        /// Registered and subscribed: the link is up.
+        /// Registered and subscribed to both channels: the link is up.
         var registered = false
-        var subscribed = false
+        var subscriptions = 0
+        var subscribed: Bool { subscriptions == 2 }
         /// The subscriber's PING waiting for its pong, and when it was sent.
         var pingSent: Int64?
         var nextBeat: Int64 = 0
@@ -151,7 +191,7 @@ public final class ClusterLink: Sendable {
                     backoff = min(backoff * 2, 5_000_000_000)
                 }
             }
-            var interests = [Poll.Interest(stopBell.descriptor)]
+            var interests = [Poll.Interest(stopBell.descriptor), Poll.Interest(mailBell.descriptor)]
             if let session { interests += [session.commands.interest, session.subscriber.interest] }
             // Deadlines are checked at least every 100 ms while Redis owes an answer.
             let wake = session.map { min($0.nextBeat, now + 100_000_000) } ?? retryAt
@@ -165,6 +205,7 @@ public final class ClusterLink: Sendable {
             }
             now = Clock.monotonicNanoseconds()
             if ready.first?.readable == true {
+                if let session, session.up { sendOutbox(session, now: now) }
                 if let session {
                     if session.up { goodbye(session, buffer: buffer) }
                     session.close()
@@ -175,8 +216,9 @@ public final class ClusterLink: Sendable {
             guard let current = session else { continue }
             do throws(RedisFailure) {
                 if !ready.isEmpty {
-                    try current.commands.handle(ready[1], buffer: buffer)
-                    try current.subscriber.handle(ready[2], buffer: buffer)
+                    if ready[1].readable { mailBell.drain() }
+                    try current.commands.handle(ready[2], buffer: buffer)
+                    try current.subscriber.handle(ready[3], buffer: buffer)
                 }
                 if current.commands.overdue(now: now, timeout: self.timeout)
                     || current.pingSent.map({ now - $0 > self.timeout }) == true
@@ -186,6 +228,7 @@ public final class ClusterLink: Sendable {
                 if current.up {
                     if now >= current.nextBeat { beat(current, now: now) }
                     setUp()
+                    sendOutbox(current, now: now)
                     failures = 0
                     backoff = 100_000_000
                 }
@@ -220,7 +263,7 @@ public final class ClusterLink: Sendable {
         session.commands.send(["CLIENT", "SETNAME", "echochat-" + sanitized(node)], now: now)
         register(session, now: now)
         session.subscriber.onPush = { [self, session] value in push(value, session: session) }
-        session.subscriber.send(["SUBSCRIBE", Self.channel], now: now)
+        session.subscriber.send(["SUBSCRIBE", Self.channel, Self.events], now: now)
         return session
     }
 
@@ -311,15 +354,33 @@ public final class ClusterLink: Sendable {
     private func push(_ value: RESPValue, session: Session) {
         guard let parts = value.elements, let kind = parts.first?.text else { return }
         switch kind {
-        case "subscribe": session.subscribed = true
+        case "subscribe": session.subscriptions += 1
         case "pong": session.pingSent = nil
+        case "message" where parts.count == 3 && parts[1].text == Self.events:
+            guard let bytes = parts[2].bytes else { return }
+            let events = bytes.split(separator: 0x0A).compactMap { ClusterEvent(decoding: Array($0)) }
+            deliver { $0.apply(events) }
         case "message" where parts.count == 3:
             guard let text = parts[2].text else { return }
             let words = text.split(separator: " ", maxSplits: 1).map(String.init)
-            guard words.count == 2, words[1] != node else { return }
+            guard words.count == 2 else { return }
+            guard words[1] != node else {
+                // Declared lost while alive (a heartbeat too late: a starved
+                // thread, a paused machine): the others have let its clients
+                // go, so it registers and announces them again.
+                guard words[0] == "lost" else { return }
+                logger.warn("cluster: this node was declared lost (its heartbeat came late); announcing its clients again")
+                register(session, now: Clock.monotonicNanoseconds())
+                shared.withLock { $0.hub }?.clusterUp()
+                return
+            }
             switch words[0] {
-            case "lost": logger.warn("cluster: node \(words[1]) lost (silent for \(Double(timeout) / 1e9) s)")
-            case "bye": logger.info("cluster: node \(words[1]) left")
+            case "lost":
+                logger.warn("cluster: node \(words[1]) lost (silent for \(Double(timeout) / 1e9) s)")
+                deliver { $0.nodeGone(words[1], suffix: " (server lost)") }
+            case "bye":
+                logger.info("cluster: node \(words[1]) left")
+                deliver { $0.nodeGone(words[1], suffix: " (server shutting down)") }
             case "hello": logger.info("cluster: node \(words[1]) joined")
             default: break
             }
@@ -350,6 +411,7 @@ public final class ClusterLink: Sendable {
             return (!state.up, state.hub, state.wake, state.linkLosses > 0)
         }
         guard changed else { return }
+        hub?.clusterUp()
         if lost {
             logger.info("cluster: link to \(url) restored (node \(node))")
             tell(Replies.clusterLinkRestored, hub: hub, wake: wake)
@@ -370,10 +432,29 @@ public final class ClusterLink: Sendable {
             }
             return (state.up, state.hub, state.wake)
         }
+        if changed { hub?.clusterDown() }
         guard changed, let reason else { return changed }
         logger.warn("cluster: link to \(url) lost: \(reason); serving this server's clients alone")
         tell(Replies.clusterLinkLost, hub: hub, wake: wake)
         return true
+    }
+
+    /// Runs `body` on the hub and wakes the connections it queued lines for.
+    private func deliver(_ body: (ChatHub) -> Deliveries) {
+        let (hub, wake) = shared.withLock { ($0.hub, $0.wake) }
+        guard let hub, let wake else { return }
+        for connection in body(hub).woken { wake(connection) }
+    }
+
+    /// Publishes what the hub queued: one PUBLISH for all of it (events are
+    /// one per line), so a burst of lines costs one command.
+    private func sendOutbox(_ session: Session, now: Int64) {
+        let events = outbox.withLock { box -> [UInt8] in
+            defer { box.events = [] }
+            return box.events
+        }
+        guard !events.isEmpty else { return }
+        session.commands.send([Array("PUBLISH".utf8), Array(Self.events.utf8), events], now: now)
     }
 
     private func tell(_ line: [UInt8], hub: ChatHub?, wake: (@Sendable (Connection) -> Void)?) {

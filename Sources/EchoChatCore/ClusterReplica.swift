@@ -1,0 +1,209 @@
+/// One chat across servers (§6): what one server knows of the clients of
+/// the others, and the events the servers tell each other.
+///
+/// Every server publishes its clients' events on one Redis channel through
+/// one connection, so Redis puts them in one order, and every server
+/// applies them in that order: each keeps this replica of the other servers'
+/// clients (nick, room), from which `/who`, `/rooms`, `(K here)`, `/msg` and
+/// the nick checks answer at once. A server that joins (or whose link comes
+/// back) asks for everyone's clients (`sync`); each answers with `here`.
+
+/// A client of another server: its server's node id and its id there.
+public struct RemoteClientID: Hashable, Sendable, CustomStringConvertible {
+    public var node: String
+    public var id: Int
+    public init(node: String, id: Int) {
+        self.node = node
+        self.id = id
+    }
+    public var description: String { "\(node)/\(id)" }
+}
+
+/// What servers tell each other, one event per Redis message, as text:
+/// space-separated fields, the last one running to the end (it may hold
+/// spaces, or be empty). Nicks, room names and node ids hold no spaces;
+/// line text was cleaned of control characters before it got here.
+public enum ClusterEvent: Equatable, Sendable {
+    /// A client connected (`hello`), or exists (`here`, the answer to
+    /// `sync`): its nick, taken at `since` (milliseconds of wall-clock time),
+    /// and its room as its creator spells it.
+    case hello(RemoteClientID, since: Int64, nick: String, room: String)
+    case here(RemoteClientID, since: Int64, nick: String, room: String)
+    /// Moved to another room.
+    case join(RemoteClientID, room: String)
+    /// Took another nick at `since`.
+    case nick(RemoteClientID, since: Int64, nick: String)
+    /// Said `text` to its room.
+    case say(RemoteClientID, text: [UInt8])
+    /// Sent `text` privately to `to`.
+    case privateMessage(RemoteClientID, to: RemoteClientID, text: [UInt8])
+    /// Left; `suffix` is what follows `* nick left #room` (` (reason)` or nothing).
+    case bye(RemoteClientID, suffix: String)
+    /// A server asks the others for their clients.
+    case sync(node: String)
+
+    public var encoded: [UInt8] {
+        func fields(_ words: [String], rest: [UInt8] = []) -> [UInt8] {
+            Array(words.joined(separator: " ").utf8) + [0x20] + rest
+        }
+        switch self {
+        case .hello(let who, let since, let nick, let room):
+            return Array("hello \(who.node) \(who.id) \(since) \(nick) \(room)".utf8)
+        case .here(let who, let since, let nick, let room):
+            return Array("here \(who.node) \(who.id) \(since) \(nick) \(room)".utf8)
+        case .join(let who, let room): return Array("join \(who.node) \(who.id) \(room)".utf8)
+        case .nick(let who, let since, let nick): return Array("nick \(who.node) \(who.id) \(since) \(nick)".utf8)
+        case .say(let who, let text): return fields(["say", who.node, String(who.id)], rest: text)
+        case .privateMessage(let who, let to, let text):
+            return fields(["pm", who.node, String(who.id), to.node, String(to.id)], rest: text)
+        case .bye(let who, let suffix): return fields(["bye", who.node, String(who.id)], rest: Array(suffix.utf8))
+        case .sync(let node): return Array("sync \(node)".utf8)
+        }
+    }
+
+    /// nil: not an event (a newer server's, or garbage): ignored.
+    public init?(decoding bytes: [UInt8]) {
+        var index = 0
+        /// The next space-separated field (nil at the end).
+        func word() -> String? {
+            guard index < bytes.count else { return nil }
+            let start = index
+            while index < bytes.count && bytes[index] != 0x20 { index += 1 }
+            let field = String(decoding: bytes[start..<index], as: UTF8.self)
+            if index < bytes.count { index += 1 }
+            return field.isEmpty ? nil : field
+        }
+        func client() -> RemoteClientID? {
+            guard let node = word(), let id = word().flatMap({ Int($0) }) else { return nil }
+            return RemoteClientID(node: node, id: id)
+        }
+        func rest() -> [UInt8] { Array(bytes[min(index, bytes.count)...]) }
+        func name() -> String? { word().flatMap { ChatCore.isValidName($0) ? $0 : nil } }
+        guard let kind = word() else { return nil }
+        switch kind {
+        case "hello", "here":
+            guard let who = client(), let since = word().flatMap({ Int64($0) }), let nick = name(), let room = name(),
+                index >= bytes.count
+            else { return nil }
+            self = kind == "hello" ? .hello(who, since: since, nick: nick, room: room) : .here(who, since: since, nick: nick, room: room)
+        case "join":
+            guard let who = client(), let room = name(), index >= bytes.count else { return nil }
+            self = .join(who, room: room)
+        case "nick":
+            guard let who = client(), let since = word().flatMap({ Int64($0) }), let nick = name(), index >= bytes.count else { return nil }
+            self = .nick(who, since: since, nick: nick)
+        case "say":
+            guard let who = client() else { return nil }
+            self = .say(who, text: rest())
+        case "pm":
+            guard let who = client(), let to = client() else { return nil }
+            self = .privateMessage(who, to: to, text: rest())
+        case "bye":
+            guard let who = client() else { return nil }
+            self = .bye(who, suffix: String(decoding: rest(), as: UTF8.self))
+        case "sync":
+            guard let node = word(), index >= bytes.count else { return nil }
+            self = .sync(node: node)
+        default:
+            return nil
+        }
+    }
+}
+
+/// The other servers' clients, as the events in Redis's order made them.
+struct ClusterReplica {
+    struct Member {
+        var nick: String
+        /// When the nick was taken (wall-clock milliseconds): the earlier of
+        /// two claims keeps a nick.
+        var since: Int64
+        var roomKey: String
+    }
+
+    /// This server's node id.
+    let node: String
+    private(set) var members: [RemoteClientID: Member] = [:]
+    /// Lower-cased nick -> its holder (the earliest claim).
+    private(set) var nicks: [String: RemoteClientID] = [:]
+    /// Room key -> its remote members, in the order they came, and the spelling they bring.
+    private(set) var rooms: [String: (name: String, members: [RemoteClientID])] = [:]
+
+    init(node: String) { self.node = node }
+
+    var isEmpty: Bool { members.isEmpty }
+
+    func holder(of nickKey: String) -> RemoteClientID? { nicks[nickKey] }
+
+    func count(in roomKey: String) -> Int { rooms[roomKey]?.members.count ?? 0 }
+
+    func nicks(in roomKey: String) -> [String] { rooms[roomKey]?.members.compactMap { members[$0]?.nick } ?? [] }
+
+    /// Adds or replaces a member. Its nick goes into the index unless an
+    /// earlier claim holds it.
+    mutating func add(_ who: RemoteClientID, _ member: Member, spelling: String) {
+        if members[who] != nil { remove(who) }
+        members[who] = member
+        rooms[member.roomKey, default: (name: "#" + spelling, members: [])].members.append(who)
+        index(who)
+    }
+
+    @discardableResult
+    mutating func remove(_ who: RemoteClientID) -> Member? {
+        guard let member = members.removeValue(forKey: who) else { return nil }
+        leaveRoom(who, member.roomKey)
+        let key = member.nick.asciiLowercased
+        if nicks[key] == who {
+            nicks[key] = nil
+            // Another remote claim of the same nick (a clash not yet
+            // settled by its server) takes the index.
+            if let next = members.filter({ $0.value.nick.asciiLowercased == key }).min(by: { $0.value.since < $1.value.since }) {
+                nicks[key] = next.key
+            }
+        }
+        return member
+    }
+
+    mutating func move(_ who: RemoteClientID, to roomKey: String, spelling: String) {
+        guard let member = members[who] else { return }
+        leaveRoom(who, member.roomKey)
+        members[who]!.roomKey = roomKey
+        rooms[roomKey, default: (name: "#" + spelling, members: [])].members.append(who)
+    }
+
+    mutating func rename(_ who: RemoteClientID, to nick: String, since: Int64) {
+        guard let member = members[who] else { return }
+        let oldKey = member.nick.asciiLowercased
+        if nicks[oldKey] == who { nicks[oldKey] = nil }
+        members[who]!.nick = nick
+        members[who]!.since = since
+        index(who)
+    }
+
+    /// Every member of `node`, oldest first.
+    func clients(of node: String) -> [RemoteClientID] {
+        members.keys.filter { $0.node == node }.sorted { $0.id < $1.id }
+    }
+
+    mutating func removeAll() {
+        members = [:]
+        nicks = [:]
+        rooms = [:]
+    }
+
+    private mutating func index(_ who: RemoteClientID) {
+        guard let member = members[who] else { return }
+        let key = member.nick.asciiLowercased
+        if let holder = nicks[key], holder != who, let held = members[holder],
+            (held.since, holder.node, holder.id) <= (member.since, who.node, who.id)
+        {
+            return
+        }
+        nicks[key] = who
+    }
+
+    private mutating func leaveRoom(_ who: RemoteClientID, _ roomKey: String) {
+        guard var room = rooms[roomKey] else { return }
+        room.members.removeAll { $0 == who }
+        rooms[roomKey] = room.members.isEmpty ? nil : room
+    }
+}

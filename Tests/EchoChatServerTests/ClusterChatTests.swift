@@ -1,0 +1,189 @@
+import EchoChatCore
+import Glibc
+import EchoChatPOSIX
+import EchoChatServer
+import EchoChatTestSupport
+import Testing
+
+/// One chat across three servers and one Redis (each test starts its own),
+/// the three on different strategies.
+@Suite("Cluster chat", .requires(.redisServer))
+struct ClusterChatTests {
+    struct Cluster {
+        let redis: RedisProcess
+        let nodes: [ServerProcess]
+
+        /// Three nodes `a`, `b`, `c` on `strategy` and the two after it.
+        init(_ strategy: Strategy, timeout: Double = 3) throws {
+            redis = try RedisProcess()
+            var nodes: [ServerProcess] = []
+            for (index, name) in ["a", "b", "c"].enumerated() {
+                nodes.append(try ClusterTests.node(name, redis.url, strategy: ClusterTests.next(strategy, index), timeout: timeout))
+            }
+            self.nodes = nodes
+            for node in nodes { try ClusterTests.waitForNodes(node, ["a", "b", "c"]) }
+        }
+    }
+
+    /// Sends `command` until its reply (the next line starting with
+    /// `replyPrefix`) satisfies `done`: what another server did reaches
+    /// this one a moment later. Each reply is an event; bounded.
+    static func ask(
+        _ client: TestClient, _ command: String, replyPrefix: String, until done: (String) -> Bool
+    ) throws -> String {
+        var reply = ""
+        var asked = 0
+        let deadline = Clock.monotonicNanoseconds() + 15_000_000_000
+        while Clock.monotonicNanoseconds() < deadline {
+            try client.send(command + "\n")
+            asked += 1
+            reply = try client.readLines(until: { $0.hasPrefix(replyPrefix) }).last!
+            if done(reply) { return reply }
+        }
+        throw TestFailure("'\(command)' never got the reply expected in 15 s (\(asked) tries); the last was \(reply)")
+    }
+
+    /// The next line that is not a join, leave or rename notice.
+    static func nextMessage(_ client: TestClient) throws -> String {
+        while true {
+            let line = try client.readLine()
+            // A guest number two servers gave at once is settled by a rename.
+            if line.hasSuffix(" joined #lobby") || line.contains(" left #lobby") || line.contains(" is now ")
+                || line.hasSuffix(" (nick taken elsewhere)")
+            {
+                continue
+            }
+            return line
+        }
+    }
+
+    @Test("rooms, nicks, /who, /rooms and /msg span the servers; a lost server's clients leave", arguments: Strategy.tested)
+    func oneChat(strategy: Strategy) throws {
+        let cluster = try Cluster(strategy)
+        let (a, b, c) = (cluster.nodes[0], cluster.nodes[1], cluster.nodes[2])
+
+        let alice = try a.joinChat().client
+        try alice.send("/nick alice\n/join dev\n")
+        #expect(try alice.readLine() == "* you are now alice")
+        #expect(try alice.readLine() == "* you joined #dev (1 here)")
+
+        let bob = try b.joinChat().client
+        _ = try Self.ask(bob, "/rooms", replyPrefix: "* rooms: ", until: { $0.contains("#dev (1)") })
+        try bob.send("/nick ALICE\n/nick bob\n/join DEV\n")
+        #expect(try bob.readLine() == "! nick taken: ALICE")
+        #expect(try bob.readLine() == "* you are now bob")
+        #expect(try bob.readLine() == "* you joined #dev (2 here)")
+        #expect(try alice.readLine() == "* bob joined #dev")
+
+        let carol = try c.joinChat().client
+        _ = try Self.ask(carol, "/rooms", replyPrefix: "* rooms: ", until: { $0.contains("#dev (2)") })
+        try carol.send("/nick carol\n/join dev\n")
+        #expect(try carol.readLine() == "* you are now carol")
+        #expect(try carol.readLine() == "* you joined #dev (3 here)")
+        #expect(try alice.readLine() == "* carol joined #dev")
+        #expect(try bob.readLine() == "* carol joined #dev")
+
+        try alice.send("hi all\n")
+        #expect(try bob.readLine() == "<alice> hi all")
+        #expect(try carol.readLine() == "<alice> hi all")
+        #expect(try bob.syncWho() == "* #dev: alice, bob, carol (3)")
+        try carol.send("/rooms\n/msg ALICE psst\n")
+        #expect(try carol.readLine() == "* rooms: #dev (3)")
+        #expect(try carol.readLine() == "* sent to alice")
+        #expect(try alice.readLine() == "[pm from carol] psst")
+        try bob.send("/msg nobody x\n/quit see you\n")
+        #expect(try bob.readLine() == "! no such nick: nobody")
+        #expect(try bob.readLine() == "* bye")
+        #expect(try alice.readLine() == "* bob left #dev (see you)")
+        #expect(try carol.readLine() == "* bob left #dev (see you)")
+
+        // A node killed: its clients leave everywhere, their nicks are free again.
+        #expect(c.signal(.kill))
+        _ = try? c.waitForExit(timeout: 10)
+        #expect(try alice.readLine() == "* carol left #dev (server lost)")
+        try alice.send("/msg carol x\n/who\n")
+        #expect(try alice.readLine() == "! no such nick: carol")
+        #expect(try alice.readLine() == "* #dev: alice (1)")
+        let dave = try b.joinChat().client
+        try dave.send("/nick carol\n")
+        #expect(try dave.readLine() == "* you are now carol")
+
+        // A node stopped: its clients leave at once.
+        #expect(try b.stop() == 0)
+        try alice.send("/rooms\n")
+        let rooms = try alice.readLines(until: { $0.hasPrefix("* rooms: ") }).last!
+        #expect(rooms == "* rooms: #dev (1)", "rooms after b stopped: \(rooms)")
+        #expect(try a.stop() == 0)
+    }
+
+    @Test("200 clients on three servers: every line reaches every other client once, in the order sent", arguments: Strategy.tested)
+    func exactlyOnceInOrder(strategy: Strategy) throws {
+        let cluster = try Cluster(strategy)
+        let count = 200
+        let lines = 5
+        var clients: [TestClient] = []
+        for index in 0..<count { clients.append(try cluster.nodes[index % 3].joinChat(timeout: 10).client) }
+        // Everyone is known everywhere before anyone speaks.
+        for node in 0..<3 {
+            do {
+                _ = try Self.ask(clients[node], "/who", replyPrefix: "* #lobby: ", until: { $0.hasSuffix("(\(count))") })
+            } catch {
+                throw TestFailure("\(error)\nlogs:\n" + cluster.nodes.map(\.log.text).joined(separator: "\n---\n"))
+            }
+        }
+        for round in 0..<lines {
+            for (index, client) in clients.enumerated() { try client.send("s\(index) \(round)\n") }
+        }
+        for (index, client) in clients.enumerated() {
+            var next = [Int](repeating: 0, count: count)
+            var received = 0
+            while received < (count - 1) * lines {
+                let line = try Self.nextMessage(client)
+                guard line.hasPrefix("<"), let close = line.firstIndex(of: ">") else {
+                    Issue.record("client \(index) got \(line)")
+                    continue
+                }
+                let words = line[line.index(close, offsetBy: 2)...].split(separator: " ")
+                guard words.count == 2, let sender = Int(words[0].dropFirst()), let round = Int(words[1]) else {
+                    Issue.record("client \(index) got \(line)")
+                    continue
+                }
+                #expect(sender != index, "client \(index) got its own line back")
+                #expect(round == next[sender], "client \(index): from s\(sender) line \(round), expected \(next[sender])")
+                next[sender] = round + 1
+                received += 1
+            }
+            try client.send("/who\n")
+            let rest = try client.readLines(until: { $0.hasPrefix("* #lobby: ") })
+            #expect(rest.allSatisfy { !$0.hasPrefix("<") }, "client \(index) got more than it should: \(rest)")
+        }
+        for node in cluster.nodes { #expect(try node.stop() == 0) }
+    }
+}
+
+extension ClusterChatTests {
+    /// A server paused past `cluster-timeout` (SIGSTOP: a starved or
+    /// suspended machine) is declared lost, its clients leave; resumed, it
+    /// announces them again and they are back everywhere.
+    @Test("a node paused past the timeout is lost, then comes back with its clients", arguments: Array(Strategy.tested.prefix(1)))
+    func pausedNodeComesBack(strategy: Strategy) throws {
+        let cluster = try Cluster(strategy, timeout: 2)
+        let (a, b) = (cluster.nodes[0], cluster.nodes[1])
+        let alice = try a.joinChat().client
+        try alice.send("/nick alice\n")
+        #expect(try alice.readLine() == "* you are now alice")
+        let bob = try b.joinChat().client
+        try bob.send("/nick bob\n")
+        #expect(try bob.readLine() == "* you are now bob")
+        _ = try Self.ask(alice, "/who", replyPrefix: "* #lobby: ", until: { $0.contains("bob") })
+
+        #expect(b.signal(Signal(rawValue: SIGSTOP)))
+        #expect(try alice.readLines(until: { $0.hasPrefix("* bob left #lobby") }).last == "* bob left #lobby (server lost)")
+        #expect(b.signal(Signal(rawValue: SIGCONT)))
+        let who = try Self.ask(alice, "/who", replyPrefix: "* #lobby: ", until: { $0.contains("bob") })
+        #expect(who.hasPrefix("* #lobby: alice, bob"), "\(who)")
+        try bob.send("back\n")
+        #expect(try Self.nextMessage(alice) == "<bob> back")
+        for node in cluster.nodes { #expect(try node.stop() == 0) }
+    }
+}
