@@ -1,0 +1,211 @@
+import Testing
+
+@testable import EchoChatCore
+
+/// A recorder that also keeps what the core published.
+private final class NodeOutput: ChatOutput {
+    let bus: Bus
+    let node: String
+    var lines: [ConnectionID: [String]] = [:]
+    var closed: [ConnectionID] = []
+
+    init(bus: Bus, node: String) {
+        self.bus = bus
+        self.node = node
+    }
+
+    func send(_ line: [UInt8], to id: ConnectionID) { lines[id, default: []].append(text(Array(line.dropLast()))) }
+    func close(_ id: ConnectionID) { closed.append(id) }
+    func transportStats() -> TransportStats { TransportStats(strategy: "test") }
+    func publish(_ event: ClusterEvent) {
+        // What Redis would carry: the encoded bytes, decoded on arrival.
+        bus.queue.append(event.encoded)
+    }
+}
+
+/// Redis's part, in memory: one ordered channel every node hears, its own
+/// events included.
+private final class Bus {
+    var queue: [[UInt8]] = []
+}
+
+/// Several cores joined by the in-memory bus; `pump` delivers everything
+/// published so far, in order, to every node.
+private final class SimulatedCluster {
+    let bus = Bus()
+    var cores: [String: ChatCore] = [:]
+    var outputs: [String: NodeOutput] = [:]
+    var time: Int64 = 1000
+
+    init(_ nodes: [String]) {
+        for node in nodes {
+            cores[node] = ChatCore(maxLine: 4096, node: node, clock: { [unowned self] in time })
+            outputs[node] = NodeOutput(bus: bus, node: node)
+            cores[node]!.clusterUp(output: outputs[node]!)
+        }
+        pump()
+    }
+
+    func pump() {
+        while !bus.queue.isEmpty {
+            let payload = bus.queue.removeFirst()
+            guard let event = ClusterEvent(decoding: payload) else {
+                Issue.record("undecodable event \(text(payload))")
+                continue
+            }
+            for node in cores.keys.sorted() { cores[node]!.apply(event, output: outputs[node]!) }
+        }
+    }
+
+    func connect(_ node: String, _ id: Int) {
+        time += 1
+        cores[node]!.connect(ConnectionID(id), output: outputs[node]!)
+    }
+
+    func say(_ node: String, _ id: Int, _ input: String) {
+        time += 1
+        Array(input.utf8).withUnsafeBytes { _ = cores[node]!.receive($0, from: ConnectionID(id), output: outputs[node]!) }
+    }
+
+    /// Lines `id` on `node` got since the last call.
+    func take(_ node: String, _ id: Int) -> [String] {
+        defer { outputs[node]!.lines[ConnectionID(id)] = [] }
+        return outputs[node]!.lines[ConnectionID(id)] ?? []
+    }
+}
+
+@Suite("Cluster core: events and the replica")
+struct ClusterCoreTests {
+    @Test("every event survives encoding; garbage is no event")
+    func eventCodec() {
+        let who = RemoteClientID(node: "east-1:7007", id: 12)
+        let events: [ClusterEvent] = [
+            .hello(who, since: 1_700_000_000_123, nick: "guest1", room: "lobby"),
+            .here(who, since: 5, nick: "Ann-2", room: "Dev_ops"),
+            .join(who, room: "x"),
+            .nick(who, since: 9, nick: "bob"),
+            .say(who, text: Array("hello  world ".utf8)),
+            .say(who, text: []),
+            .privateMessage(who, to: RemoteClientID(node: "w", id: 3), text: Array("psst".utf8)),
+            .bye(who, suffix: " (quit text)"),
+            .bye(who, suffix: ""),
+            .sync(node: "w"),
+        ]
+        for event in events { #expect(ClusterEvent(decoding: event.encoded) == event, "\(event)") }
+        for garbage in ["", "hello", "hello a 1 2 bad! lobby", "join a x lobby", "nick a 1 x", "pm a 1 b", "sync", "sync a b", "frob a 1", "say a"] {
+            #expect(ClusterEvent(decoding: Array(garbage.utf8)) == nil, "\(garbage)")
+        }
+    }
+
+    @Test("rooms, counts, /who, /rooms and /msg across nodes")
+    func oneChat() {
+        let cluster = SimulatedCluster(["a", "b"])
+        cluster.connect("a", 1)
+        cluster.pump()
+        cluster.connect("b", 1)
+        #expect(cluster.take("b", 1) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands"])
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "* guest2 joined #lobby"])
+
+        cluster.say("a", 1, "/nick Zed\n/join Dev\n")
+        cluster.pump()
+        #expect(cluster.take("b", 1) == ["* guest1 is now Zed", "* Zed left #lobby"])
+        cluster.say("b", 1, "/nick zed\n/join dev\n/who\n/rooms\nhi\n/msg ZED psst\n")
+        #expect(cluster.take("b", 1) == [
+            "! nick taken: zed", "* you joined #Dev (2 here)", "* #Dev: guest2, Zed (2)", "* rooms: #Dev (2)", "* sent to Zed",
+        ])
+        cluster.pump()
+        #expect(cluster.take("a", 1) == [
+            "* you are now Zed", "* you joined #Dev (1 here)", "* guest2 joined #Dev", "<guest2> hi", "[pm from guest2] psst",
+        ])
+        // b's client leaves: a hears it, and the nick and guest number are free.
+        cluster.say("b", 1, "/quit later\n")
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["* guest2 left #Dev (later)"])
+        cluster.connect("a", 2)
+        #expect(cluster.take("a", 2) == ["* welcome guest1, you are in #lobby (1 here); /help lists commands"])
+        cluster.say("a", 1, "/who\n/rooms\n")
+        #expect(cluster.take("a", 1) == ["* #Dev: Zed (1)", "* rooms: #Dev (1), #lobby (1)"])
+    }
+
+    @Test("guest numbers skip the other nodes' guests")
+    func guestNumbers() {
+        let cluster = SimulatedCluster(["a", "b"])
+        for id in 1...3 {
+            cluster.connect("a", id)
+            cluster.pump()
+        }
+        cluster.connect("b", 1)
+        #expect(cluster.take("b", 1) == ["* welcome guest4, you are in #lobby (4 here); /help lists commands"])
+        cluster.say("a", 2, "/nick x\n")
+        cluster.pump()
+        cluster.connect("b", 2)
+        #expect(cluster.take("b", 2) == ["* welcome guest2, you are in #lobby (5 here); /help lists commands"])
+    }
+
+    @Test("a nick two nodes gave at once stays with the earlier claim; the other is renamed", arguments: [false, true])
+    func clash(laterOnA: Bool) {
+        let cluster = SimulatedCluster(["a", "b"])
+        cluster.connect("a", 1)
+        cluster.connect("b", 1)
+        cluster.pump()
+        _ = (cluster.take("a", 1), cluster.take("b", 1))
+        // Both take "bob" before either hears of the other; the clock says which was first.
+        let (first, second) = laterOnA ? ("b", "a") : ("a", "b")
+        cluster.say(first, 1, "/nick bob\n")
+        cluster.say(second, 1, "/nick BOB\n")
+        #expect(cluster.take(first, 1) == ["* you are now bob"])
+        #expect(cluster.take(second, 1) == ["* you are now BOB"])
+        cluster.pump()
+        // Each hears the other's claim; the later one is renamed.
+        let loser = cluster.take(second, 1)
+        #expect(loser.count == 2 && loser[0] == "* guest\(laterOnA ? 2 : 1) is now bob", "\(loser)")
+        #expect(loser.last?.hasPrefix("* you are now guest") == true && loser.last?.hasSuffix(" (nick taken elsewhere)") == true, "\(loser)")
+        // The first holder's room sees the other's claim, then its rename.
+        let winner = cluster.take(first, 1)
+        #expect(winner.count == 2 && winner[0].hasSuffix(" is now BOB") && winner[1].hasPrefix("* BOB is now guest"), "winner got \(winner)")
+        // Both nodes now list the same two, distinct, nicks.
+        cluster.say("a", 1, "/who\n")
+        cluster.say("b", 1, "/who\n")
+        let whoA = cluster.take("a", 1).last!
+        let whoB = cluster.take("b", 1).last!
+        #expect(whoA == whoB)
+        #expect(whoA.hasPrefix("* #lobby: bob, guest") && whoA.hasSuffix("(2)"), "\(whoA)")
+    }
+
+    @Test("a lost node's clients leave with (server lost); their nicks are free")
+    func nodeGone() {
+        let cluster = SimulatedCluster(["a", "b"])
+        cluster.connect("a", 1)
+        cluster.connect("b", 1)
+        cluster.pump()
+        cluster.say("b", 1, "/nick bob\n")
+        cluster.pump()
+        _ = cluster.take("a", 1)
+        cluster.cores["a"]!.nodeGone("b", suffix: " (server lost)", output: cluster.outputs["a"]!)
+        cluster.say("a", 1, "/who\n/nick bob\n")
+        #expect(cluster.take("a", 1) == ["* bob left #lobby (server lost)", "* #lobby: guest1 (1)", "* you are now bob"])
+    }
+
+    @Test("an outage: the other nodes are forgotten, then merged back; a nick taken on both sides stays with its first holder")
+    func outage() {
+        let cluster = SimulatedCluster(["a", "b"])
+        cluster.connect("a", 1)
+        cluster.connect("b", 1)
+        cluster.pump()
+        _ = (cluster.take("a", 1), cluster.take("b", 1))
+        for node in ["a", "b"] { cluster.cores[node]!.clusterDown() }
+        cluster.bus.queue = []  // nothing crosses while the link is down
+        cluster.say("b", 1, "/nick ann\n/who\n")
+        cluster.say("a", 1, "/nick Ann\n/who\n")
+        #expect(cluster.take("b", 1) == ["* you are now ann", "* #lobby: ann (1)"])
+        #expect(cluster.take("a", 1) == ["* you are now Ann", "* #lobby: Ann (1)"])
+        cluster.bus.queue = []
+        for node in ["a", "b"] { cluster.cores[node]!.clusterUp(output: cluster.outputs[node]!) }
+        cluster.pump()
+        // b's client took it first (an earlier clock): a's is renamed.
+        #expect(cluster.take("a", 1) == ["* you are now guest1 (nick taken elsewhere)"])
+        cluster.say("b", 1, "/who\n")
+        #expect(cluster.take("b", 1) == ["* Ann is now guest1", "* #lobby: ann, guest1 (2)"])
+    }
+}
