@@ -79,6 +79,8 @@ struct ChatLoop {
     let connections: UnsafeMutablePointer<ChatConnection>
     let count: Int
     let size: Int
+    /// `--hosts`: how many servers (connection i is on server i mod n).
+    let servers: Int
     let receiveArea: UnsafeMutableRawPointer
     let sendArea: UnsafeMutableRawPointer
     let sendCapacity: Int
@@ -99,6 +101,7 @@ struct ChatLoop {
         self.poller = poller
         self.count = ids.count
         self.size = options.size
+        self.servers = max(1, options.hosts.count)
         self.result = result
         self.tracker = result.tracker!
         joinCommand = options.room.map { Array("/join \($0)\n".utf8) }
@@ -391,6 +394,11 @@ struct ChatLoop {
             result.deliveredBytes += text.count + 1
             if now < end { result.windowDeliveries += 1 }
             result.latency.record(now - parsed.sendTime)
+            if servers > 1 {
+                // Sender ids are client ids, which decide the server.
+                let same = parsed.sender % servers == connections[slot].id % servers
+                (same ? result.sameServerLatency : result.crossServerLatency).record(now - parsed.sendTime)
+            }
         case .duplicated: break
         case .ignored: result.mismatches += 1
         }

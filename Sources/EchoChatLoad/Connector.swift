@@ -52,7 +52,7 @@ enum Connector {
                 let id = ids[slot]
                 now = Clock.monotonicNanoseconds()
                 do {
-                    let (socket, status) = try Socket.startConnect(to: control.address, from: control.source(forConnection: id))
+                    let (socket, status) = try Socket.startConnect(to: control.address(forConnection: id), from: control.source(forConnection: id))
                     descriptors[slot] = socket.descriptor
                     switch status {
                     case .done:
@@ -91,7 +91,7 @@ enum Connector {
                 let began = startedAt[slot]
                 startedAt[slot] = 0
                 if let error = socket.connectionError() {
-                    reportOnce(SystemError("connect \(control.address)", error), worker: worker, failures: result.connectFailed)
+                    reportOnce(SystemError("connect \(control.address(forConnection: ids[slot]))", error), worker: worker, failures: result.connectFailed)
                     try? poller.unregister(socket.descriptor)
                     socket.close()
                     descriptors[slot] = -1

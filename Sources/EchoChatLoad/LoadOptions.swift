@@ -13,6 +13,19 @@ public enum LoadWorkload: String, CaseIterable, Sendable {
 public struct LoadOptions: Sendable, Equatable {
     public var host = "127.0.0.1"
     public var port = 7007
+    /// `--hosts`: several servers (a cluster); connection i goes to the
+    /// (i mod n)-th. Empty: `host` and `port`.
+    public var hosts: [Target] = []
+
+    /// One server of `--hosts`.
+    public struct Target: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
     /// Worker threads; nil = the CPUs this process may run on.
     public var threads: Int?
     public var connections = 10
@@ -108,6 +121,17 @@ public enum LoadCommandLine {
         },
         Option("port", placeholder: "port", help: "Server port", default: "7007") { o, v, n throws(UsageError) in
             o.port = try Value.integer(v, n, in: 1...65535)
+        },
+        Option("hosts", placeholder: "h:p,h:p", help: "Several servers (a cluster): connections spread over them in turn; overrides --host and --port") {
+            o, v, n throws(UsageError) in
+            var hosts: [LoadOptions.Target] = []
+            for part in v.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let endpoint = try Value.endpoint(String(part), n), endpoint.port > 0 else {
+                    throw UsageError("invalid value '\(v)' for \(n): expected HOST:PORT,HOST:PORT,... with ports from 1 to 65535")
+                }
+                hosts.append(LoadOptions.Target(host: endpoint.host, port: endpoint.port))
+            }
+            o.hosts = hosts
         },
         Option("threads", placeholder: "n", help: "Worker threads, each with its own epoll loop",
                 default: "CPUs this process may use") { o, v, n throws(UsageError) in

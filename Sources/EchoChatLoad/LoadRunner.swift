@@ -40,7 +40,10 @@ public enum LoadRunner {
             return try UploadRunner.run(options, progress: progress, interruption: interruption, onUploadsStart: onStart)
         }
         Signals.ignoreBrokenPipe()
-        let address = try resolve(host: options.host, port: options.port)
+        let targets = options.hosts.isEmpty ? [LoadOptions.Target(host: options.host, port: options.port)] : options.hosts
+        var addresses: [SocketAddress] = []
+        for target in targets { addresses.append(try resolve(host: target.host, port: target.port)) }
+        let address = addresses[0]
         let connections = options.connections
         let threads = max(1, min(options.threads ?? Threads.availableCores, connections))
 
@@ -64,7 +67,7 @@ public enum LoadRunner {
             let usable = max(1000, ports - 2000)
             if connections > usable { perSource = usable }
         }
-        if perSource != nil && !address.isIPv4Loopback {
+        if perSource != nil && !addresses.allSatisfy(\.isIPv4Loopback) {
             System.writeToStandardError("echochat-load: --per-source applies to IPv4 loopback targets only; ignored\n")
             perSource = nil
         }
@@ -81,7 +84,7 @@ public enum LoadRunner {
         let pattern = options.mode == .echo && !options.hold
             ? EchoPattern(size: options.size, contiguous: options.pipeline) : nil
         let control = RunControl(
-            options: options, address: address, perSource: perSource, pattern: pattern, workers: threads,
+            options: options, addresses: addresses, perSource: perSource, pattern: pattern, workers: threads,
             onHolding: onHolding, interruption: interruption)
 
         var shares = [[Int]](repeating: [], count: threads)
@@ -172,8 +175,9 @@ public enum LoadRunner {
 
         let results = control.results.withLock { table in (0..<threads).compactMap { table[$0]?.value } }
         var report = LoadReport()
-        report.host = options.host
-        report.port = options.port
+        report.host = targets[0].host
+        report.port = targets[0].port
+        report.hosts = targets.count > 1 ? targets.map { ($0.host.contains(":") ? "[\($0.host)]" : $0.host) + ":\($0.port)" } : []
         report.threads = threads
         report.connectionsRequested = connections
         report.size = options.size
@@ -184,6 +188,8 @@ public enum LoadRunner {
         report.sourceAddresses = perSource.map { (connections + $0 - 1) / $0 } ?? 1
         let connectLatency = Histogram()
         let latency = Histogram()
+        let sameServer = Histogram()
+        let crossServer = Histogram()
         for result in results {
             report.connections += result.connected
             report.connectFailed += result.connectFailed
@@ -193,9 +199,15 @@ public enum LoadRunner {
             report.lost += result.lost
             connectLatency.merge(result.connectLatency)
             latency.merge(result.latency)
+            sameServer.merge(result.sameServerLatency)
+            crossServer.merge(result.crossServerLatency)
         }
         report.connectLatency = connectLatency.summaryMicroseconds
         report.latency = latency.summaryMicroseconds
+        if !report.hosts.isEmpty && options.mode == .chat {
+            report.sameServerLatency = sameServer.summaryMicroseconds
+            report.crossServerLatency = crossServer.summaryMicroseconds
+        }
         let runSeconds = Double(finishedAt - start) / 1e9
         let cpuSeconds = (cpuAfter.user + cpuAfter.system) - (cpuAtStart.user + cpuAtStart.system)
         report.loadCPUPercent = runSeconds > 0 ? 100 * cpuSeconds / runSeconds : 0

@@ -8,6 +8,8 @@ public struct LoadReport: Sendable {
 
     public var kind: Kind = .echo
     public var host = ""
+    /// `--hosts`: every server, as given (empty with one).
+    public var hosts: [String] = []
     public var port = 0
     public var threads = 0
     public var connectionsRequested = 0
@@ -31,6 +33,9 @@ public struct LoadReport: Sendable {
     public var msgsPerSecond = 0.0
     public var mbPerSecond = 0.0
     public var latency = LatencySummary.empty
+    /// Chat with `--hosts`: `latency` split by whether the line crossed servers.
+    public var sameServerLatency: LatencySummary?
+    public var crossServerLatency: LatencySummary?
     /// Unexpected closes, connect failures, read/write errors, error lines from the server.
     public var errors = 0
     public var unexpectedCloses = 0
@@ -122,7 +127,7 @@ public struct LoadReport: Sendable {
         }
         var pairs: [(String, JSONValue)] = [
             ("mode", .string(kind.rawValue)),
-            ("host", .string(host)), ("port", .int(port)),
+            ("host", .string(host)), ("port", .int(port)), ("hosts", .array(hosts.map { .string($0) })),
             ("threads", .int(threads)),
             ("connections", .int(connections)),
             ("connections_requested", .int(connectionsRequested)),
@@ -141,6 +146,8 @@ public struct LoadReport: Sendable {
             ("msgs_per_s", .number(msgsPerSecond, decimals: 1)),
             ("mb_per_s", .number(mbPerSecond, decimals: 3)),
             ("latency_us", latencyObject(latency)),
+            ("same_server_latency_us", sameServerLatency.map(latencyObject) ?? .null),
+            ("cross_server_latency_us", crossServerLatency.map(latencyObject) ?? .null),
             ("errors", .int(errors)),
             ("unexpected_closes", .int(unexpectedCloses)),
             ("mismatches", .int(mismatches)),
@@ -224,6 +231,10 @@ public struct LoadReport: Sendable {
             let l = latency
             rows.append((kind == .chat ? "fan-out latency" : "latency", "min \(Format.micros(l.min))  p50 \(Format.micros(l.p50))  p90 \(Format.micros(l.p90))  p99 \(Format.micros(l.p99))  p99.9 \(Format.micros(l.p999))  max \(Format.micros(l.max))"
                 + (rate != nil ? "  (from the scheduled send time)" : "")))
+            if let same = sameServerLatency, let cross = crossServerLatency {
+                rows.append(("same server", "p50 \(Format.micros(same.p50))  p99 \(Format.micros(same.p99))  (\(Format.grouped(Int(same.count))) deliveries)"))
+                rows.append(("across servers", "p50 \(Format.micros(cross.p50))  p99 \(Format.micros(cross.p99))  (\(Format.grouped(Int(cross.count))) deliveries; p99 \(Format.micros(max(0, cross.p99 - same.p99))) more)"))
+            }
         }
         var problems = "\(Format.grouped(unexpectedCloses)) unexpected closes, \(Format.grouped(mismatches)) mismatched, \(Format.grouped(lost)) lost"
         if kind == .chat { problems += ", \(Format.grouped(duplicated)) duplicated, \(Format.grouped(reordered)) reordered" }
@@ -264,7 +275,7 @@ public struct LoadReport: Sendable {
             modeText = "upload, \(Format.grouped(connectionsRequested)) clients, \(Format.bytes(Double(size))) files, "
                 + (messagesPerConnection.map { "\(Format.grouped($0)) per client" } ?? "uploading for \(Format.fixed(durationSeconds, decimals: 1)) s")
         }
-        let header = "echochat-load \(Release.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(host):\(port)"
+        let header = "echochat-load \(Release.version): \(modeText), \(threads) thread\(threads == 1 ? "" : "s"), \(hosts.isEmpty ? "\(host):\(port)" : hosts.joined(separator: ","))"
             + (interruption.map { " (interrupted by \($0))" } ?? "")
         let width = rows.map(\.0.count).max()! + 2
         return header + "\n" + rows.map { "  " + Format.pad($0.0, width) + $0.1 }.joined(separator: "\n") + "\n"

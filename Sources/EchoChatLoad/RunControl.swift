@@ -23,6 +23,10 @@ final class WorkerResult {
     var connected = 0
     let connectLatency = Histogram()
     let latency = Histogram()
+    /// Chat with `--hosts`: deliveries whose sender is on the receiver's
+    /// server, and those that crossed servers.
+    let sameServerLatency = Histogram()
+    let crossServerLatency = Histogram()
     var windowMessages = 0
     var totalMessages = 0
     var windowBytes = 0
@@ -81,7 +85,8 @@ public final class Interruption: Sendable {
 /// time, the room size) and lets them `go`.
 final class RunControl: Sendable {
     let options: LoadOptions
-    let address: SocketAddress
+    /// The servers; connection i goes to the (i mod n)-th.
+    let addresses: [SocketAddress]
     /// Connections per loopback source address; nil = no explicit source.
     let perSource: Int?
     let pattern: EchoPattern?
@@ -101,11 +106,11 @@ final class RunControl: Sendable {
     let interruption: Interruption
 
     init(
-        options: LoadOptions, address: SocketAddress, perSource: Int?, pattern: EchoPattern?, workers: Int,
+        options: LoadOptions, addresses: [SocketAddress], perSource: Int?, pattern: EchoPattern?, workers: Int,
         onHolding: (@Sendable () -> Void)?, interruption: Interruption
     ) {
         self.options = options
-        self.address = address
+        self.addresses = addresses
         self.perSource = perSource
         self.pattern = pattern
         self.workerCount = workers
@@ -115,6 +120,8 @@ final class RunControl: Sendable {
         self.onHolding = onHolding
         self.interruption = interruption
     }
+
+    func address(forConnection id: Int) -> SocketAddress { addresses[id % addresses.count] }
 
     /// A worker reached the end of a phase; blocks until the main thread says go.
     func arriveAndWait(worker: Int) {

@@ -339,7 +339,7 @@ enum Storm {
         loadOptions.timeout = options.timeout
         loadOptions.mode = .chat
         let control = RunControl(
-            options: loadOptions, address: address, perSource: perSource, pattern: nil, workers: threads, onHolding: nil,
+            options: loadOptions, addresses: [address], perSource: perSource, pattern: nil, workers: threads, onHolding: nil,
             interruption: Interruption())
 
         var result = StormResult()

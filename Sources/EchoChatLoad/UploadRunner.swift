@@ -67,7 +67,7 @@ public enum UploadRunner {
         let seed = UInt64(truncatingIfNeeded: Clock.monotonicNanoseconds()) ^ (UInt64(System.processID) << 40)
         let prefix = namePrefix(seed: FileContent.mix(seed))
         let control = RunControl(
-            options: options, address: address, perSource: nil, pattern: nil, workers: clients, onHolding: nil,
+            options: options, addresses: [address], perSource: nil, pattern: nil, workers: clients, onHolding: nil,
             interruption: interruption)
         let notes = ProblemNotes()
         let began = Clock.monotonicNanoseconds()
