@@ -56,13 +56,14 @@ public final class AsyncServer: ServerStrategy {
 
 /// The loop's driver for the async strategy: a connection with something to
 /// do has its task resumed, and the loop runs the tasks between its waits.
+/// The tasks' own code is below, in the loop's extension for this driver.
 ///
-/// @unchecked Sendable: the tasks capture it, but every one of them runs on
-/// the loop's thread, as does every call from the loop; so its state belongs
-/// to that thread (asserted in debug builds). Other threads touch only
-/// `interrupts`, which locks, and the executor's remote queue. Being the
-/// thread's alone, the `var`s skip Swift's dynamic exclusivity checks (as
-/// `EventLoop`'s do).
+/// @unchecked Sendable: the tasks capture the loop, but every one of them
+/// runs on the loop's thread, as does every call from the loop; so this
+/// state belongs to that thread (asserted in debug builds). Other threads
+/// touch only `interrupts`, which locks, and the executor's remote queue.
+/// Being the thread's alone, the `var`s skip Swift's dynamic exclusivity
+/// checks (as `EventLoop`'s do).
 final class ConnectionTasks: LoopDriver, @unchecked Sendable {
     /// A connection's task's wait, in its slot.
     struct Wait {
@@ -76,41 +77,35 @@ final class ConnectionTasks: LoopDriver, @unchecked Sendable {
 
     static var noWait: Wait { Wait() }
 
-    /// The loop that runs the tasks, from `start`: it outlives them (its
-    /// `run()` returns only once the accept task, and so its group, has ended).
-    @exclusivity(unchecked) private unowned(unsafe) var loop: EventLoop<ConnectionTasks>!
     @exclusivity(unchecked) private var executor: ReactorExecutor!
     /// The accept task: cancelled to shut down.
     @exclusivity(unchecked) private var root: Task<Void, Never>?
-    @exclusivity(unchecked) private var finished = false
+    @exclusivity(unchecked) fileprivate var finished = false
     /// The accept task, while it waits for the listener.
-    @exclusivity(unchecked) private var listenerWaiter: UnsafeContinuation<Void, Never>?
+    @exclusivity(unchecked) fileprivate var listenerWaiter: UnsafeContinuation<Void, Never>?
     /// Cancellations that ran on another thread: the tokens whose waits to end.
-    private let interrupts = Lock<[UInt64]>([])
-
-    // MARK: What the loop asks of it
+    fileprivate let interrupts = Lock<[UInt64]>([])
 
     func start(in loop: EventLoop<ConnectionTasks>) {
-        self.loop = loop
         let executor = ReactorExecutor(wakeup: loop.inbox.wakeup)
         self.executor = executor
-        root = Task(executorPreference: executor) { [self] in
-            await acceptTask()
-            finished = true
+        root = Task(executorPreference: executor) { [loop] in
+            await loop.acceptTask()
+            loop.driver.finished = true
         }
     }
 
     func ready(_ connection: Connection, _ ready: Poller.Events, in loop: EventLoop<ConnectionTasks>) {
         let index = Int(connection.socket.descriptor)
         loop.table[index]!.wait.ready.formUnion(ready)
-        resume(index)
+        resume(index, in: loop)
     }
 
     func wake(_ connection: Connection, in loop: EventLoop<ConnectionTasks>) {
         guard loop.isWatched(connection) else { return }
         let index = Int(connection.socket.descriptor)
         loop.table[index]!.wait.woken = true
-        resume(index)
+        resume(index, in: loop)
     }
 
     func urge(_ connection: Connection, in loop: EventLoop<ConnectionTasks>) { wake(connection, in: loop) }
@@ -123,7 +118,7 @@ final class ConnectionTasks: LoopDriver, @unchecked Sendable {
             defer { list.removeAll() }
             return list
         }
-        for token in interrupted { self.interrupted(token) }
+        for token in interrupted { loop.interrupted(token) }
     }
 
     /// Structured concurrency does the rest: the accept task's wait ends,
@@ -144,69 +139,75 @@ final class ConnectionTasks: LoopDriver, @unchecked Sendable {
     /// task is resumed, to close its connection and end.
     func mayStop(in loop: EventLoop<ConnectionTasks>) -> Bool {
         if loop.pastShutdownDeadline {
-            for index in loop.table.indices where loop.table[index]?.wait.waiter != nil { resume(index) }
+            for index in loop.table.indices where loop.table[index]?.wait.waiter != nil { resume(index, in: loop) }
         }
         return finished
     }
 
     /// Resumes the task waiting on slot `index`, if it waits.
-    private func resume(_ index: Int) {
+    private func resume(_ index: Int, in loop: EventLoop<ConnectionTasks>) {
         guard let waiter = loop.table[index]!.wait.waiter else { return }
         loop.table[index]!.wait.waiter = nil
         waiter.resume()
     }
 
-    private func resumeListener() {
+    fileprivate func resumeListener() {
         guard let waiter = listenerWaiter else { return }
         listenerWaiter = nil
         waiter.resume()
     }
+}
 
-    /// A task's cancellation handler: ends its wait. Any thread.
-    private func interrupt(_ token: UInt64) {
-        if loop.loopThread.isCurrent {
-            interrupted(token)
-        } else {
-            interrupts.withLock { $0.append(token) }
-            loop.inbox.wakeup.ring()
-        }
-    }
-
-    private func interrupted(_ token: UInt64) {
-        if token == PollTokens.listener {
-            resumeListener()
-        } else if let connection = loop.connection(token) {
-            wake(connection, in: loop)
-        }
-    }
-
-    // MARK: The tasks
-
+/// The tasks: methods of the loop that runs them, so that what they use of
+/// it (the table, the clock, `serve`) is at hand without a reference to
+/// keep alive at every step.
+/// @unchecked Sendable: the tasks and their cancellation handlers capture
+/// the loop; all but the handlers run on its thread, and a handler that
+/// runs on another thread only queues its token (`interrupt`).
+extension EventLoop: @unchecked Sendable where Driver == ConnectionTasks {
     /// The root task: accepts, one child task per connection, until cancelled.
-    private func acceptTask() async {
+    fileprivate func acceptTask() async {
         await withDiscardingTaskGroup { group in
             while await listenerReadiness() {
-                loop.accept { connection in
+                accept { connection in
                     group.addTask { [self] in await connectionTask(connection) }
                 }
             }
             // Shutdown: the children were cancelled with us; the group waits for them.
-            loop.stopAccepting()
-            loop.announceShutdown()
-            loop.flushDeliveries()
+            stopAccepting()
+            announceShutdown()
+            flushDeliveries()
         }
     }
 
     /// Waits until the listener is readable (or its pause ended); false once cancelled.
     private func listenerReadiness() async -> Bool {
-        loop.loopThread.assertCurrent()
+        loopThread.assertCurrent()
         guard !Task.isCancelled else { return false }
         await withTaskCancellationHandler {
-            await withUnsafeContinuation { listenerWaiter = $0 }
+            await withUnsafeContinuation { driver.listenerWaiter = $0 }
         } onCancel: { [self] in
             interrupt(PollTokens.listener)
         }
         return !Task.isCancelled
+    }
+
+    /// A task's cancellation handler: ends its wait. Any thread.
+    private func interrupt(_ token: UInt64) {
+        if loopThread.isCurrent {
+            interrupted(token)
+        } else {
+            driver.interrupts.withLock { $0.append(token) }
+            inbox.wakeup.ring()
+        }
+    }
+
+    fileprivate func interrupted(_ token: UInt64) {
+        if token == PollTokens.listener {
+            driver.resumeListener()
+        } else if let connection = connection(token) {
+            driver.wake(connection, in: self)
+        }
     }
 
     /// A connection's whole task, in blocking style.
@@ -223,39 +224,12 @@ final class ConnectionTasks: LoopDriver, @unchecked Sendable {
     /// What a connection's task awaits: the first element at once (a
     /// refused client's line, a welcome), then one per wake-up; it ends
     /// when the connection has closed.
-    private func readiness(of connection: Connection) -> Readiness { Readiness(tasks: self, connection: connection) }
-
-    struct Readiness: AsyncSequence, AsyncIteratorProtocol {
-        typealias Element = Poller.Events
-        typealias Failure = Never
-        fileprivate let tasks: ConnectionTasks
-        let connection: Connection
-        var started = false
-
-        func makeAsyncIterator() -> Readiness { self }
-
-        mutating func next() async -> Poller.Events? {
-            guard started else {
-                started = true
-                return []
-            }
-            return await tasks.nextReadiness(of: connection)
-        }
-    }
+    private func readiness(of connection: Connection) -> Readiness { Readiness(loop: self, connection: connection) }
 
     // Memory: an idle connection's task holds its suspended async frames,
     // which the runtime allocates in 1 KiB slabs. So everything synchronous
     // (serving, the bookkeeping around a wait) is kept out of them
     // (@inline(never)), leaving the frames a few words each.
-
-    private enum Suspension {
-        /// Something already happened (or the connection closed): no wait.
-        case none
-        /// For the next round, after the others.
-        case turn
-        /// For readiness, mail or the deadline; `cancellable` until shutdown began.
-        case readiness(cancellable: Bool)
-    }
 
     /// Suspends the connection's task until something happened to it
     /// (without suspending if something already has); nil once it has closed.
@@ -279,13 +253,13 @@ final class ConnectionTasks: LoopDriver, @unchecked Sendable {
     /// Whether, and for what, the connection's task must wait.
     @inline(never)
     private func suspension(for connection: Connection) -> Suspension {
-        loop.loopThread.assertCurrent()
+        loopThread.assertCurrent()
         guard !connection.isClosed else { return .none }
-        // Lines read earlier wait (the loop queued it for a turn when it was
+        // Lines read earlier wait (`settle` queued it for a turn when it was
         // served): the others get their turn first (fairness).
         if connection.wantsTurn { return .turn }
         let index = Int(connection.socket.descriptor)
-        guard let slot = loop.table[index], slot.wait.ready.isEmpty, !slot.wait.woken else { return .none }
+        guard let slot = table[index], slot.wait.ready.isEmpty, !slot.wait.woken else { return .none }
         // Once shutdown has begun and this task has seen it (cancelled), only
         // readiness, mail and the deadlines end its waits.
         return .readiness(cancellable: !Task.isCancelled)
@@ -293,28 +267,56 @@ final class ConnectionTasks: LoopDriver, @unchecked Sendable {
 
     @inline(never)
     private func park(_ index: Int, _ continuation: UnsafeContinuation<Void, Never>) {
-        loop.table[index]!.wait.waiter = continuation
+        table[index]!.wait.waiter = continuation
     }
 
     /// What happened while the task waited (nil: the connection has closed).
     @inline(never)
     private func takeReadiness(of connection: Connection) -> Poller.Events? {
         let index = Int(connection.socket.descriptor)
-        guard !connection.isClosed, let slot = loop.table[index], slot.connection === connection else { return nil }
-        loop.table[index]!.wait.ready = []
-        loop.table[index]!.wait.woken = false
+        guard !connection.isClosed, let slot = table[index], slot.connection === connection else { return nil }
+        table[index]!.wait.ready = []
+        table[index]!.wait.woken = false
         return slot.wait.ready
     }
 
-    /// One `serve` on the loop; past the shutdown deadline, the close; in a
-    /// storm, whoever its lines woke, at once.
+    /// One `serve`; past the shutdown deadline, the close; in a storm,
+    /// whoever its lines woke, at once.
     @inline(never)
     private func serveInTask(_ connection: Connection, _ ready: Poller.Events) {
-        loop.serve(connection, ready)
-        if loop.pastShutdownDeadline && !connection.isClosed {
+        serve(connection, ready)
+        if pastShutdownDeadline && !connection.isClosed {
             connection.forceClose()
-            loop.settle(connection)
+            settle(connection)
         }
-        if loop.layer.hub?.isBacklogged == true { loop.flushDeliveries() }
+        if layer.hub?.isBacklogged == true { flushDeliveries() }
+    }
+}
+
+private enum Suspension {
+    /// Something already happened (or the connection closed): no wait.
+    case none
+    /// For the next round, after the others.
+    case turn
+    /// For readiness, mail or the deadline; `cancellable` until shutdown began.
+    case readiness(cancellable: Bool)
+}
+
+/// The sequence a connection's task loops over.
+private struct Readiness: AsyncSequence, AsyncIteratorProtocol {
+    typealias Element = Poller.Events
+    typealias Failure = Never
+    let loop: EventLoop<ConnectionTasks>
+    let connection: Connection
+    var started = false
+
+    func makeAsyncIterator() -> Readiness { self }
+
+    mutating func next() async -> Poller.Events? {
+        guard started else {
+            started = true
+            return []
+        }
+        return await loop.nextReadiness(of: connection)
     }
 }
