@@ -32,14 +32,14 @@ import EchoChatPOSIX
 /// - Fairness: a connection that still has lines to handle after its turn
 ///   (`wantsTurn`) goes to the back of `turns`, served after the next
 ///   batch of events (polled without waiting), so one flooder never holds the loop.
-/// - Timers: a sweep every 100 ms while any connection is open serves each
-///   connection whose deadline passed. Not a heap: the idle and line
+/// - Timers: a sweep every 100 ms while any connection is open has each
+///   connection whose deadline passed served. Not a heap: the idle and line
 ///   deadlines move with every line, so a heap would pay a reorder per
 ///   message, where the sweep costs one pass over the table ten times a
 ///   second, whatever the traffic.
 /// - Shutdown: the listener closes, every connection delivers and closes
 ///   (`Connection`), the loop stops when none is left or `shutdown-timeout`
-///   has passed (and the driver agrees). The primary loop (the one whose
+///   has passed (with tasks, once they have all ended). The primary loop (the one whose
 ///   inbox the signal watcher has) queues the chat notice once for the
 ///   server and passes the request on to the others.
 final class EventLoop<Driver: LoopDriver> {
