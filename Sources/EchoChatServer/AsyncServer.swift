@@ -28,7 +28,9 @@ import EchoChatPOSIX
 ///   cancellation reaches every connection's task (through the group), which
 ///   serves once more under the shutdown deadline and then delivers and
 ///   closes as in every strategy; the group ends when the last connection
-///   has closed, by `shutdown-timeout` at the latest, and `run()` returns.
+///   has closed, by `shutdown-timeout` at the latest (the loop then resumes
+///   every task still waiting, which closes its connection), and `run()`
+///   returns.
 ///
 /// Why tasks wait for readiness and not for bytes: `Connection.serve` is the
 /// connection's whole life, shared by every strategy: it decides how much to

@@ -39,9 +39,9 @@ import EchoChatPOSIX
 ///   second, whatever the traffic.
 /// - Shutdown: the listener closes, every connection delivers and closes
 ///   (`Connection`), the loop stops when none is left or `shutdown-timeout`
-///   has passed (with tasks, once they have all ended). The primary loop (the one whose
-///   inbox the signal watcher has) queues the chat notice once for the
-///   server and passes the request on to the others.
+///   has passed (with tasks, once they have all ended). The primary loop
+///   (the one whose inbox the signal watcher has) queues the chat notice
+///   once for the server and passes the request on to the others.
 final class EventLoop<Driver: LoopDriver> {
     // Every `var` below belongs to the loop's thread alone (`loopThread`
     // asserts it in debug builds), so Swift's dynamic exclusivity checks on
@@ -77,7 +77,7 @@ final class EventLoop<Driver: LoopDriver> {
 
     /// The connections by descriptor.
     @exclusivity(unchecked) var table: [Slot?] = []
-    @exclusivity(unchecked) private(set) var openCount = 0
+    @exclusivity(unchecked) private var openCount = 0
     @exclusivity(unchecked) private var deliveries = Deliveries()
     /// Connections with lines still to handle, in the order they are owed a turn.
     @exclusivity(unchecked) private var turns: [Connection] = []
@@ -92,9 +92,9 @@ final class EventLoop<Driver: LoopDriver> {
     @exclusivity(unchecked) private var harvest: PollEvents
     private let buffer: UnsafeMutableRawBufferPointer
     @exclusivity(unchecked) private var tokens = PollTokens()
-    @exclusivity(unchecked) private(set) var now: Int64 = 0
+    @exclusivity(unchecked) private var now: Int64 = 0
     @exclusivity(unchecked) private var nextSweep: Int64 = 0
-    @exclusivity(unchecked) private(set) var shutdownDeadline: Int64?
+    @exclusivity(unchecked) private var shutdownDeadline: Int64?
     @exclusivity(unchecked) private var listening: Bool
 
     struct Slot {
@@ -266,7 +266,7 @@ final class EventLoop<Driver: LoopDriver> {
     }
 
     /// One `Connection.serve`, and the bookkeeping after it.
-    func serveOne(_ connection: Connection, _ ready: Poller.Events) {
+    fileprivate func serveOne(_ connection: Connection, _ ready: Poller.Events) {
         loopThread.assertCurrent()
         connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
         settle(connection)
@@ -299,7 +299,7 @@ final class EventLoop<Driver: LoopDriver> {
     }
 
     /// The listener is readable: accept a batch and serve the refused.
-    func acceptConnections() {
+    fileprivate func acceptConnections() {
         if routes {
             // The one acceptor: round-robin over the loops, each loop's share
             // of the batch handed over at once.
@@ -405,7 +405,7 @@ final class EventLoop<Driver: LoopDriver> {
     }
 
     /// Wakes every connection (shutdown: each learns of it).
-    func wakeAll() {
+    fileprivate func wakeAll() {
         for slot in table { if let slot { driver.wake(slot.connection, in: self) } }
     }
 
