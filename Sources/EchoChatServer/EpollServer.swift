@@ -10,12 +10,12 @@ import EchoChatPOSIX
 public final class EpollServer: ServerStrategy {
     public let control: ControlRequests
     private let layer: ConnectionLayer
-    private let loop: EventLoop
+    private let loop: EventLoop<ServeDirectly>
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         control = try ControlRequests()
         layer = ConnectionLayer(context: context, strategy: .epoll, inboxes: [control])
-        loop = try EventLoop(layer: layer, inbox: control, listener: listener)
+        loop = try EventLoop(layer: layer, inbox: control, listener: listener, driver: ServeDirectly())
         let control = control
         layer.setWaker { control.wake($0) }
     }

@@ -1,43 +1,59 @@
 import EchoChatCore
 import EchoChatPOSIX
 
-/// One epoll loop: the whole of the `epoll` strategy, and each of the
-/// `reactors` strategy's loops (the same code, so the two cannot drift).
+/// One epoll loop: the reactor of the `epoll` strategy, of each of the
+/// `reactors` strategy's loops and of the `async` strategy (the same code,
+/// so they cannot drift). What differs is who serves a connection that has
+/// something to do, the loop's `Driver`: the loop itself, at once
+/// (`ServeDirectly`: epoll and reactors), or the connection's own task,
+/// which the loop resumes (`ConnectionTasks`: async, in AsyncServer.swift).
 ///
 /// - Threads: exactly one, the caller of `run()`. Other threads reach it only
 ///   through `inbox` (atomic flags, locked lists and an eventfd).
 /// - Ownership: the loop owns its epoll instance, its listener if it has one,
-///   and every connection it was given (a table indexed by descriptor); it is
-///   the only caller of `Connection.serve` for them. A line for another
-///   client is queued by the chat hub on the recipient, and the recipient is
-///   served once, when the batch of events ends (or at once when a lot is
-///   waiting for it): by this loop if it owns it, else by its owner, to
-///   which this loop hands all of the batch's recipients in one list, with
-///   one lock and one eventfd write (`ControlRequests.wake(_:)`, memcached's
-///   notify pipe). No lock is held while a socket is written.
+///   and every connection it was given (a table indexed by descriptor, each
+///   slot with what the driver keeps for it); it (or its connections' tasks,
+///   on its thread) is the only caller of `Connection.serve` for them. A
+///   line for another client is queued by the chat hub on the recipient,
+///   and the recipient is served once, when the batch of events ends (or at
+///   once when a lot is waiting for it): by this loop if it owns it, else by
+///   its owner, to which this loop hands all of the batch's recipients in
+///   one list, with one lock and one eventfd write
+///   (`ControlRequests.wake(_:)`, memcached's notify pipe). No lock is held
+///   while a socket is written.
 /// - Accepting: a loop with a listener accepts and admits (so clients are
 ///   admitted in the order they connected); with other loops, it gives each
 ///   new connection to the next loop round-robin, through that loop's inbox,
 ///   before anything has served it.
-/// - Blocking: only in epoll_wait(2); sockets are non-blocking, reads go into
-///   one 64 KiB buffer. Interest follows the connection: EPOLLOUT only while
-///   output waits, EPOLLIN only while the connection reads.
+/// - Blocking: only in epoll_wait(2), and not at all while the driver has
+///   jobs to run; sockets are non-blocking, reads go into one 64 KiB buffer.
+///   Interest follows the connection: EPOLLOUT only while output waits,
+///   EPOLLIN only while the connection reads.
 /// - Fairness: a connection that still has lines to handle after its turn
 ///   (`wantsTurn`) goes to the back of `turns`, served after the next
 ///   batch of events (polled without waiting), so one flooder never holds the loop.
-/// - Timers: a sweep every 100 ms while any connection is open.
-/// - Shutdown: close the listener, let every connection deliver and close
-///   (`Connection`), stop when none is left or `shutdown-timeout` has passed.
-///   The primary loop (the one whose inbox the signal watcher has) queues
-///   the chat notice once for the server and passes the request on to the others.
-final class EventLoop {
+/// - Timers: a sweep every 100 ms while any connection is open has each
+///   connection whose deadline passed served. Not a heap: the idle and line
+///   deadlines move with every line, so a heap would pay a reorder per
+///   message, where the sweep costs one pass over the table ten times a
+///   second, whatever the traffic.
+/// - Shutdown: the listener closes, every connection delivers and closes
+///   (`Connection`), the loop stops when none is left or `shutdown-timeout`
+///   has passed (with tasks, once they have all ended). The primary loop
+///   (the one whose inbox the signal watcher has) queues the chat notice
+///   once for the server and passes the request on to the others.
+final class EventLoop<Driver: LoopDriver> {
     // Every `var` below belongs to the loop's thread alone (`loopThread`
     // asserts it in debug builds), so Swift's dynamic exclusivity checks on
     // them are skipped: they were about a fifth of the loop's instructions
-    // per echoed message (callgrind).
+    // per echoed message (callgrind). The driver's code (ConnectionTasks)
+    // runs on that thread too, and uses the ones that are not private.
     /// Requests and connections from other threads (`home.inbox`).
     let inbox: ControlRequests
-    private let layer: ConnectionLayer
+    let layer: ConnectionLayer
+    /// Who serves the connections: generic, so each loop is compiled for its
+    /// driver and epoll's hot path makes no dynamic call.
+    let driver: Driver
     /// What its connections know of this loop: its inbox and its wire counters.
     private let home: ConnectionOwner
     @exclusivity(unchecked) private var live: LiveSettings
@@ -57,9 +73,10 @@ final class EventLoop {
     @exclusivity(unchecked) private var nextLoop = 0
     @exclusivity(unchecked) private var handed: [[Connection]]
     /// Claimed by `run()`: everything here belongs to that thread.
-    @exclusivity(unchecked) private var loopThread = OwnerThread()
+    @exclusivity(unchecked) private(set) var loopThread = OwnerThread()
 
-    @exclusivity(unchecked) private var table: [Slot?] = []
+    /// The connections by descriptor.
+    @exclusivity(unchecked) var table: [Slot?] = []
     @exclusivity(unchecked) private var openCount = 0
     @exclusivity(unchecked) private var deliveries = Deliveries()
     /// Connections with lines still to handle, in the order they are owed a turn.
@@ -80,19 +97,24 @@ final class EventLoop {
     @exclusivity(unchecked) private var shutdownDeadline: Int64?
     @exclusivity(unchecked) private var listening: Bool
 
-    private struct Slot {
+    struct Slot {
         let connection: Connection
+        /// What epoll watches for it.
         var interest: Poller.Events
+        /// What the driver keeps for it (nothing, when the loop serves directly).
+        var wait: Driver.Wait
     }
 
     /// `listener`: the socket this loop accepts on, nil if sockets are handed
     /// to it. `peers`: every loop's inbox (this one's at `inbox.loop`), or
     /// empty for a single loop.
     init(
-        layer: ConnectionLayer, inbox: ControlRequests, listener: Socket?, peers: [ControlRequests] = [], primary: Bool = true
+        layer: ConnectionLayer, inbox: ControlRequests, listener: Socket?, peers: [ControlRequests] = [], primary: Bool = true,
+        driver: Driver
     ) throws(SystemError) {
         self.layer = layer
         self.inbox = inbox
+        self.driver = driver
         home = layer.counters.owners[inbox.loop]
         precondition(home.inbox === inbox, "the layer has no owner for loop \(inbox.loop)")
         self.peers = peers
@@ -122,9 +144,11 @@ final class EventLoop {
     func run() throws(SystemError) {
         loopThread = OwnerThread()
         defer { stop() }
+        now = Clock.monotonicNanoseconds()
+        driver.start(in: self)
         while true {
             var timeout = openCount > 0 || acceptor?.pausedUntil != nil ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
-            if !turns.isEmpty { timeout = 0 }
+            if !turns.isEmpty || driver.hasJobs { timeout = 0 }
             let count = try poller.wait(into: &events, timeoutMilliseconds: timeout)
             now = Clock.monotonicNanoseconds()
             live.refresh()
@@ -132,7 +156,7 @@ final class EventLoop {
             markGonePeers(in: events, count)  // before anyone queues lines for them
             for index in 0..<count {
                 switch events.data(at: index) {
-                case PollTokens.listener: acceptConnections()
+                case PollTokens.listener: if listening { driver.listenerReady(in: self) }
                 case PollTokens.control: handleControl()
                 case let token: ready(token, events.events(at: index))
                 }
@@ -140,7 +164,8 @@ final class EventLoop {
             flushDeliveries()  // the batch is over: each connection that got lines, once
             takeTurns()
             if now >= nextSweep { sweep() }
-            if let deadline = shutdownDeadline, openCount == 0 || now >= deadline { break }
+            driver.runJobs(in: self)
+            if let deadline = shutdownDeadline, openCount == 0 || now >= deadline, driver.mayStop(in: self) { break }
         }
     }
 
@@ -151,26 +176,33 @@ final class EventLoop {
         table = []
         openCount = 0
         inbox.connections.store(0, ordering: .relaxed)
-        if listening, let listener = acceptor?.listener { listener.close() }
-        listening = false
+        stopAccepting()
         for connection in inbox.takeAccepted() { connection.forceClose() }
     }
 
     /// The connection an event's token names, unless it was closed since
     /// (earlier in this batch, its descriptor number perhaps reused).
-    private func connection(_ token: UInt64) -> Connection? {
+    func connection(_ token: UInt64) -> Connection? {
         let descriptor = PollTokens.descriptor(of: token)
         guard descriptor < table.count, let slot = table[descriptor], slot.connection.token == token else { return nil }
         return slot.connection
     }
 
+    /// Whether `connection` is still in the table (not closed since it was
+    /// queued somewhere).
+    func isWatched(_ connection: Connection) -> Bool {
+        let descriptor = Int(connection.socket.descriptor)
+        return descriptor < table.count && table[descriptor]?.connection === connection
+    }
+
     private func ready(_ token: UInt64, _ ready: Poller.Events) {
         guard let connection = connection(token) else { return }
-        serve(connection, ready)
+        driver.ready(connection, ready, in: self)
         if layer.hub?.isBacklogged == true { flushDeliveries() }  // a storm: do not wait for the batch end
     }
 
-    private func flushDeliveries() {
+    /// Each connection that got lines, once (to its owner, if another loop's).
+    func flushDeliveries() {
         var served = 0
         while let connection = deliveries.woken.popLast() {
             if routes, connection.owner !== home {
@@ -185,7 +217,7 @@ final class EventLoop {
             {
                 markGonePeers(in: harvest, count)
             }
-            serve(connection, [])
+            driver.wake(connection, in: self)
             served += 1
         }
         if routes { sendOutbox() }
@@ -208,7 +240,7 @@ final class EventLoop {
         swap(&turns, &turnsNow)
         for connection in turnsNow {
             connection.turnQueued = false
-            serve(connection, [])
+            driver.wake(connection, in: self)
         }
         turnsNow.removeAll(keepingCapacity: true)
         flushDeliveries()
@@ -221,21 +253,28 @@ final class EventLoop {
     }
 
     /// Serves one connection, then whoever of this loop's now has a lot
-    /// waiting, and keeps the poller's interest in step with what each wants.
-    private func serve(_ connection: Connection, _ ready: Poller.Events) {
-        loopThread.assertCurrent()
-        connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
-        settle(connection)
+    /// waiting (`Driver.urge`), and keeps the poller's interest in step with
+    /// what each wants.
+    func serve(_ connection: Connection, _ ready: Poller.Events) {
+        serveOne(connection, ready)
         while let urgent = deliveries.urgent.popLast() {
             // Another loop's recipient was woken when its first line was
             // queued (it is in `deliveries.woken` or that loop's inbox).
             if routes, urgent.owner !== home { continue }
-            urgent.serve([], now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
-            settle(urgent)
+            driver.urge(urgent, in: self)
         }
     }
 
-    private func settle(_ connection: Connection) {
+    /// One `Connection.serve`, and the bookkeeping after it.
+    fileprivate func serveOne(_ connection: Connection, _ ready: Poller.Events) {
+        loopThread.assertCurrent()
+        connection.serve(ready, now: now, settings: settings, buffer: buffer, deliveries: &deliveries)
+        settle(connection)
+    }
+
+    /// The table, the turns and the poller's interest in step with what the
+    /// connection now wants (or out of them all, if it closed).
+    func settle(_ connection: Connection) {
         let descriptor = Int(connection.socket.descriptor)
         guard descriptor < table.count, var slot = table[descriptor], slot.connection === connection else { return }
         if connection.isClosed {
@@ -259,15 +298,18 @@ final class EventLoop {
         }
     }
 
-    private func acceptConnections() {
-        guard listening else { return }
+    /// The listener is readable: accept a batch and serve the refused.
+    fileprivate func acceptConnections() {
         if routes {
             // The one acceptor: round-robin over the loops, each loop's share
             // of the batch handed over at once.
             acceptor!.accept(now: now) { socket in
                 let loop = nextLoop
                 nextLoop = loop + 1 == peers.count ? 0 : loop + 1
-                guard loop != inbox.loop else { return admit(socket) }
+                guard loop != inbox.loop else {
+                    if let connection = admit(socket), !connection.admitted { deliveries.woken.append(connection) }
+                    return
+                }
                 // Admitted here, in accept order; its welcome waits on it
                 // (and its wake-up goes to its loop) until its loop serves it.
                 handed[loop].append(
@@ -280,51 +322,60 @@ final class EventLoop {
                 handed[loop].removeAll(keepingCapacity: true)
             }
         } else {
-            acceptor!.accept(now: now, admit: { admit($0) })
+            accept { connection in
+                if !connection.admitted { deliveries.woken.append(connection) }  // its one line
+            }
         }
         if layer.hub?.isBacklogged == true { flushDeliveries() }
     }
 
-    private func admit(_ socket: Socket) {
+    /// Accepts a batch (unless accepting is paused or over) and gives each
+    /// connection, admitted and watched, to `admitted`.
+    func accept(_ admitted: (Connection) -> Void) {
+        guard listening else { return }
+        acceptor!.accept(now: now) { socket in
+            if let connection = admit(socket) { admitted(connection) }
+        }
+    }
+
+    /// Admits a client of this loop's; nil if it could not be watched (closed).
+    private func admit(_ socket: Socket) -> Connection? {
         let connection = layer.accept(
             socket, token: tokens.next(for: socket), owner: home, now: now, settings: settings, deliveries: &deliveries)
-        watch(connection)
-        if !connection.admitted { deliveries.woken.append(connection) }  // its one line
+        return watch(connection) ? connection : nil
     }
 
     /// Takes a new connection into the table and the poller.
-    private func watch(_ connection: Connection) {
+    private func watch(_ connection: Connection) -> Bool {
         let socket = connection.socket
         let interest = connection.interest
         do {
             try poller.register(socket.descriptor, for: interest, data: connection.token)
         } catch {
             layer.logger.warn("cannot watch new connection: \(error)", limitedAs: "watch-connection")
-            return connection.forceClose()
+            connection.forceClose()
+            return false
         }
         let index = Int(socket.descriptor)
         if index >= table.count { table.append(contentsOf: repeatElement(nil, count: index - table.count + 65)) }
-        table[index] = Slot(connection: connection, interest: interest)
+        table[index] = Slot(connection: connection, interest: interest, wait: Driver.noWait)
         openCount += 1
         inbox.connections.store(openCount, ordering: .relaxed)
+        return true
     }
 
     private func handleControl() {
         inbox.wakeup.drain()
+        driver.inboxRang(in: self)
         inbox.takeWoken(swapping: &mail)
-        for connection in mail {
-            let descriptor = Int(connection.socket.descriptor)
-            guard descriptor < table.count, table[descriptor]?.connection === connection else { continue }
-            serve(connection, [])
-        }
+        for connection in mail where isWatched(connection) { driver.wake(connection, in: self) }
         mail.removeAll(keepingCapacity: true)
         if primary && inbox.takeStatsRequest() { layer.logger.info("stats: \(layer.serverStats().keyValues)") }
         if inbox.shutdownRequested && shutdownDeadline == nil { beginShutdown() }
         // Connections the acceptor handed over. Each is served at the end of
         // the batch whatever it has (its welcome or refusal): a wake-up
         // that came before it was watched found it missing from the table.
-        for connection in inbox.takeAccepted() {
-            watch(connection)
+        for connection in inbox.takeAccepted() where watch(connection) {
             deliveries.woken.append(connection)
         }
     }
@@ -332,15 +383,30 @@ final class EventLoop {
     private func beginShutdown() {
         shutdownDeadline = now + live.shutdownTimeout
         settings = live.connection(shutdownDeadline: shutdownDeadline)
+        driver.beginShutdown(in: self)
+    }
+
+    /// The shutdown deadline has passed: what is still open is closed.
+    var pastShutdownDeadline: Bool { shutdownDeadline.map { now >= $0 } ?? false }
+
+    /// Shutdown: no more clients.
+    func stopAccepting() {
         if listening, let listener = acceptor?.listener { listener.close() }
         listening = false
-        if primary {
-            // The notice is queued on every client of every loop before the
-            // others hear of the shutdown, so each collects it when it drains.
-            layer.beginShutdown(deliveries: &deliveries)
-            for peer in peers where peer !== inbox { peer.requestShutdown() }
-        }
-        for slot in table { if let slot { serve(slot.connection, []) } }
+    }
+
+    /// Shutdown, on the primary loop: the chat notice is queued on every
+    /// client of every loop before the others hear of the shutdown, so each
+    /// collects it when it drains.
+    func announceShutdown() {
+        guard primary else { return }
+        layer.beginShutdown(deliveries: &deliveries)
+        for peer in peers where peer !== inbox { peer.requestShutdown() }
+    }
+
+    /// Wakes every connection (shutdown: each learns of it).
+    fileprivate func wakeAll() {
+        for slot in table { if let slot { driver.wake(slot.connection, in: self) } }
     }
 
     /// Timers: the accept pause, and every connection whose deadline passed.
@@ -349,8 +415,70 @@ final class EventLoop {
         if listening { _ = acceptor?.resumeIfDue(now: now) }
         for slot in table {
             guard let connection = slot?.connection, let deadline = connection.nextDeadline, now >= deadline else { continue }
-            serve(connection, [])
+            driver.wake(connection, in: self)
         }
         flushDeliveries()
     }
+}
+
+/// Who serves a loop's connection that has something to do, and what the
+/// loop does besides waiting and serving: `ServeDirectly` (the loop serves
+/// at once) or `ConnectionTasks` (the connection's task serves; the loop
+/// resumes it and runs the tasks between its waits). Every call comes from
+/// the loop's thread.
+protocol LoopDriver {
+    /// What the driver keeps in each connection's slot.
+    associatedtype Wait
+    /// A new slot's.
+    static var noWait: Wait { get }
+    /// Once, as `run()` begins, before the first wait.
+    func start(in loop: EventLoop<Self>)
+    /// `connection` is ready for `ready`.
+    func ready(_ connection: Connection, _ ready: Poller.Events, in loop: EventLoop<Self>)
+    /// `connection` has mail, its turn, a deadline passed, or shutdown began.
+    func wake(_ connection: Connection, in loop: EventLoop<Self>)
+    /// `connection` has a lot waiting, found while the loop was serving another.
+    func urge(_ connection: Connection, in loop: EventLoop<Self>)
+    /// The listener is readable (or its accept pause ended).
+    func listenerReady(in loop: EventLoop<Self>)
+    /// The inbox's eventfd rang (the loop then takes its mail and requests).
+    func inboxRang(in loop: EventLoop<Self>)
+    /// Shutdown was requested: the loop's settings carry its deadline.
+    func beginShutdown(in loop: EventLoop<Self>)
+    /// Jobs wait to run: the loop polls without waiting.
+    var hasJobs: Bool { get }
+    /// Runs them, once a batch of events has been handled.
+    func runJobs(in loop: EventLoop<Self>)
+    /// Shutting down, and every connection closed or the deadline passed:
+    /// whether the loop may stop now.
+    func mayStop(in loop: EventLoop<Self>) -> Bool
+}
+
+/// The epoll and reactors strategies: the loop serves each connection
+/// itself, the moment it has something to do.
+struct ServeDirectly: LoopDriver {
+    static var noWait: Void { () }
+    func start(in loop: EventLoop<Self>) {}
+
+    @inline(__always)
+    func ready(_ connection: Connection, _ ready: Poller.Events, in loop: EventLoop<Self>) { loop.serve(connection, ready) }
+
+    @inline(__always)
+    func wake(_ connection: Connection, in loop: EventLoop<Self>) { loop.serve(connection, []) }
+
+    /// Served here, not through `serve`, so the loop's stack stays one serve deep.
+    func urge(_ connection: Connection, in loop: EventLoop<Self>) { loop.serveOne(connection, []) }
+
+    func listenerReady(in loop: EventLoop<Self>) { loop.acceptConnections() }
+    func inboxRang(in loop: EventLoop<Self>) {}
+
+    func beginShutdown(in loop: EventLoop<Self>) {
+        loop.stopAccepting()
+        loop.announceShutdown()
+        loop.wakeAll()
+    }
+
+    var hasJobs: Bool { false }
+    func runJobs(in loop: EventLoop<Self>) {}
+    func mayStop(in loop: EventLoop<Self>) -> Bool { true }
 }

@@ -30,7 +30,7 @@ import EchoChatPOSIX
 public final class ReactorsServer: ServerStrategy {
     public let control: ControlRequests
     private let layer: ConnectionLayer
-    private let loops: [EventLoop]
+    private let loops: [EventLoop<ServeDirectly>]
 
     public init(context: ServerContext, listener: Socket) throws(SystemError) {
         let count = context.configuration.effectiveLoops
@@ -43,12 +43,12 @@ public final class ReactorsServer: ServerStrategy {
         }
         control = inboxes[0]
         layer.setWaker { connection in connection.owner.inbox?.wake(connection) }
-        var loops: [EventLoop] = []
+        var loops: [EventLoop<ServeDirectly>] = []
         for loop in 0..<count {
             loops.append(
                 try EventLoop(
                     layer: layer, inbox: inboxes[loop], listener: loop == 0 ? listener : nil, peers: count > 1 ? inboxes : [],
-                    primary: loop == 0))
+                    primary: loop == 0, driver: ServeDirectly()))
         }
         self.loops = loops
     }
@@ -93,5 +93,5 @@ public final class ReactorsServer: ServerStrategy {
 /// @unchecked Sendable: the loop is created on the caller of `run()` and then
 /// touched only by the one thread it is handed to (`EventLoop.run()` claims it).
 private struct LoopHandOff: @unchecked Sendable {
-    let loop: EventLoop
+    let loop: EventLoop<ServeDirectly>
 }
