@@ -21,7 +21,17 @@ final class ConnectionLayer: Sendable {
     /// Chat with `--upload-dir`: the file store.
     var files: FileStore? { context.files }
     /// The strategy's way of waking a connection's owner from another thread.
-    private let waker = Lock<(@Sendable (Connection) -> Void)?>(nil)
+    /// Boxed in a class: a closure kept as a `Lock`'s value directly is
+    /// reabstracted on every access through the generic lock, and written
+    /// back wrapped in two more thunks, so each wake-up grew the next one's
+    /// call chain (seen in perf as thousands of nested thunks after a minute
+    /// of cluster traffic).
+    private let waker = Lock<Waker?>(nil)
+
+    private final class Waker: Sendable {
+        let wake: @Sendable (Connection) -> Void
+        init(_ wake: @escaping @Sendable (Connection) -> Void) { self.wake = wake }
+    }
 
     /// More refused connections than this close right after their line
     /// instead of lingering, so a flood past `max-clients` holds few descriptors.
@@ -47,14 +57,20 @@ final class ConnectionLayer: Sendable {
             } : nil
         if let hub {
             let waker = waker
-            context.files?.attach(hub: hub) { connection in waker.withLock { $0 }?(connection) }
-            context.cluster?.attach(hub: hub) { connection in waker.withLock { $0 }?(connection) }
+            context.files?.attach(hub: hub) { connection in waker.withLock { $0 }?.wake(connection) }
+            context.cluster?.attach(hub: hub) { connection in waker.withLock { $0 }?.wake(connection) }
         }
     }
 
     /// How the strategy wakes a connection's owner from another thread (the
     /// file store's): set once, before the first connection.
-    func setWaker(_ wake: @escaping @Sendable (Connection) -> Void) { waker.withLock { $0 = wake } }
+    func setWaker(_ wake: @escaping @Sendable (Connection) -> Void) {
+        let boxed = Waker(wake)
+        waker.withLock { $0 = boxed }
+    }
+
+    /// Wakes `connection`'s owner the strategy's way (from any thread).
+    func wake(_ connection: Connection) { waker.withLock { $0 }?.wake(connection) }
 
 
     /// A newly accepted socket: admitted (chat: welcomed, its room told) or
