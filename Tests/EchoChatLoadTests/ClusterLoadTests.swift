@@ -1,0 +1,45 @@
+import EchoChatPOSIX
+import EchoChatServer
+import EchoChatTestSupport
+import Foundation
+import Testing
+
+/// `--hosts`: the chat load spread over a cluster of three real servers (on
+/// three strategies) and a real Redis, its checks holding across them.
+@Suite("echochat-load --hosts against a cluster", .requires(.redisServer))
+struct ClusterLoadTests {
+    @Test func chatAcrossThreeServersIsVerifiedAndSplitBySameAndCrossServer() throws {
+        let redis = try RedisProcess()
+        var servers: [ServerProcess] = []
+        for (name, strategy) in [("a", Strategy.epoll), ("b", .thread), ("c", .reactors)] {
+            servers.append(try ServerProcess(
+                ["--mode", "chat", "--cluster", redis.url, "--node-id", name, "--cluster-timeout", "5"], strategy: strategy))
+        }
+        for server in servers {
+            guard server.log.waitFor({ $0.hasSuffix("cluster: 3 nodes: a, b, c") }, timeout: 10) != nil else {
+                throw TestFailure("the cluster did not form:\n\(server.log.text)")
+            }
+        }
+        let hosts = servers.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+        let result = try runProgram(
+            EndToEndTests.binary, ["--mode", "chat", "--hosts", hosts, "-c", "12", "--senders", "4", "-m", "30", "--json", "-"],
+            timeout: 60)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("OK: every line reached every other client once, in order, intact"), "\(result.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(json["hosts"] as? [String] == servers.map { "127.0.0.1:\($0.port)" })
+        // 4 senders x 30 lines, each to the 11 other clients; 4 of 12 share each sender's server.
+        let same = try #require(json["same_server_latency_us"] as? [String: Any])
+        let cross = try #require(json["cross_server_latency_us"] as? [String: Any])
+        #expect((same["count"] as? NSNumber)?.intValue == 4 * 30 * 3)
+        #expect((cross["count"] as? NSNumber)?.intValue == 4 * 30 * 8)
+        #expect(result.stderr.contains("across servers"))
+        for server in servers { #expect(try server.stop() == 0) }
+    }
+
+    @Test func aBadHostsListIsAUsageError() throws {
+        let result = try runProgram(EndToEndTests.binary, ["--mode", "chat", "--hosts", "127.0.0.1:7007,nope"], timeout: 10)
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("--hosts"), "\(result.stderr)")
+    }
+}
