@@ -42,6 +42,16 @@ public enum ClusterEvent: Equatable, Sendable {
     /// A server asks the others for their clients.
     case sync(node: String)
 
+    /// Whether `node` published it (a server hears its own events too).
+    public func isFrom(_ node: String) -> Bool {
+        switch self {
+        case .hello(let who, _, _, _), .here(let who, _, _, _), .join(let who, _), .nick(let who, _, _), .say(let who, _),
+            .privateMessage(let who, _, _), .bye(let who, _):
+            who.node == node
+        case .sync(let asker): asker == node
+        }
+    }
+
     public var encoded: [UInt8] {
         func fields(_ words: [String], rest: [UInt8] = []) -> [UInt8] {
             Array(words.joined(separator: " ").utf8) + [0x20] + rest

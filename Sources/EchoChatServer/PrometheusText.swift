@@ -50,6 +50,9 @@ public enum PrometheusText {
         "cluster_link_up": Known(type: .gauge, help: "Cluster: 1 while the link to Redis is up."),
         "cluster_link_losses": Known(type: .counter, help: "Cluster: times the link to Redis was lost."),
         "cluster_round_trip_us": Known(type: .gauge, help: "Cluster: Redis's last heartbeat round trip, in microseconds."),
+        "cluster_events_published": Known(type: .counter, help: "Cluster: chat events this server published (joins, lines, leaves...)."),
+        "cluster_publishes": Known(type: .counter, help: "Cluster: PUBLISH commands that carried them (events coalesce)."),
+        "cluster_events_received": Known(type: .counter, help: "Cluster: chat events heard from the other servers."),
     ]
 
     /// Reactors: `loopN_connections` keys are one gauge labelled by loop.

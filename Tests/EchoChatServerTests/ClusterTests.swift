@@ -79,6 +79,9 @@ struct ClusterTests {
         #expect(before.value("echochat_cluster_link_losses_total") == 0)
         #expect(before.value("echochat_nodes") == 1)
         #expect(before.family("echochat_info")?.samples.first?.labels["node"] == "solo")
+        // Its first client's hello went out; nobody else spoke yet.
+        let publishedBefore = before.value("echochat_cluster_events_published_total") ?? -1
+        #expect(before.value("echochat_cluster_events_received_total") == 0)
         let (first, firstNick) = try server.joinChat()
         let (second, _) = try server.joinChat()
         _ = try first.readLines(until: { $0.hasSuffix(" joined #lobby") })
@@ -100,7 +103,11 @@ struct ClusterTests {
         // Registered again: Redis started empty.
         try Self.waitForNodes(server, ["solo"])
         #expect(try redis.client().command(["SISMEMBER", "echochat:nodes", "solo"]) == .integer(1))
-        #expect(try server.scrape().value("echochat_cluster_link_up") == 1)
+        let after = try server.scrape()
+        #expect(after.value("echochat_cluster_link_up") == 1)
+        // The hellos of its two clients, again after the outage (with the sync).
+        #expect((after.value("echochat_cluster_events_published_total") ?? 0) > publishedBefore)
+        #expect((after.value("echochat_cluster_publishes_total") ?? 0) >= 1)
         #expect(try server.stop() == 0)
     }
 

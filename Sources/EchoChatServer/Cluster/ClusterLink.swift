@@ -40,6 +40,7 @@ public final class ClusterLink: Sendable {
         /// back, and the servers exchange their whole state then instead.
         var accepting = false
         var events: [UInt8] = []
+        var count = 0
     }
     /// Random per start: tells this instance's presence key from a stale one.
     private let token: String
@@ -59,6 +60,11 @@ public final class ClusterLink: Sendable {
         var liveNodes: [String] = []
         var roundTripMicroseconds = 0
         var linkLosses = 0
+        /// Events this server published, PUBLISH commands that carried them,
+        /// and events heard from the others.
+        var eventsPublished = 0
+        var publishes = 0
+        var eventsReceived = 0
     }
 
     public init(url: RedisURL, node: String, timeoutSeconds: Double, logger: Logger) throws(SystemError) {
@@ -107,6 +113,7 @@ public final class ClusterLink: Sendable {
             let wasEmpty = box.events.isEmpty
             if !wasEmpty { box.events.append(0x0A) }
             box.events += event.encoded
+            box.count += 1
             return wasEmpty
         }
         if ring { mailBell.ring() }
@@ -116,7 +123,10 @@ public final class ClusterLink: Sendable {
     func outbox(accepting: Bool) {
         outbox.withLock { box in
             box.accepting = accepting
-            if !accepting { box.events = [] }
+            if !accepting {
+                box.events = []
+                box.count = 0
+            }
         }
     }
 
@@ -133,6 +143,9 @@ public final class ClusterLink: Sendable {
                 TransportStats.Pair("cluster_link_up", $0.up ? "1" : "0"),
                 TransportStats.Pair("cluster_link_losses", String($0.linkLosses)),
                 TransportStats.Pair("cluster_round_trip_us", String($0.roundTripMicroseconds)),
+                TransportStats.Pair("cluster_events_published", String($0.eventsPublished)),
+                TransportStats.Pair("cluster_publishes", String($0.publishes)),
+                TransportStats.Pair("cluster_events_received", String($0.eventsReceived)),
             ]
         }
     }
@@ -359,6 +372,8 @@ public final class ClusterLink: Sendable {
         case "message" where parts.count == 3 && parts[1].text == Self.events:
             guard let bytes = parts[2].bytes else { return }
             let events = bytes.split(separator: 0x0A).compactMap { ClusterEvent(decoding: Array($0)) }
+            let received = events.count { !$0.isFrom(node) }
+            if received > 0 { shared.withLock { $0.eventsReceived += received } }
             deliver { $0.apply(events) }
         case "message" where parts.count == 3:
             guard let text = parts[2].text else { return }
@@ -449,11 +464,18 @@ public final class ClusterLink: Sendable {
     /// Publishes what the hub queued: one PUBLISH for all of it (events are
     /// one per line), so a burst of lines costs one command.
     private func sendOutbox(_ session: Session, now: Int64) {
-        let events = outbox.withLock { box -> [UInt8] in
-            defer { box.events = [] }
-            return box.events
+        let (events, count) = outbox.withLock { box -> ([UInt8], Int) in
+            defer {
+                box.events = []
+                box.count = 0
+            }
+            return (box.events, box.count)
         }
         guard !events.isEmpty else { return }
+        shared.withLock {
+            $0.eventsPublished += count
+            $0.publishes += 1
+        }
         session.commands.send([Array("PUBLISH".utf8), Array(Self.events.utf8), events], now: now)
     }
 
