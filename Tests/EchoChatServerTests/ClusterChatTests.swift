@@ -62,12 +62,19 @@ struct ClusterChatTests {
         let cluster = try Cluster(strategy)
         let (a, b, c) = (cluster.nodes[0], cluster.nodes[1], cluster.nodes[2])
 
-        let alice = try a.joinChat().client
+        let (alice, first) = try a.joinChat()
+        #expect(first == "guest1")
+        // Guest numbers span the servers: b's first client is guest2, at once
+        // if b has heard of guest1, else a moment later (the earlier claim wins).
+        let bob = try b.joinChat().client
+        let who = try Self.ask(bob, "/who", replyPrefix: "* #lobby: ", until: { $0.hasSuffix("(2)") && !$0.contains("guest1, guest1") })
+        #expect(who == "* #lobby: guest1, guest2 (2)")
+        let heard = try alice.readLines(until: { $0.contains("guest2") }).last!
+        #expect(heard == "* guest2 joined #lobby" || heard == "* guest1 is now guest2", "\(heard)")
         try alice.send("/nick alice\n/join dev\n")
-        #expect(try alice.readLine() == "* you are now alice")
+        #expect(try alice.readLines(until: { $0.hasPrefix("* you are now") }).last == "* you are now alice")
         #expect(try alice.readLine() == "* you joined #dev (1 here)")
 
-        let bob = try b.joinChat().client
         _ = try Self.ask(bob, "/rooms", replyPrefix: "* rooms: ", until: { $0.contains("#dev (1)") })
         try bob.send("/nick ALICE\n/nick bob\n/join DEV\n")
         #expect(try bob.readLine() == "! nick taken: ALICE")
