@@ -172,6 +172,19 @@ public struct BenchSummary: Sendable {
                 \(files)
                 """
         }
+        let cluster = workloads.filter { $0.clusterServers > 1 }
+        if !cluster.isEmpty {
+            var extra = header
+            for workload in cluster { extra += row(workload.title, { _, cell in cell.note.isEmpty ? "–" : cell.note }, workload) }
+            text += """
+
+                **Cluster rows**: the servers (all of the strategy) and one `redis-server` on the server's CPUs, the \
+                clients spread over the servers in turn; server CPU is theirs and Redis's together. What a delivery \
+                that crossed servers cost at p99 beyond one that did not:
+
+                \(extra)
+                """
+        }
         if failed { text += "\n✗: a run of this cell did not verify (mismatch, loss, error or drop); see strategies.json.\n" }
         return text
     }

@@ -16,6 +16,9 @@ public struct BenchWorkload: Sendable, Equatable {
     public var name: String
     public var title: String
     public var kind: Kind
+    /// Chat through a cluster: this many servers of the strategy and one
+    /// `redis-server` (0: one server, no cluster). Clients spread over them.
+    public var clusterServers = 0
 
     public static let all: [BenchWorkload] = [
         BenchWorkload(name: "pp1", title: "ping-pong 64 B, 1 connection", kind: .echo(connections: 1, size: 64, pipeline: 1)),
@@ -28,6 +31,15 @@ public struct BenchWorkload: Sendable, Equatable {
         BenchWorkload(name: "chat100", title: "chat fan-out, 100 clients, 10 senders x 1,000 lines/s", kind: .chat(clients: 100, senders: 10, rate: 1000)),
         BenchWorkload(
             name: "chat1000", title: "chat fan-out, 1,000 clients, 10 senders x 50 lines/s", kind: .chat(clients: 1000, senders: 10, rate: 50)),
+        BenchWorkload(
+            name: "cluster1", title: "chat, 1 server with --cluster, 100 clients, 10 senders x 100 lines/s",
+            kind: .chat(clients: 100, senders: 10, rate: 100), clusterServers: 1),
+        BenchWorkload(
+            name: "cluster2", title: "chat across 2 servers (Redis), 100 clients, 10 senders x 100 lines/s",
+            kind: .chat(clients: 100, senders: 10, rate: 100), clusterServers: 2),
+        BenchWorkload(
+            name: "cluster3", title: "chat across 3 servers (Redis), 100 clients, 10 senders x 100 lines/s",
+            kind: .chat(clients: 100, senders: 10, rate: 100), clusterServers: 3),
         BenchWorkload(name: "upload", title: "file sharing, 4 clients, 4 MiB files", kind: .upload(clients: 4, size: 4 << 20)),
         BenchWorkload(
             name: "chat-uploads", title: "chat p99 during uploads, 10 clients x 16 MiB files",

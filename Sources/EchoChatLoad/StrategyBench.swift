@@ -104,6 +104,9 @@ enum StrategyBench {
                 chat: true)
         default: break
         }
+        if workload.clusterServers > 0 {
+            return try measureCluster(workload, strategy: strategy, server: binary, pin: pin, duration: duration)
+        }
         var m = BenchMeasurement(workload: workload.name, strategy: strategy)
         var options = LoadOptions()
         options.quiet = true
@@ -171,6 +174,82 @@ enum StrategyBench {
         case .upload, .chatDuringUploads: break
         }
         return m
+    }
+
+    /// A chat row through a cluster: a `redis-server` of its own on a free
+    /// port, `workload.clusterServers` servers of `strategy` joined through
+    /// it (all on the server's CPUs when pinning), the clients spread over
+    /// them. Server CPU is the servers' and Redis's together; the note gives
+    /// the extra p99 of deliveries that crossed servers.
+    static func measureCluster(
+        _ workload: BenchWorkload, strategy: String, server binary: String, pin: CPUList?, duration: Double
+    ) throws(LoadRunError) -> BenchMeasurement {
+        guard case .chat(let clients, let senders, let rate) = workload.kind else { throw LoadRunError("a cluster row is a chat row") }
+        var m = BenchMeasurement(workload: workload.name, strategy: strategy)
+        let redisPort: Int
+        do {
+            let probe = try Socket.listen(host: "127.0.0.1", port: 0)
+            redisPort = try probe.localAddress().port
+            probe.close()
+        } catch {
+            throw LoadRunError("no free port for redis-server: \(error)")
+        }
+        let redisArguments = ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        let redis: ChildProcess
+        do {
+            redis = try pin.map { try ChildProcess("taskset", ["-c", $0.description, "redis-server"] + redisArguments, stdout: .pipe, stderr: .discard) }
+                ?? ChildProcess("redis-server", redisArguments, stdout: .pipe, stderr: .discard)
+        } catch {
+            throw LoadRunError("cannot start redis-server (apt-get install redis-server): \(error)")
+        }
+        defer { _ = redis.terminate(grace: 5) }
+        var ready = false
+        while !ready, let line = redis.readLine(timeout: 10, fromStandardOutput: true) { ready = line.contains("Ready to accept connections") }
+        guard ready else { throw LoadRunError("redis-server did not start (is it installed? apt-get install redis-server)") }
+
+        var servers: [BenchServer] = []
+        defer { for server in servers { server.stop() } }
+        for index in 1...workload.clusterServers {
+            servers.append(try BenchServer(
+                binary: binary,
+                arguments: [
+                    "--mode", "chat", "--strategy", strategy, "--max-clients", "20000", "--cluster", "redis://127.0.0.1:\(redisPort)",
+                    "--node-id", "bench-\(index)",
+                ], cpus: pin))
+        }
+        // Every server counts them all before the clients come.
+        let formed = "cluster: \(servers.count) nodes:"
+        let deadline = Clock.monotonicNanoseconds() + 10_000_000_000
+        while !servers.allSatisfy({ $0.log.withLock { $0.contains { $0.contains(formed) } } }) {
+            guard Clock.monotonicNanoseconds() < deadline else { throw LoadRunError("the cluster did not form within 10 s") }
+            Clock.sleep(nanoseconds: 20_000_000)
+        }
+        var options = LoadOptions()
+        options.quiet = true
+        options.duration = duration
+        options.timeout = 60
+        options.mode = .chat
+        options.connections = clients
+        options.senders = senders
+        options.rate = rate
+        options.hosts = servers.map { LoadOptions.Target(host: "127.0.0.1", port: $0.port) }
+        let cpuBefore = servers.map { $0.cpuSeconds() }.reduce(0, +) + processCPUSeconds(redis.pid)
+        let report = try LoadRunner.run(options, progress: false)
+        let cpu = servers.map { $0.cpuSeconds() }.reduce(0, +) + processCPUSeconds(redis.pid) - cpuBefore
+        m.passed = report.passed
+        if !report.passed { m.note = "errors \(report.errors), mismatches \(report.mismatches), lost \(report.lost)" }
+        m.rate = report.deliveriesPerSecond
+        m.p99Micros = report.latency.p99
+        m.serverMicrosPerMessage = report.deliveries > 0 ? cpu * 1e6 / Double(report.deliveries) : 0
+        if let same = report.sameServerLatency, let cross = report.crossServerLatency {
+            m.note += (m.note.isEmpty ? "" : "; ") + "across servers p99 +\(Format.micros(max(0, cross.p99 - same.p99)))"
+        }
+        return m
+    }
+
+    static func processCPUSeconds(_ pid: Int32) -> Double {
+        guard let bytes = try? System.readFile("/proc/\(pid)/stat") else { return 0 }
+        return Double(ProcFacts.cpuTicks(String(decoding: bytes, as: UTF8.self))) / Double(System.clockTicksPerSecond)
     }
 
     /// The ping of the chat-uploads row: two clients in a room of their own,

@@ -37,6 +37,21 @@ struct ClusterLoadTests {
         for server in servers { #expect(try server.stop() == 0) }
     }
 
+    /// The bench's cluster rows start their own Redis and servers, and stop them.
+    @Test func benchRunsAClusterRow() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-bench-cluster-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try runProgram(EndToEndTests.binary, [
+            "bench", "--quick", "--strategies", "epoll", "--workloads", "cluster2", "--duration", "0.5",
+            "--out", directory, "--server", ServerProcess.binary,
+        ], timeout: 90)
+        #expect(result.status == 0, "\(result.stderr)")
+        let markdown = try String(contentsOfFile: directory + "/strategies.md", encoding: .utf8)
+        #expect(markdown.contains("| chat across 2 servers (Redis), 100 clients, 10 senders x 100 lines/s (deliveries/s) |"))
+        #expect(markdown.contains("across servers p99 +"), "\(markdown)")
+        #expect(!markdown.contains("✗"), "\(markdown)\n\(result.stderr)")
+    }
+
     @Test func aBadHostsListIsAUsageError() throws {
         let result = try runProgram(EndToEndTests.binary, ["--mode", "chat", "--hosts", "127.0.0.1:7007,nope"], timeout: 10)
         #expect(result.status == 64)
