@@ -197,3 +197,43 @@ extension ClusterChatTests {
         for node in cluster.nodes { #expect(try node.stop() == 0) }
     }
 }
+
+extension ClusterChatTests {
+    /// Redis restarted mid-chat: each server carries on alone (its clients
+    /// told, its local chat going on), then the views merge, and a nick taken
+    /// on both sides meanwhile stays with the client that took it first.
+    @Test("Redis restarted mid-chat: alone meanwhile, then merged; a nick taken twice stays with the first", arguments: Strategy.tested)
+    func outageAndMerge(strategy: Strategy) throws {
+        let cluster = try Cluster(strategy)
+        let (a, b) = (cluster.nodes[0], cluster.nodes[1])
+        let first = try a.joinChat().client
+        _ = try Self.ask(first, "/who", replyPrefix: "* #lobby: ", until: { $0.hasSuffix("(1)") })
+        let second = try b.joinChat().client
+        _ = try Self.ask(second, "/who", replyPrefix: "* #lobby: ", until: { $0.hasSuffix("(2)") })
+        let neighbour = try b.joinChat().client
+
+        try cluster.redis.kill()
+        let lost = "* cluster link lost: only people on this server can hear you"
+        #expect(try first.readLines(until: { $0.hasPrefix("* cluster link") }).last == lost)
+        #expect(try second.readLines(until: { $0.hasPrefix("* cluster link") }).last == lost)
+        #expect(try neighbour.readLines(until: { $0.hasPrefix("* cluster link") }).last == lost)
+        // Alone: each server's /who has only its own clients, and both take "ann", a first.
+        try first.send("/nick ann\n/who\n")
+        #expect(try first.readLine() == "* you are now ann")
+        #expect(try first.readLine() == "* #lobby: ann (1)")
+        try second.send("/nick Ann\n")
+        #expect(try second.readLine() == "* you are now Ann")
+        #expect(try neighbour.readLines(until: { $0.contains(" is now Ann") }).last?.hasSuffix(" is now Ann") == true)
+        try second.send("local only\n")
+        #expect(try neighbour.readLine() == "<Ann> local only")
+
+        try cluster.redis.restart()
+        #expect(try first.readLines(until: { $0.hasPrefix("* cluster link") }).last == "* cluster link restored")
+        #expect(try second.readLines(until: { $0.hasPrefix("* you are now guest") }).last?.hasSuffix(" (nick taken elsewhere)") == true)
+        let who = try Self.ask(first, "/who", replyPrefix: "* #lobby: ", until: { $0.hasSuffix("(3)") })
+        #expect(who.hasPrefix("* #lobby: ann, guest"), "\(who)")
+        try first.send("together again\n")
+        #expect(try Self.nextMessage(second) == "<ann> together again")
+        for node in cluster.nodes { #expect(try node.stop() == 0) }
+    }
+}
