@@ -105,7 +105,12 @@ struct MetricsEndpointTests {
             // Echo: it comes back; chat: the other one (if there) sees it.
             if mode == .echo { #expect(try client.readLine() == "hello from \(index)") }
         }
-        if mode == .chat { #expect(try held[0].readLines(2) == ["* guest2 joined #lobby", "<guest2> hello from 1"]) }
+        if mode == .chat {
+            #expect(try held[0].readLines(2) == ["* guest2 joined #lobby", "<guest2> hello from 1"])
+            // Its own line may still wait for a worker (pool): a reply to its
+            // next one proves it was handled, before a later client could hear it.
+            #expect(try held[0].syncWho() == "* #lobby: guest1, guest2 (2)")
+        }
         let refused = try server.connect()
         #expect(try refused.readLine() == "! too many connections from your address")
         for client in held { client.close() }
