@@ -142,6 +142,52 @@ struct ClusterTests {
         #expect(try confused.stop() == 0)
     }
 
+    /// A Redis that answers commands but never confirms a subscription:
+    /// the link is not up, and after cluster-timeout it is dropped and tried again.
+    @Test("a subscription never confirmed counts as a stall")
+    func subscriptionNeverConfirmed() throws {
+        let fake = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { fake.close() }
+        let server = try Self.node("s", "redis://127.0.0.1:\(try fake.localAddress().port)", strategy: .epoll, timeout: 1)
+        // The link connects its command connection first, then its subscriber.
+        var peers: [Socket] = []
+        defer { for peer in peers { peer.close() } }
+        for _ in 0..<2 {
+            guard try fake.wait(readable: true, writable: false, timeoutMilliseconds: 10_000).readable,
+                case .done(let peer) = try fake.accept(nonBlocking: false)
+            else { throw TestFailure("the server did not connect to the fake Redis") }
+            try peer.setReceiveTimeout(seconds: 0.2)
+            peers.append(peer)
+        }
+        // Answer every command on the first; say nothing on the second.
+        var decoder = RESPDecoder()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = Clock.monotonicNanoseconds() + 10_000_000_000
+        var dropped = false
+        while !dropped && Clock.monotonicNanoseconds() < deadline {
+            var commands: [RESPValue] = []
+            switch try? buffer.withUnsafeMutableBytes({ try peers[0].read(into: $0) }) {
+            case .bytes(let count)?: try decoder.decode(Array(buffer[..<count]), into: &commands)
+            case .endOfFile?: dropped = true
+            default: break
+            }
+            for command in commands {
+                let reply: RESPValue = switch command.elements?.first?.text?.uppercased() {
+                case "SADD", "EXISTS": .integer(1)
+                case "SMEMBERS": .array([.bulk("s")])
+                default: .simple("OK")
+                }
+                try? peers[0].writeAll(reply.encoded)
+            }
+        }
+        #expect(dropped, "the link kept a connection whose subscription was never confirmed")
+        #expect(server.log.waitFor({ $0.contains("Redis did not answer within 1.0 s") }, timeout: 5) != nil, "\(server.log.text)")
+        #expect(!server.log.text.contains("cluster: joined"))
+        let client = try server.joinChat().client
+        #expect(try Self.stats(client)["nodes"] == "1")
+        #expect(try server.stop() == 0)
+    }
+
     @Test("echo mode serves alone, saying so")
     func echoIgnoresCluster() throws {
         let server = try ServerProcess(["--mode", "echo", "--cluster", "redis://127.0.0.1:1"])

@@ -163,6 +163,8 @@ public final class ClusterLink: Sendable {
         /// The subscriber's PING waiting for its pong, and when it was sent.
         var pingSent: Int64?
         var nextBeat: Int64 = 0
+        /// When the connections were opened: the link must be up within the timeout.
+        let opened = Clock.monotonicNanoseconds()
 
         init(url: RedisURL) throws(RedisFailure) {
             commands = try RedisConnection(url: url)
@@ -233,8 +235,11 @@ public final class ClusterLink: Sendable {
                     try current.commands.handle(ready[2], buffer: buffer)
                     try current.subscriber.handle(ready[3], buffer: buffer)
                 }
+                // Commands are answered in order, a subscriber's only sign of
+                // life is its pong, and a subscription unconfirmed is a stall too.
                 if current.commands.overdue(now: now, timeout: self.timeout)
                     || current.pingSent.map({ now - $0 > self.timeout }) == true
+                    || (!current.up && now - current.opened > self.timeout)
                 {
                     throw RedisFailure("Redis did not answer within \(Double(self.timeout) / 1e9) s")
                 }
