@@ -165,6 +165,11 @@ public final class ClusterLink: Sendable {
         var nextBeat: Int64 = 0
         /// When the connections were opened: the link must be up within the timeout.
         let opened = Clock.monotonicNanoseconds()
+        /// Messages heard before the link was up (the subscription can be
+        /// confirmed before the registration): applied once it is, after the
+        /// clients were told and this server's own state went out, in order.
+        var early: [RESPValue] = []
+        var announced = false
 
         init(url: RedisURL) throws(RedisFailure) {
             commands = try RedisConnection(url: url)
@@ -245,7 +250,13 @@ public final class ClusterLink: Sendable {
                 }
                 if current.up {
                     if now >= current.nextBeat { beat(current, now: now) }
-                    setUp()
+                    if !current.announced {
+                        current.announced = true
+                        setUp()
+                        let early = current.early
+                        current.early = []
+                        for value in early { push(value, session: current) }
+                    }
                     sendOutbox(current, now: now)
                     failures = 0
                     backoff = 100_000_000
@@ -374,6 +385,8 @@ public final class ClusterLink: Sendable {
         switch kind {
         case "subscribe": session.subscriptions += 1
         case "pong": session.pingSent = nil
+        case "message" where !session.announced:
+            session.early.append(value)
         case "message" where parts.count == 3 && parts[1].text == Self.events:
             guard let bytes = parts[2].bytes else { return }
             let events = bytes.split(separator: 0x0A).compactMap { ClusterEvent(decoding: Array($0)) }
