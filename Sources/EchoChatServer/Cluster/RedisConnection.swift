@@ -154,5 +154,14 @@ final class RedisConnection {
         }
     }
 
-    func close() { socket.close() }
+    /// Closes the socket and lets go of every handler: they capture the
+    /// link's session, which holds this connection (a cycle that would
+    /// otherwise outlive the session).
+    func close() {
+        socket.close()
+        waiting = []
+        head = 0
+        values = []
+        onPush = { _ in }
+    }
 }
