@@ -56,7 +56,6 @@ public final class ClusterLink: Sendable {
         var hub: ChatHub?
         var wake: (@Sendable (Connection) -> Void)?
         var up = false
-        var nodes = 1
         var liveNodes: [String] = []
         var roundTripMicroseconds = 0
         var linkLosses = 0
@@ -132,7 +131,7 @@ public final class ClusterLink: Sendable {
 
     /// `/stats`' `node` and `nodes` (the live servers; this one alone while the link is down).
     var statsPairs: [TransportStats.Pair] {
-        let nodes = shared.withLock { $0.up ? $0.nodes : 1 }
+        let nodes = shared.withLock { $0.up ? max(1, $0.liveNodes.count) : 1 }
         return [TransportStats.Pair("node", node), TransportStats.Pair("nodes", String(nodes))]
     }
 
@@ -363,7 +362,6 @@ public final class ClusterLink: Sendable {
         let sorted = live.sorted()
         let changed = shared.withLock { state in
             defer {
-                state.nodes = max(1, sorted.count)
                 state.liveNodes = sorted
             }
             return state.liveNodes != sorted
@@ -414,7 +412,6 @@ public final class ClusterLink: Sendable {
             case "bye":
                 logger.info("cluster: node \(words[1]) left")
                 deliver { $0.nodeGone(words[1], suffix: " (server shutting down)") }
-            case "hello": logger.info("cluster: node \(words[1]) joined")
             default: break
             }
         default: break
@@ -460,7 +457,6 @@ public final class ClusterLink: Sendable {
             defer {
                 if state.up && reason != nil { state.linkLosses += 1 }
                 state.up = false
-                state.nodes = 1
                 state.liveNodes = []
             }
             return (state.up, state.hub, state.wake)
