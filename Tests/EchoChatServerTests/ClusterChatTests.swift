@@ -114,11 +114,14 @@ struct ClusterChatTests {
         let dave = try b.joinChat().client
         // b hears of c's loss a moment after a may have.
         _ = try Self.ask(dave, "/rooms", replyPrefix: "* rooms: ", until: { $0.contains("#dev (1)") })
-        try dave.send("/nick carol\n")
+        try dave.send("/nick carol\n/join dev\n")
         #expect(try dave.readLine() == "* you are now carol")
+        #expect(try dave.readLine() == "* you joined #dev (2 here)")
+        #expect(try alice.readLine() == "* carol joined #dev")
 
         // A node stopped: its clients leave at once.
         #expect(try b.stop() == 0)
+        #expect(try alice.readLine() == "* carol left #dev (server shutting down)")
         try alice.send("/rooms\n")
         let rooms = try alice.readLines(until: { $0.hasPrefix("* rooms: ") }).last!
         #expect(rooms == "* rooms: #dev (1)", "rooms after b stopped: \(rooms)")
