@@ -229,14 +229,14 @@ public final class ChatCore {
         remove(client, reason: reason, output)
     }
 
-    /// Server shutdown (§4): everyone gets `* server shutting down`, nobody gets
-    /// left notices, every connection is closed after its output.
     /// One line to every client (the cluster link lost or restored, §6), in
     /// connection order.
     public func tellEveryone(_ line: [UInt8], output: some ChatOutput) {
         for id in clients.keys.sorted() { send(line, to: id, output) }
     }
 
+    /// Server shutdown (§4): everyone gets `* server shutting down`, nobody gets
+    /// left notices, every connection is closed after its output.
     public func shutdown(output: some ChatOutput) {
         for id in clients.keys.sorted() {
             send(Replies.shuttingDown, to: id, output)

@@ -177,7 +177,7 @@ final class EventLoop<Driver: LoopDriver> {
         openCount = 0
         inbox.connections.store(0, ordering: .relaxed)
         stopAccepting()
-        for connection in inbox.takeAccepted() { connection.forceClose() }
+        for connection in inbox.close() { connection.forceClose() }
     }
 
     /// The connection an event's token names, unless it was closed since
