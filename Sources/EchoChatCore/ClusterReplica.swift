@@ -134,15 +134,22 @@ struct ClusterReplica {
     let node: String
     private(set) var members: [RemoteClientID: Member] = [:]
     /// Lower-cased nick -> its holder (the earliest claim).
-    private(set) var nicks: [String: RemoteClientID] = [:]
-    /// Room key -> its remote members, in the order they came, and the spelling they bring.
-    private(set) var rooms: [String: (name: String, members: [RemoteClientID])] = [:]
+    private var holders: [String: RemoteClientID] = [:]
+    /// Lower-cased nick -> every member claiming it, when more than one
+    /// does (a clash its servers have not settled yet); then the holder is
+    /// the earliest of them. Kept so that when a holder leaves or changes
+    /// nick, the next holder is found without a scan of every member (a lost
+    /// server with thousands of clients would otherwise cost time
+    /// quadratic in the members, under the hub lock).
+    private var rivals: [String: [RemoteClientID]] = [:]
+    /// Room key -> its remote members, and the spelling the first brought.
+    private(set) var rooms: [String: (name: String, members: Set<RemoteClientID>)] = [:]
 
     init(node: String) { self.node = node }
 
     var isEmpty: Bool { members.isEmpty }
 
-    func holder(of nickKey: String) -> RemoteClientID? { nicks[nickKey] }
+    func holder(of nickKey: String) -> RemoteClientID? { holders[nickKey] }
 
     func count(in roomKey: String) -> Int { rooms[roomKey]?.members.count ?? 0 }
 
@@ -153,23 +160,16 @@ struct ClusterReplica {
     mutating func add(_ who: RemoteClientID, _ member: Member, spelling: String) {
         if members[who] != nil { remove(who) }
         members[who] = member
-        rooms[member.roomKey, default: (name: "#" + spelling, members: [])].members.append(who)
-        index(who)
+        rooms[member.roomKey, default: (name: "#" + spelling, members: [])].members.insert(who)
+        claim(who)
     }
 
     @discardableResult
     mutating func remove(_ who: RemoteClientID) -> Member? {
-        guard let member = members.removeValue(forKey: who) else { return nil }
+        guard let member = members[who] else { return nil }
         leaveRoom(who, member.roomKey)
-        let key = member.nick.asciiLowercased
-        if nicks[key] == who {
-            nicks[key] = nil
-            // Another remote claim of the same nick (a clash not yet
-            // settled by its server) takes the index.
-            if let next = members.filter({ $0.value.nick.asciiLowercased == key }).min(by: { $0.value.since < $1.value.since }) {
-                nicks[key] = next.key
-            }
-        }
+        unclaim(who)
+        members[who] = nil
         return member
     }
 
@@ -177,16 +177,15 @@ struct ClusterReplica {
         guard let member = members[who] else { return }
         leaveRoom(who, member.roomKey)
         members[who]!.roomKey = roomKey
-        rooms[roomKey, default: (name: "#" + spelling, members: [])].members.append(who)
+        rooms[roomKey, default: (name: "#" + spelling, members: [])].members.insert(who)
     }
 
     mutating func rename(_ who: RemoteClientID, to nick: String, since: Int64) {
-        guard let member = members[who] else { return }
-        let oldKey = member.nick.asciiLowercased
-        if nicks[oldKey] == who { nicks[oldKey] = nil }
+        guard members[who] != nil else { return }
+        unclaim(who)
         members[who]!.nick = nick
         members[who]!.since = since
-        index(who)
+        claim(who)
     }
 
     /// Every member of `node`, oldest first.
@@ -196,24 +195,47 @@ struct ClusterReplica {
 
     mutating func removeAll() {
         members = [:]
-        nicks = [:]
+        holders = [:]
+        rivals = [:]
         rooms = [:]
     }
 
-    private mutating func index(_ who: RemoteClientID) {
-        guard let member = members[who] else { return }
-        let key = member.nick.asciiLowercased
-        if let holder = nicks[key], holder != who, let held = members[holder],
-            (held.since, holder.node, holder.id) <= (member.since, who.node, who.id)
-        {
+    /// Whether `a`'s claim of its nick came before `b`'s of theirs.
+    private func isEarlier(_ a: RemoteClientID, than b: RemoteClientID) -> Bool {
+        guard let first = members[a], let second = members[b] else { return false }
+        return (first.since, a.node, a.id) < (second.since, b.node, b.id)
+    }
+
+    /// `who` (a member) claims its nick: it holds it unless an earlier claim does.
+    private mutating func claim(_ who: RemoteClientID) {
+        guard let key = members[who]?.nick.asciiLowercased else { return }
+        guard let holder = holders[key], holder != who else {
+            holders[key] = who
             return
         }
-        nicks[key] = who
+        rivals[key, default: [holder]].append(who)
+        if isEarlier(who, than: holder) { holders[key] = who }
+    }
+
+    /// `who` (still a member) gives up its nick; the earliest other claimant, if any, holds it.
+    private mutating func unclaim(_ who: RemoteClientID) {
+        guard let key = members[who]?.nick.asciiLowercased else { return }
+        guard var claimants = rivals[key] else {
+            if holders[key] == who { holders[key] = nil }
+            return
+        }
+        claimants.removeAll { $0 == who }
+        if holders[key] == who {
+            var next = claimants[0]
+            for other in claimants.dropFirst() where isEarlier(other, than: next) { next = other }
+            holders[key] = next
+        }
+        rivals[key] = claimants.count > 1 ? claimants : nil
     }
 
     private mutating func leaveRoom(_ who: RemoteClientID, _ roomKey: String) {
-        guard var room = rooms[roomKey] else { return }
-        room.members.removeAll { $0 == who }
-        rooms[roomKey] = room.members.isEmpty ? nil : room
+        // In place: a copy of the room would copy its whole member set.
+        guard rooms[roomKey]?.members.remove(who) != nil else { return }
+        if rooms[roomKey]!.members.isEmpty { rooms[roomKey] = nil }
     }
 }

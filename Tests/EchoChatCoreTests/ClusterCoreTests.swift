@@ -208,4 +208,44 @@ struct ClusterCoreTests {
         cluster.say("b", 1, "/who\n")
         #expect(cluster.take("b", 1) == ["* Ann is now guest1", "* #lobby: ann, guest1 (2)"])
     }
+
+    @Test("when the holder of a nick two servers claimed lets it go, the other claim holds it until its server settles")
+    func aRivalClaimTakesOverTheNick() {
+        let cluster = SimulatedCluster(["a"])
+        let (core, output) = (cluster.cores["a"]!, cluster.outputs["a"]!)
+        cluster.connect("a", 1)
+        let (b1, c1) = (RemoteClientID(node: "b", id: 1), RemoteClientID(node: "c", id: 1))
+        for event: ClusterEvent in [
+            .hello(b1, since: 1, nick: "guest7", room: "lobby"), .hello(c1, since: 2, nick: "guest8", room: "lobby"),
+            // b's and c's clients took "bob" before either server heard of the other.
+            .nick(b1, since: 5, nick: "bob"), .nick(c1, since: 6, nick: "Bob"),
+            // b's client moves on before c's server has renamed its own.
+            .nick(b1, since: 7, nick: "zed"),
+        ] {
+            core.apply(event, output: output)
+        }
+        _ = cluster.take("a", 1)
+        cluster.say("a", 1, "/nick bob\n")
+        #expect(cluster.take("a", 1) == ["! nick taken: bob"])
+        core.apply(.bye(c1, suffix: ""), output: output)
+        cluster.say("a", 1, "/nick bob\n/who\n")
+        #expect(cluster.take("a", 1) == ["* Bob left #lobby", "* you are now bob", "* #lobby: bob, zed (2)"])
+    }
+
+    @Test("a node with thousands of clients, lost: each leaves once, every nick is free again")
+    func aBigNodeGone() {
+        let cluster = SimulatedCluster(["a"])
+        let (core, output) = (cluster.cores["a"]!, cluster.outputs["a"]!)
+        cluster.connect("a", 1)
+        let count = 5_000
+        for id in 1...count {
+            core.apply(.hello(RemoteClientID(node: "b", id: id), since: Int64(id), nick: "n\(id)", room: "lobby"), output: output)
+        }
+        _ = cluster.take("a", 1)
+        core.nodeGone("b", suffix: " (server lost)", output: output)
+        let lines = cluster.take("a", 1)
+        #expect(lines.count == count && Set(lines).count == count)
+        cluster.say("a", 1, "/nick n\(count)\n/who\n")
+        #expect(cluster.take("a", 1) == ["* you are now n\(count)", "* #lobby: n\(count) (1)"])
+    }
 }
