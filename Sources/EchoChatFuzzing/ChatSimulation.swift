@@ -128,11 +128,11 @@ final class ChatSimulation {
     private func readWhatWaits() {
         var rounds = 0
         while let connection = live.first(where: {
-            $0.machine.wantsTurn || ($0.machine.wantsRead && ($0.hasUnreadInput || $0.hasUnreadEndOfInput))
+            $0.wantsTurn || ($0.wantsRead && ($0.hasUnreadInput || $0.hasUnreadEndOfInput))
         }) {
             rounds += 1
             if rounds > 1000 { return problem("reading never settles") }
-            if connection.machine.wantsTurn {
+            if connection.wantsTurn {
                 takeTurns(connection)  // lines read earlier, before reading more
             } else {
                 read(connection)
@@ -149,8 +149,8 @@ final class ChatSimulation {
             unboundedKernel = true
             deliver()
             readWhatWaits()
-            for connection in live where connection.machine.wantsWrite && !connection.writesFail {
-                problem("\(connection) still has \(connection.machine.output.count) bytes queued with room in the kernel")
+            for connection in live where connection.wantsWrite && !connection.writesFail {
+                problem("\(connection) still has \(connection.outputCount) bytes queued with room in the kernel")
             }
         }
         for connection in connections {
@@ -197,9 +197,9 @@ final class ChatSimulation {
     private func read(_ connection: SimConnection) {
         kernelTakesOutput = false
         defer { kernelTakesOutput = true }
-        while !connection.isClosed && connection.machine.wantsRead && connection.inboundHead < connection.inbound.count {
+        while !connection.isClosed && connection.wantsRead && connection.inboundHead < connection.inbound.count {
             let available = connection.inbound.count - connection.inboundHead
-            let size = connection.machine.readBudget(cutter.nextPiece(available: available))
+            let size = connection.readBudget(cutter.nextPiece(available: available))
             guard size > 0 else { break }
             let start = connection.inboundHead
             connection.inboundHead += size
@@ -217,7 +217,7 @@ final class ChatSimulation {
                 // stops here for its own reasons (a failure, a pause), what
                 // follows legitimately differs.
                 if case .failed? = connection.closeCause { burstCutShort = true }
-                if connection.machine.phase == .open && !connection.machine.wantsRead && !connection.machine.inputClosed {
+                if connection.phase == .open && !connection.wantsRead && !connection.inputClosed {
                     burstCutShort = true
                 }
             }
@@ -226,7 +226,7 @@ final class ChatSimulation {
             connection.inbound.removeAll()
             connection.inboundHead = 0
         }
-        if connection.hasUnreadEndOfInput && connection.inbound.isEmpty && connection.machine.wantsRead {
+        if connection.hasUnreadEndOfInput && connection.inbound.isEmpty && connection.wantsRead {
             connection.endOfInputRead = true
             withIO(connection) { machine, io in machine.endOfInput(now: now, io: &io) }
         }
@@ -240,7 +240,7 @@ final class ChatSimulation {
         kernelTakesOutput = false
         defer { kernelTakesOutput = true }
         var turns = 0
-        while connection.machine.wantsTurn && turns < 100_000 {
+        while connection.wantsTurn && turns < 100_000 {
             withIO(connection) { machine, io in
                 machine.takeTurn(now: now, io: &io)
                 machine.flush(now: now, io: &io)
@@ -249,7 +249,7 @@ final class ChatSimulation {
         }
         // Lines left waiting behind the client's own queue: paused, as a
         // chunked run's reading would be, at a point that depends on timing.
-        if connection.machine.phase == .open && !connection.machine.input.isEmpty { burstCutShort = true }
+        if connection.phase == .open && !connection.inputIsEmpty { burstCutShort = true }
     }
 
     /// Deliveries: flush every connection until none has mail waiting.
@@ -263,18 +263,18 @@ final class ChatSimulation {
             }
             // Only a connection with mail, or output and perhaps room in the
             // kernel, has anything to flush (the server wakes only those).
-            for connection in live where connection.mailWaiting || connection.machine.wantsWrite {
+            for connection in live where connection.mailWaiting || connection.wantsWrite {
                 withIO(connection) { machine, io in machine.flush(now: now, io: &io) }
             }
-        } while live.contains { $0.mailWaiting && ($0.machine.phase == .open || $0.machine.phase == .closing) }
+        } while live.contains { $0.mailWaiting && ($0.phase == .open || $0.phase == .closing) }
     }
 
     /// `/who` and `/rooms` from `connection`, compared with the registry.
     private func audit(_ connection: SimConnection) {
         // Only a client the server reads now (fairness may have paused it).
-        guard connection.admitted, connection.machine.phase == .open, !connection.machine.inputClosed,
-            connection.machine.wantsRead, !connection.sendingClosed, connection.inbound.isEmpty,
-            !core.hasPartialLine(connection.id), !connection.machine.isTransferring  // an upload's content takes lines
+        guard connection.admitted, connection.phase == .open, !connection.inputClosed,
+            connection.wantsRead, !connection.sendingClosed, connection.inbound.isEmpty,
+            !core.hasPartialLine(connection.id), !connection.isTransferring  // an upload's content takes lines
         else { return }
         let registry = core.registrySnapshot()
         guard let who = Invariants.expectedWho(for: connection.id, in: registry) else {
@@ -290,7 +290,7 @@ final class ChatSimulation {
         tap = nil
         // Closed, or paused by fairness (its own queue past half of
         // max-output, `/rooms` still waiting its turn): a prefix is right.
-        let cutShort = connection.isClosed || !connection.machine.input.isEmpty || connection.hasUnreadInput
+        let cutShort = connection.isClosed || !connection.inputIsEmpty || connection.hasUnreadInput
         if got != expected && !(cutShort && expected.starts(with: got)) {
             problem("\(connection) asked /who and /rooms: expected \(expected), got \(got)")
         }
@@ -317,7 +317,7 @@ final class ChatSimulation {
         var io = SimIO(simulation: self, connection: connection)
         body(&connection.machine, &io)
         if !connection.isClosed {
-            connection.ownerQueued = connection.machine.output.count
+            connection.ownerQueued = connection.outputCount
         } else if let index = live.firstIndex(where: { $0 === connection }) {
             // Which line tips a client over max-output depends on where its
             // turns ended, and so on how its input was cut: from a slow
@@ -346,7 +346,7 @@ final class ChatSimulation {
         for text in Invariants.registryProblems(registry, maxLine: config.maxLine) { problem(text) }
         // The core's clients are exactly the admitted connections whose session is open.
         var sessions = 0
-        for connection in live where connection.admitted && connection.machine.phase == .open {
+        for connection in live where connection.admitted && connection.phase == .open {
             sessions += 1
             if !registry.clients.contains(where: { $0.id == connection.id }) {
                 problem("\(connection) has an open session the core does not know")
@@ -368,7 +368,7 @@ final class ChatSimulation {
 
     private func checkQueues() {
         for connection in live where connection.admitted {
-            let queued = connection.machine.output.count + connection.pending.count
+            let queued = connection.outputCount + connection.pending.count
             if queued > config.maxOutput {
                 problem("\(connection) has \(queued) bytes queued, max-output is \(config.maxOutput)")
             }
@@ -441,7 +441,28 @@ struct SplitMix64: RandomNumberGenerator {
 final class SimConnection: CustomStringConvertible {
     let serial: Int
     let id: ConnectionID
-    var machine: ConnectionMachine
+    /// The machine lives at a fixed address, as in the server's
+    /// `Connection`: reading `connection.wantsRead` through a class
+    /// property would otherwise copy the whole machine (a retain and a
+    /// release per reference it holds) on every question the harness asks.
+    private let storage: UnsafeMutablePointer<ConnectionMachine>
+    var machine: ConnectionMachine {
+        _read { yield storage.pointee }
+        _modify { yield &storage.pointee }
+    }
+    /// The questions the harness asks, each read in place through an inout
+    /// access: the getter, called on a class's property or through a
+    /// pointer, is passed a copy of the whole machine.
+    private func peek<T>(_ question: (inout ConnectionMachine) -> T) -> T { question(&storage.pointee) }
+    var phase: ConnectionMachine.Phase { peek { $0.phase } }
+    var wantsRead: Bool { peek { $0.wantsRead } }
+    var wantsTurn: Bool { peek { $0.wantsTurn } }
+    var wantsWrite: Bool { peek { $0.wantsWrite } }
+    var inputClosed: Bool { peek { $0.inputClosed } }
+    var inputIsEmpty: Bool { peek { $0.input.isEmpty } }
+    var outputCount: Int { peek { $0.output.count } }
+    var isTransferring: Bool { peek { $0.isTransferring } }
+    func readBudget(_ capacity: Int) -> Int { peek { $0.readBudget(capacity) } }
     let admitted: Bool
 
     // The client.
@@ -480,8 +501,14 @@ final class SimConnection: CustomStringConvertible {
     init(serial: Int, id: ConnectionID, machine: ConnectionMachine) {
         self.serial = serial
         self.id = id
-        self.machine = machine
+        storage = .allocate(capacity: 1)
+        storage.initialize(to: machine)
         admitted = machine.admitted
+    }
+
+    deinit {
+        storage.deinitialize(count: 1)
+        storage.deallocate()
     }
 
     var isClosed: Bool { closeCause != nil }
