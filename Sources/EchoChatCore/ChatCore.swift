@@ -24,10 +24,14 @@ public protocol ChatOutput: AnyObject {
     /// Cluster (§6): tell the other servers `event`, after every event
     /// published before it.
     func publish(_ event: ClusterEvent)
+    /// Cluster (§6): `id`'s nick claim was decided (it heard how); the
+    /// lines it sent after the `/nick` may be handled again (`Intake.held`).
+    func resume(_ id: ConnectionID)
 }
 
 extension ChatOutput {
     public func publish(_ event: ClusterEvent) {}
+    public func resume(_ id: ConnectionID) {}
 }
 
 /// Chat mode (docs/PROTOCOL.md §3) as a state machine: bytes in, actions out.
@@ -56,16 +60,34 @@ public final class ChatCore {
     /// (`/upload`), or a download starts (`/download`).
     private var rawFollows: UploadStart?
     private var downloadFollows: String?
+    /// Set by a `/nick` whose claim went to the cluster: the client's next
+    /// lines wait for the answer.
+    private var claimFollows = false
     /// Cluster (§6): the other servers' clients; nil when standalone.
     private var replica: ClusterReplica?
     /// Wall-clock milliseconds, for when a nick was taken (cluster only).
     private let clock: () -> Int64
+    /// Cluster: the link is up, so events go out and come back in order.
+    private var linked = false
+    /// Cluster: nicks (lower-cased) claimed by a client here and not yet
+    /// decided: nobody else here may take them meanwhile.
+    private var claims: [String: ConnectionID] = [:]
 
     private final class Client {
         let id: ConnectionID
         var nick: String
         /// When the nick was taken (the cluster's clash rule).
         var since: Int64 = 0
+        /// Cluster: the nick this client asked for, and when, while the
+        /// claim travels through the ordered stream (its input waits).
+        var claim: (nick: String, since: Int64)?
+        /// Cluster: the lower-cased nick whose taking every server has seen
+        /// in the stream (this server's own event came back), so every
+        /// server refuses a later claim of it alike.
+        var confirmedKey: String?
+        /// Cluster: an earlier holder of its nick appeared while its claim
+        /// was in flight; settled once the claim is decided.
+        var clashWaits = false
         var room: Room
         var framer: LineFramer
         /// Quota promised to this client's uploads under way.
@@ -155,11 +177,16 @@ public final class ChatCore {
         public var upload: UploadStart?
         /// The last line handled was a `/download` of this stored file.
         public var download: String?
-        public init(consumed: Int, lines: Int, upload: UploadStart? = nil, download: String? = nil) {
+        /// Cluster: the last line handled was a `/nick` whose claim is on its
+        /// way through the cluster: hand in nothing more from this client
+        /// until `ChatOutput.resume`.
+        public var held: Bool
+        public init(consumed: Int, lines: Int, upload: UploadStart? = nil, download: String? = nil, held: Bool = false) {
             self.consumed = consumed
             self.lines = lines
             self.upload = upload
             self.download = download
+            self.held = held
         }
     }
 
@@ -185,19 +212,21 @@ public final class ChatCore {
         mayContinue: () -> Bool = { true }
     ) -> Intake {
         guard let client = clients[id], maxLines > 0 else { return Intake(consumed: clients[id] == nil ? bytes.count : 0, lines: 0) }
+        if client.claim != nil { return Intake(consumed: 0, lines: 0, held: true) }
         var lines = 0
         let consumed = client.framer.feed(bytes) { event in
             lines += 1
-            return handle(event, from: client, output) && rawFollows == nil && downloadFollows == nil
+            return handle(event, from: client, output) && rawFollows == nil && downloadFollows == nil && !claimFollows
                 && lines < maxLines && mayContinue()
         }
         defer {
             rawFollows = nil
             downloadFollows = nil
+            claimFollows = false
         }
         // A client that left (`/quit`) drops the rest of what it sent.
         guard clients[id] != nil else { return Intake(consumed: bytes.count, lines: lines) }
-        return Intake(consumed: consumed, lines: lines, upload: rawFollows, download: downloadFollows)
+        return Intake(consumed: consumed, lines: lines, upload: rawFollows, download: downloadFollows, held: claimFollows)
     }
 
     /// The rate limit paused `id` (§3.6); it hears why unless `notify` is false
@@ -214,6 +243,7 @@ public final class ChatCore {
         client.framer.finish { event in handle(event, from: client, output) }
         rawFollows = nil  // no content can follow an end of input
         downloadFollows = nil
+        claimFollows = false
         if clients[id] != nil { remove(client, reason: .endOfInput, output) }
     }
 
@@ -245,6 +275,7 @@ public final class ChatCore {
         for client in clients.values { catalog.release(client.reserved) }
         clients = [:]
         nicks = [:]
+        claims = [:]
         rooms = [:]
         roomList = nil
         guestFloor = 1
@@ -327,26 +358,41 @@ public final class ChatCore {
         guard Self.isValidName(nick) else { return send(Replies.invalidNick(nick), to: client.id, output) }
         let key = nick.asciiLowercased
         let oldKey = client.nick.asciiLowercased
-        if key != oldKey && (nicks[key] != nil || replica?.holder(of: key) != nil) {
+        if key != oldKey && (nicks[key] != nil || claims[key] != nil || replica?.holder(of: key) != nil) {
             return send(Replies.nickTaken(nick), to: client.id, output)
+        }
+        if key != oldKey && linked && !Self.isGuestName(key) {
+            // A claim (§6): every server decides it alike, where it falls in
+            // the ordered stream; this server answers when it comes back.
+            let since = clock()
+            client.claim = (nick, since)
+            claims[key] = client.id
+            claimFollows = true
+            return publish(.nick(remoteID(of: client), since: since, nick: nick), output)
         }
         rename(client, to: nick, reply: Replies.youAreNow(nick), output)
     }
 
     /// Gives `client` `nick` (free, or its own in another case): it hears
-    /// `reply`, its room the change, the other servers the claim.
-    private func rename(_ client: Client, to nick: String, reply: [UInt8], _ output: some ChatOutput) {
+    /// `reply`, its room the change, the other servers the claim (unless
+    /// they decided it already: `publishing` false).
+    private func rename(
+        _ client: Client, to nick: String, reply: [UInt8], since: Int64? = nil, publishing: Bool = true, _ output: some ChatOutput
+    ) {
         let old = client.nick
         let oldKey = old.asciiLowercased
         nicks[oldKey] = nil
         releaseGuestNumber(oldKey)
         nicks[nick.asciiLowercased] = client.id
         client.nick = nick
-        if replica != nil && oldKey != nick.asciiLowercased { client.since = clock() }
+        if replica != nil && oldKey != nick.asciiLowercased {
+            client.since = since ?? clock()
+            client.confirmedKey = nil
+        }
         client.room.who = nil
         send(reply, to: client.id, output)
         if nick != old { broadcast(Replies.renamed(from: old, to: nick), in: client.room, except: client.id, output) }
-        publish(.nick(remoteID(of: client), since: client.since, nick: nick), output)
+        if publishing { publish(.nick(remoteID(of: client), since: client.since, nick: nick), output) }
     }
 
     private func join(_ client: Client, _ argument: String, _ output: some ChatOutput) {
@@ -487,6 +533,7 @@ public final class ChatCore {
     // MARK: - Registry
 
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
+        if let claim = client.claim { claims[claim.nick.asciiLowercased] = nil }
         leaveRoom(client, reason: reason, output)
         publish(.bye(remoteID(of: client), suffix: reason.suffix), output)
         let key = client.nick.asciiLowercased
@@ -530,13 +577,22 @@ public final class ChatCore {
     }
 
     private func releaseGuestNumber(_ key: String) {
-        guard key.hasPrefix("guest") else { return }
-        let digits = key.dropFirst(5)
-        guard let first = digits.first, first != "0", digits.allSatisfy(\.isASCIIDigit), digits.count <= 18,
-              let number = Int(digits)
-        else { return }
+        guard let number = Self.guestNumber(key) else { return }
         guestFloor = min(guestFloor, number)
     }
+
+    /// N of a lower-cased `guestN` (N >= 1, no leading zero), else nil.
+    static func guestNumber(_ key: String) -> Int? {
+        guard key.hasPrefix("guest") else { return nil }
+        let digits = key.dropFirst(5)
+        guard let first = digits.first, first != "0", digits.allSatisfy(\.isASCIIDigit), digits.count <= 18 else { return nil }
+        return Int(digits)
+    }
+
+    /// Guest nicks are given without asking the cluster (a client must not
+    /// wait for Redis to be welcomed); two servers may give the same one,
+    /// and the later is renamed. Every other nick is claimed (§6).
+    static func isGuestName(_ key: String) -> Bool { guestNumber(key) != nil }
 
     // MARK: - Cluster (§6)
 
@@ -551,23 +607,81 @@ public final class ChatCore {
     }
 
     private func publish(_ event: @autoclosure () -> ClusterEvent, _ output: some ChatOutput) {
-        if replica != nil { output.publish(event()) }
+        if replica != nil && linked { output.publish(event()) }
     }
 
     /// The link to the other servers is up (again): ask for their clients
     /// and tell them ours.
     public func clusterUp(output: some ChatOutput) {
         guard let replica else { return }
+        linked = true
         output.publish(.sync(node: replica.node))
         announceClients(output)
     }
 
     /// The link is down: only this server's clients can be heard. The
-    /// others are forgotten until it is back.
-    public func clusterDown() {
-        guard replica != nil, !replica!.isEmpty else { return }
+    /// others are forgotten until it is back, and the claims in flight are
+    /// decided here, as a standalone server would.
+    public func clusterDown(output: some ChatOutput) {
+        guard replica != nil else { return }
+        linked = false
+        for client in clients.values { client.confirmedKey = nil }
+        for id in claims.values.sorted() {
+            guard let client = clients[id], let claim = client.claim else { continue }
+            decide(client, claim: claim, taken: nicks[claim.nick.asciiLowercased] != nil, output)
+        }
+        claims = [:]
+        guard !replica!.isEmpty else { return }
         replica!.removeAll()
         listsChanged()
+    }
+
+    /// A claim of this server's client is decided: it takes the nick or
+    /// hears that it is taken, and its next lines are handled again.
+    private func decide(_ client: Client, claim: (nick: String, since: Int64), taken: Bool, _ output: some ChatOutput) {
+        let key = claim.nick.asciiLowercased
+        client.claim = nil
+        if claims[key] == client.id { claims[key] = nil }
+        if taken {
+            send(Replies.nickTaken(claim.nick), to: client.id, output)
+        } else {
+            rename(client, to: claim.nick, reply: Replies.youAreNow(claim.nick), since: claim.since, publishing: false, output)
+            if linked { client.confirmedKey = key }
+        }
+        if client.clashWaits {
+            client.clashWaits = false
+            settleClash(client.nick, output)
+        }
+        output.resume(client.id)
+    }
+
+    /// Whether a claim of `key` by `who`, come in the stream now, loses:
+    /// someone took the nick earlier in the stream. Every server answers
+    /// alike (it holds the same replica, and its own clients' nicks that
+    /// count were taken in the stream too).
+    private func claimLoses(_ key: String, by who: RemoteClientID) -> Bool {
+        if let localID = nicks[key], clients[localID]?.confirmedKey == key { return true }
+        if let holder = replica?.holder(of: key), holder != who { return true }
+        return false
+    }
+
+    /// One of this server's events came back through the stream: a claim
+    /// is decided; a nick it announced is now known to every server.
+    private func ownEventReturned(_ event: ClusterEvent, output: some ChatOutput) {
+        switch event {
+        case .nick(let who, _, let nick):
+            guard let client = clients[ConnectionID(who.id)] else { return }
+            if let claim = client.claim, claim.nick == nick {
+                decide(client, claim: claim, taken: claimLoses(nick.asciiLowercased, by: who), output)
+            } else if client.nick == nick {
+                client.confirmedKey = nick.asciiLowercased
+            }
+        case .hello(let who, _, let nick, _), .here(let who, _, let nick, _):
+            guard let client = clients[ConnectionID(who.id)], client.nick == nick else { return }
+            client.confirmedKey = nick.asciiLowercased
+        default:
+            break
+        }
     }
 
     /// Another server is gone: each of its clients leaves, `suffix` after
@@ -577,9 +691,14 @@ public final class ChatCore {
         for who in replica.clients(of: node) { remoteLeft(who, suffix: suffix, output) }
     }
 
-    /// An event from another server (its own come back too, and are ignored).
+    /// An event from the stream: another server's, or this one's come back
+    /// (which decides this server's claims).
     public func apply(_ event: ClusterEvent, output: some ChatOutput) {
         guard let node = replica?.node else { return }
+        if event.isFrom(node) && linked {
+            if case .sync = event { return }
+            return ownEventReturned(event, output: output)
+        }
         switch event {
         case .sync(let asker):
             if asker != node { announceClients(output) }
@@ -609,6 +728,10 @@ public final class ChatCore {
         case .nick(let who, let since, let nick):
             guard who.node != node, let member = replica!.members[who] else { return }
             let oldKey = member.nick.asciiLowercased
+            let key = nick.asciiLowercased
+            // A claim that came after another's: refused everywhere alike
+            // (its own server tells its client).
+            if key != oldKey && !Self.isGuestName(key) && claimLoses(key, by: who) { return }
             replica!.rename(who, to: nick, since: since)
             releaseGuestNumber(oldKey)
             listsChanged(room: member.roomKey)
@@ -657,6 +780,12 @@ public final class ChatCore {
             let member = replica.members[remote]
         else { return }
         guard (member.since, remote.node, remote.id) < (local.since, replica.node, local.id.rawValue) else { return }
+        // Its claim of another nick is in flight, and the other servers will
+        // apply it where it falls: renaming it now would undo it there.
+        if local.claim != nil {
+            local.clashWaits = true
+            return
+        }
         let guest = allocateGuestNick()
         rename(local, to: guest, reply: Replies.youAreNowTakenElsewhere(guest), output)
     }

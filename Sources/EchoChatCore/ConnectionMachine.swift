@@ -63,6 +63,9 @@ public struct ConnectionMachine {
     /// In a flood: paused by the rate limit since `input` was last empty.
     private var flooding = false
     private var shutdownApplied = false
+    /// Chat in a cluster: a `/nick` claim is in flight; nothing more is read
+    /// or handled until the engine's mail says it was decided.
+    private var held = false
     /// Bytes waiting for the kernel, oldest first.
     public private(set) var output = ByteQueue()
     /// Chat: bytes read but not yet handed to the engine (the turn ended, or
@@ -163,7 +166,7 @@ public struct ConnectionMachine {
     /// Whether the owner should read (and wait for readability).
     public var wantsRead: Bool {
         switch phase {
-        case .open: !inputClosed && !paused && input.isEmpty && !inputBlocked && !filesBlockInput
+        case .open: !inputClosed && !paused && !held && input.isEmpty && !inputBlocked && !filesBlockInput
         case .lingering: true
         case .closing, .closed: false
         }
@@ -172,7 +175,7 @@ public struct ConnectionMachine {
     /// Chat: lines read earlier wait and may be handled now; the owner should
     /// serve the connection again (`takeTurn`) once the others had their turn.
     public var wantsTurn: Bool {
-        phase == .open && !input.isEmpty && !inputBlocked && rateResumesAt == nil && !filesBlockInput
+        phase == .open && !held && !input.isEmpty && !inputBlocked && rateResumesAt == nil && !filesBlockInput
     }
 
     /// Chat fairness: the client's own queue is past half of `max-output`.
@@ -334,8 +337,12 @@ public struct ConnectionMachine {
                 continue
             }
             if filesBlockInput { break }
-            guard let intake = handOver(UnsafeRawBufferPointer(rebasing: bytes[offset...]), now: now, io: &io) else { break }
+            guard !held, let intake = handOver(UnsafeRawBufferPointer(rebasing: bytes[offset...]), now: now, io: &io) else { break }
             offset += intake.consumed
+            if intake.held {
+                held = true
+                break
+            }
             if let start = intake.upload {
                 beginUpload(start, io: &io)
                 continue
@@ -374,6 +381,7 @@ public struct ConnectionMachine {
     /// The store's news, and the engine's close or abort.
     private mutating func apply(_ mail: Mail, now: Int64, io: inout some ConnectionIO) {
         for event in mail.files { apply(event, io: &io) }
+        if mail.resumed { held = false }
         if let reason = mail.abort { return fail(reason, io: &io) }
         if mail.closeRequested { requestClose(now: now) }
     }
@@ -443,8 +451,8 @@ public struct ConnectionMachine {
         }
         let intake = io.chatReceive(bytes, maxLines: min(Limits.linesPerTurn, allowed), queuedBytes: queuedLineBytes)
         rate.spend(intake.lines, now: now, limits: limits)
-        if intake.upload != nil || intake.download != nil {
-            partialSince = nil  // a transfer follows the line that ended
+        if intake.upload != nil || intake.download != nil || intake.held {
+            partialSince = nil  // a transfer, or a wait, follows the line that ended
             return intake
         }
         guard intake.consumed == bytes.count else {
@@ -687,11 +695,14 @@ public struct Mail: Sendable, Equatable {
     public var abort: DisconnectReason?
     /// What the file store did for this connection, in order.
     public var files: [FileEvent]
+    /// The engine decided the client's nick claim: its input flows again.
+    public var resumed: Bool
 
-    public init(closeRequested: Bool = false, abort: DisconnectReason? = nil, files: [FileEvent] = []) {
+    public init(closeRequested: Bool = false, abort: DisconnectReason? = nil, files: [FileEvent] = [], resumed: Bool = false) {
         self.closeRequested = closeRequested
         self.abort = abort
         self.files = files
+        self.resumed = resumed
     }
 }
 
@@ -767,14 +778,19 @@ public struct ChatIntake: Sendable, Equatable {
     public var upload: ChatCore.UploadStart?
     /// The last line was a `/download` of this file.
     public var download: String?
+    /// The last line was a `/nick` claimed through the cluster: hand in
+    /// nothing more until the mail says `resumed`.
+    public var held: Bool
 
     public init(
-        consumed: Int, lines: Int, partialLine: Bool, upload: ChatCore.UploadStart? = nil, download: String? = nil
+        consumed: Int, lines: Int, partialLine: Bool, upload: ChatCore.UploadStart? = nil, download: String? = nil,
+        held: Bool = false
     ) {
         self.consumed = consumed
         self.lines = lines
         self.partialLine = partialLine
         self.upload = upload
         self.download = download
+        self.held = held
     }
 }

@@ -521,6 +521,9 @@ final class ChatOutputModel: ChatOutput {
     // on every line (the harness runs millions of times).
     unowned(unsafe) var simulation: ChatSimulation!
 
+    /// Only a clustered core holds a client's input for a nick claim.
+    func resume(_ id: ConnectionID) { simulation!.problem("the standalone core resumed \(id), which it never held") }
+
     func send(_ line: [UInt8], to id: ConnectionID) {
         let simulation = self.simulation!
         if let tap = simulation.tap, tap.id == id { simulation.tap!.lines.append(line) }
@@ -602,6 +605,7 @@ struct SimIO: ConnectionIO {
             connection.abort == nil && !limits.chatInputBlocked(queuedBytes: queuedBytes + connection.pending.count)
         }
         simulation.fed += intake.consumed
+        if intake.held { simulation.problem("the standalone core held \(connection)'s input for a nick claim") }
         return ChatIntake(
             consumed: intake.consumed, lines: intake.lines, partialLine: simulation.core.hasPartialLine(connection.id),
             upload: intake.upload, download: intake.download)

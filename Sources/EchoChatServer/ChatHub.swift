@@ -66,7 +66,7 @@ final class ChatHub: Sendable {
             }
             return ChatIntake(
                 consumed: intake.consumed, lines: intake.lines, partialLine: state.core.hasPartialLine(connection.id),
-                upload: intake.upload, download: intake.download)
+                upload: intake.upload, download: intake.download, held: intake.held)
         }
     }
 
@@ -140,12 +140,16 @@ final class ChatHub: Sendable {
         }
     }
 
-    /// The link is down: nothing goes out, the other servers' clients are forgotten.
-    func clusterDown() {
-        state.withLock { state in
+    /// The link is down: nothing goes out, the other servers' clients are
+    /// forgotten, the nick claims in flight are decided here: the
+    /// connections to wake.
+    func clusterDown() -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in
             state.cluster?.outbox(accepting: false)
-            state.core.clusterDown()
+            state.core.clusterDown(output: state)
         }
+        return deliveries
     }
 
     /// Events another server published: the connections to wake.
@@ -223,6 +227,17 @@ final class ChatHub: Sendable {
             if added != 0 { waiting.value.wrappingAdd(added, ordering: .relaxed) }
             if wake { deliveries.woken.append(connection) }
             if urgent { deliveries.urgent.append(connection) }
+        }
+
+        func resume(_ id: ConnectionID) {
+            guard let connection = connections[id] else { return }
+            let wake = connection.shared.withLock { state -> Bool in
+                guard !state.closed else { return false }
+                state.resumed = true
+                defer { state.mailWaiting = true }
+                return !state.mailWaiting
+            }
+            if wake { deliveries.woken.append(connection) }
         }
 
         func close(_ id: ConnectionID) {

@@ -63,6 +63,8 @@ final class Connection: @unchecked Sendable {
         var abort: DisconnectReason?
         /// What the file store did for this connection, not yet collected.
         var files: [FileEvent] = []
+        /// The engine decided the client's nick claim (cluster): its input flows again.
+        var resumed = false
         /// Lines or a request arrived since the owner last collected: the
         /// owner has been (or is being) woken; later deliveries need not wake it again.
         var mailWaiting = false
@@ -383,8 +385,9 @@ struct SocketIO: ConnectionIO {
                 state.closeRequested = false
                 state.abort = nil
                 state.files.removeAll()
+                state.resumed = false
             }
-            return (Mail(closeRequested: state.closeRequested, abort: state.abort, files: state.files), moved)
+            return (Mail(closeRequested: state.closeRequested, abort: state.abort, files: state.files, resumed: state.resumed), moved)
         }
         if moved > 0 { layer.hub?.waiting.value.wrappingSubtract(moved, ordering: .relaxed) }
         return mail

@@ -33,9 +33,17 @@ final class FakeIO: ConnectionIO, ChatOutput {
     /// The store fails the upload after this many bytes (a full disk).
     var failUploadAfter: Int?
 
-    init(chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog()) {
-        core = chat ? ChatCore(maxLine: maxLine, fileSharing: fileSharing, catalog: catalog) : nil
+    /// Cluster events the core published (with `node`).
+    var published: [ClusterEvent] = []
+
+    /// `node`: a clustered core, its link up (`published` starts empty).
+    init(
+        chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog(), node: String? = nil
+    ) {
+        core = chat ? ChatCore(maxLine: maxLine, fileSharing: fileSharing, catalog: catalog, node: node) : nil
+        if node != nil { core?.clusterUp(output: self) }
         core?.connect(Self.id, output: self)
+        published = []
     }
 
     var text: String { String(decoding: written, as: UTF8.self) }
@@ -64,7 +72,7 @@ final class FakeIO: ConnectionIO, ChatOutput {
         }
         return ChatIntake(
             consumed: intake.consumed, lines: intake.lines, partialLine: core!.hasPartialLine(Self.id),
-            upload: intake.upload, download: intake.download)
+            upload: intake.upload, download: intake.download, held: intake.held)
     }
     func uploadBegin(name: String, size: Int) {
         fileCalls.append("begin \(name) \(size)")
@@ -138,6 +146,8 @@ final class FakeIO: ConnectionIO, ChatOutput {
     func send(_ line: [UInt8], to id: ConnectionID) { if id == Self.id { mailbox.append(line) } }
     func close(_ id: ConnectionID) { if id == Self.id { mail.closeRequested = true } }
     func transportStats() -> TransportStats { TransportStats(strategy: "test") }
+    func publish(_ event: ClusterEvent) { published.append(event) }
+    func resume(_ id: ConnectionID) { if id == Self.id { mail.resumed = true } }
 }
 
 private let second: Int64 = 1_000_000_000
@@ -388,6 +398,31 @@ struct ChatConnectionTests {
         io.mail.abort = .slowConsumer
         machine.flush(now: 0, io: &io)
         #expect(io.closes == [.failed(.slowConsumer)])
+    }
+
+    /// Cluster (§6): a `/nick` claim travels through the stream; until the
+    /// engine has decided it, the client's next lines are neither handled
+    /// nor read, whatever the chunking, and no timer counts it as idle.
+    @Test(arguments: Chunking.standard)
+    func aNickClaimHoldsTheInputUntilItIsDecided(chunking: Chunking) {
+        var io = FakeIO(chat: true, node: "a")
+        var machine = ConnectionMachine(mode: .chat, settings: settings(idle: 5 * second), now: 0)
+        machine.feed(bytes("/nick bob\nhello\n/who\n"), chunking, now: 0, io: &io)
+        #expect(io.lines == ["* welcome guest1, you are in #lobby (1 here); /help lists commands"])
+        #expect(!machine.wantsRead && !machine.wantsTurn)
+        #expect(io.published == [.nick(RemoteClientID(node: "a", id: 1), since: 0, nick: "bob")])
+        machine.tick(now: 60 * second, io: &io)
+        #expect(io.expiries.isEmpty)
+        // The claim comes back through the stream: decided, and resumed.
+        io.core!.apply(io.published[0], output: io)
+        machine.flush(now: 60 * second, io: &io)
+        while machine.wantsTurn {
+            machine.takeTurn(now: 60 * second, io: &io)
+            machine.flush(now: 60 * second, io: &io)
+        }
+        #expect(machine.wantsRead)
+        #expect(io.lines.dropFirst() == ["* you are now bob", "* #lobby: bob (1)"])
+        #expect(io.published.dropFirst() == [.say(RemoteClientID(node: "a", id: 1), text: bytes("hello"))])
     }
 }
 

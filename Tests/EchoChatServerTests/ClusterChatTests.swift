@@ -241,3 +241,54 @@ extension ClusterChatTests {
         for node in cluster.nodes { #expect(try node.stop() == 0) }
     }
 }
+
+extension ClusterChatTests {
+    /// The names of a `* #room: a, b (2)` reply, lower-cased.
+    static func names(in who: String) -> [String] {
+        guard let colon = who.firstIndex(of: ":"), let open = who.lastIndex(of: "(") else { return [] }
+        return who[who.index(colon, offsetBy: 2)..<open].dropLast().split(separator: ", ").map { $0.lowercased() }
+    }
+
+    /// Nick claims are decided in the cluster's ordered stream (§6): clients
+    /// on three servers asking for one nick at the same moment get one
+    /// answer each, one of them the nick, and nobody is renamed afterwards.
+    @Test(
+        "six clients on three servers claim one nick at once, twenty times: one gets it, the others hear it is taken",
+        arguments: Strategy.tested)
+    func simultaneousClaims(strategy: Strategy) throws {
+        let cluster = try Cluster(strategy)
+        var clients: [TestClient] = []
+        for index in 0..<6 { clients.append(try cluster.nodes[index % 3].joinChat().client) }
+        // Everyone known everywhere, and any guest number given twice settled.
+        for client in clients.prefix(3) {
+            _ = try Self.ask(client, "/who", replyPrefix: "* #lobby: ", until: { Set(Self.names(in: $0)).count == 6 })
+        }
+        // (Each client's guest rename, if any, comes before this reply.)
+        for client in clients {
+            try client.send("/who\n")
+            _ = try client.readLines(until: { $0.hasPrefix("* #lobby: ") })
+        }
+        var renamed: [String] = []
+        for round in 0..<20 {
+            let nick = "Nick\(round)"
+            for client in clients { try client.send("/nick \(nick)\n") }
+            var winners = 0
+            for client in clients {
+                let lines = try client.readLines(until: { $0 == "* you are now \(nick)" || $0 == "! nick taken: \(nick)" })
+                if lines.last!.hasPrefix("* you are now") { winners += 1 }
+                renamed += lines.filter { $0.hasSuffix("(nick taken elsewhere)") }
+            }
+            #expect(winners == 1, "round \(round): \(winners) clients were given \(nick)")
+        }
+        #expect(renamed.isEmpty, "renamed after the fact: \(renamed)")
+        // Every server lists the same six distinct nicks.
+        var lists: Set<String> = []
+        for client in clients.prefix(3) {
+            try client.send("/who\n")
+            lists.insert(try client.readLines(until: { $0.hasPrefix("* #lobby: ") }).last!)
+        }
+        #expect(lists.count == 1, "the servers disagree: \(lists)")
+        #expect(Set(Self.names(in: lists.first!)).count == 6, "\(lists)")
+        for node in cluster.nodes { #expect(try node.stop() == 0) }
+    }
+}

@@ -461,7 +461,11 @@ public final class ClusterLink: Sendable {
             }
             return (state.up, state.hub, state.wake)
         }
-        if changed { hub?.clusterDown() }
+        if changed, let hub {
+            // Claims in flight are decided here: their clients hear how.
+            let woken = hub.clusterDown().woken
+            if let wake { for connection in woken { wake(connection) } }
+        }
         guard changed, let reason else { return changed }
         logger.warn("cluster: link to \(url) lost: \(reason); serving this server's clients alone")
         tell(Replies.clusterLinkLost, hub: hub, wake: wake)
