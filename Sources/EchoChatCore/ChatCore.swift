@@ -22,16 +22,25 @@ public protocol ChatOutput: AnyObject {
     /// The wire-level counters for `/stats`.
     func transportStats() -> TransportStats
     /// Cluster (§6): tell the other servers `event`, after every event
-    /// published before it.
-    func publish(_ event: ClusterEvent)
-    /// Cluster (§6): `id`'s nick claim was decided (it heard how); the
-    /// lines it sent after the `/nick` may be handled again (`Intake.held`).
+    /// published before it: on the channel of the room `room` (lower-cased)
+    /// when given (lines said there), else on the one all servers hear.
+    func publish(_ event: ClusterEvent, room: String?)
+    /// Cluster (§6): `id`'s nick claim or join was decided (it heard how);
+    /// the lines it sent after it may be handled again (`Intake.held`).
     func resume(_ id: ConnectionID)
+    /// Cluster (§6): this server has members in room `key` (lower-cased)
+    /// now, or no longer: hear its channel, or stop. `#lobby`'s is always
+    /// heard. A subscription confirmed while the link is up comes back as
+    /// `ChatCore.subscribed(room:)`.
+    func subscribe(room key: String)
+    func unsubscribe(room key: String)
 }
 
 extension ChatOutput {
-    public func publish(_ event: ClusterEvent) {}
+    public func publish(_ event: ClusterEvent, room: String?) {}
     public func resume(_ id: ConnectionID) {}
+    public func subscribe(room key: String) {}
+    public func unsubscribe(room key: String) {}
 }
 
 /// Chat mode (docs/PROTOCOL.md §3) as a state machine: bytes in, actions out.
@@ -60,9 +69,9 @@ public final class ChatCore {
     /// (`/upload`), or a download starts (`/download`).
     private var rawFollows: UploadStart?
     private var downloadFollows: String?
-    /// Set by a `/nick` whose claim went to the cluster: the client's next
-    /// lines wait for the answer.
-    private var claimFollows = false
+    /// Set by a `/nick` whose claim went to the cluster, or a `/join` that
+    /// waits for its room's channel: the client's next lines wait.
+    private var holdFollows = false
     /// Cluster (§6): the other servers' clients; nil when standalone.
     private var replica: ClusterReplica?
     /// Wall-clock milliseconds, for when a nick was taken (cluster only).
@@ -72,6 +81,14 @@ public final class ChatCore {
     /// Cluster: nicks (lower-cased) claimed by a client here and not yet
     /// decided: nobody else here may take them meanwhile.
     private var claims: [String: ConnectionID] = [:]
+    /// Cluster: rooms (lower-cased) whose channel this server hears, as
+    /// Redis confirmed while the link is up (`#lobby`'s is not listed: it
+    /// is always heard).
+    private var subscribedRooms: Set<String> = []
+    /// Cluster: clients waiting to join a room until its channel is heard,
+    /// in the order they asked.
+    private var joining: [String: [ConnectionID]] = [:]
+    public static let lobby = "lobby"
 
     private final class Client {
         let id: ConnectionID
@@ -88,6 +105,10 @@ public final class ChatCore {
         /// Cluster: an earlier holder of its nick appeared while its claim
         /// was in flight; settled once the claim is decided.
         var clashWaits = false
+        /// Cluster: the room (as spelled) it asked to join, while this
+        /// server subscribes to the room's channel (its input waits).
+        var pendingJoin: String?
+        var isHeld: Bool { claim != nil || pendingJoin != nil }
         var room: Room
         var framer: LineFramer
         /// Quota promised to this client's uploads under way.
@@ -212,21 +233,21 @@ public final class ChatCore {
         mayContinue: () -> Bool = { true }
     ) -> Intake {
         guard let client = clients[id], maxLines > 0 else { return Intake(consumed: clients[id] == nil ? bytes.count : 0, lines: 0) }
-        if client.claim != nil { return Intake(consumed: 0, lines: 0, held: true) }
+        if client.isHeld { return Intake(consumed: 0, lines: 0, held: true) }
         var lines = 0
         let consumed = client.framer.feed(bytes) { event in
             lines += 1
-            return handle(event, from: client, output) && rawFollows == nil && downloadFollows == nil && !claimFollows
+            return handle(event, from: client, output) && rawFollows == nil && downloadFollows == nil && !holdFollows
                 && lines < maxLines && mayContinue()
         }
         defer {
             rawFollows = nil
             downloadFollows = nil
-            claimFollows = false
+            holdFollows = false
         }
         // A client that left (`/quit`) drops the rest of what it sent.
         guard clients[id] != nil else { return Intake(consumed: bytes.count, lines: lines) }
-        return Intake(consumed: consumed, lines: lines, upload: rawFollows, download: downloadFollows, held: claimFollows)
+        return Intake(consumed: consumed, lines: lines, upload: rawFollows, download: downloadFollows, held: holdFollows)
     }
 
     /// The rate limit paused `id` (§3.6); it hears why unless `notify` is false
@@ -243,7 +264,7 @@ public final class ChatCore {
         client.framer.finish { event in handle(event, from: client, output) }
         rawFollows = nil  // no content can follow an end of input
         downloadFollows = nil
-        claimFollows = false
+        holdFollows = false
         if clients[id] != nil { remove(client, reason: .endOfInput, output) }
     }
 
@@ -276,6 +297,7 @@ public final class ChatCore {
         clients = [:]
         nicks = [:]
         claims = [:]
+        joining = [:]
         rooms = [:]
         roomList = nil
         guestFloor = 1
@@ -306,7 +328,7 @@ public final class ChatCore {
                 // `//text` is a message whose text starts with `/`.
                 let text = line[0] == 0x2F ? Array(line.dropFirst()) : line
                 broadcast(Replies.message(from: client.nick, text: text), in: client.room, except: client.id, output)
-                publish(.say(remoteID(of: client), text: text), output)
+                publish(.say(remoteID(of: client), text: text), room: client.room.key, output)
             }
         }
         return clients[client.id] != nil
@@ -367,7 +389,7 @@ public final class ChatCore {
             let since = clock()
             client.claim = (nick, since)
             claims[key] = client.id
-            claimFollows = true
+            holdFollows = true
             return publish(.nick(remoteID(of: client), since: since, nick: nick), output)
         }
         rename(client, to: nick, reply: Replies.youAreNow(nick), output)
@@ -400,6 +422,21 @@ public final class ChatCore {
         guard Self.isValidName(spelling) else { return send(Replies.invalidRoom(argument), to: client.id, output) }
         let key = spelling.asciiLowercased
         if key == client.room.key { return send(Replies.alreadyIn(client.room.name), to: client.id, output) }
+        if replica != nil && key != Self.lobby && rooms[key] == nil && joining[key] == nil { output.subscribe(room: key) }
+        if linked && key != Self.lobby && !subscribedRooms.contains(key) {
+            // Every line said in the room from the join on must reach this
+            // client: the join waits until this server hears the room.
+            joining[key, default: []].append(client.id)
+            client.pendingJoin = spelling
+            holdFollows = true
+            return
+        }
+        enter(client, key: key, spelling: spelling, output)
+    }
+
+    /// Moves `client` to room `key` (which this server hears), telling
+    /// it, both rooms and the other servers.
+    private func enter(_ client: Client, key: String, spelling: String, _ output: some ChatOutput) {
         leaveRoom(client, reason: nil, output)
         let room = findOrCreateRoom(key: key, spelling: spelling)
         roomList = nil
@@ -534,6 +571,12 @@ public final class ChatCore {
 
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
         if let claim = client.claim { claims[claim.nick.asciiLowercased] = nil }
+        if let spelling = client.pendingJoin {
+            let key = spelling.asciiLowercased
+            joining[key]?.removeAll { $0 == client.id }
+            if joining[key]?.isEmpty == true { joining[key] = nil }
+            roomUnheardIfEmpty(key, output)
+        }
         leaveRoom(client, reason: reason, output)
         publish(.bye(remoteID(of: client), suffix: reason.suffix), output)
         let key = client.nick.asciiLowercased
@@ -552,6 +595,7 @@ public final class ChatCore {
         if let index = room.members.firstIndex(of: client.id) { room.members.remove(at: index) }
         if room.members.isEmpty {
             rooms[room.key] = nil
+            roomUnheardIfEmpty(room.key, output)
         } else {
             let notice = Replies.left(nick: client.nick, room: room.name, reason: reason ?? .endOfInput)
             broadcast(notice, in: room, except: client.id, output)
@@ -606,16 +650,40 @@ public final class ChatCore {
         RemoteClientID(node: replica?.node ?? "", id: client.id.rawValue)
     }
 
-    private func publish(_ event: @autoclosure () -> ClusterEvent, _ output: some ChatOutput) {
-        if replica != nil && linked { output.publish(event()) }
+    private func publish(_ event: @autoclosure () -> ClusterEvent, room: String? = nil, _ output: some ChatOutput) {
+        if replica != nil && linked { output.publish(event(), room: room) }
+    }
+
+    /// This server no longer has anyone in room `key` (nor waiting to
+    /// join it): it stops hearing the room's channel.
+    private func roomUnheardIfEmpty(_ key: String, _ output: some ChatOutput) {
+        guard replica != nil, key != Self.lobby, rooms[key] == nil, joining[key] == nil else { return }
+        subscribedRooms.remove(key)
+        output.unsubscribe(room: key)
+    }
+
+    /// Redis confirmed that this server hears room `key`'s channel: the
+    /// clients waiting to join it join, in the order they asked.
+    public func subscribed(room key: String, output: some ChatOutput) {
+        guard linked, rooms[key] != nil || joining[key] != nil else { return }
+        subscribedRooms.insert(key)
+        guard let waiting = joining.removeValue(forKey: key) else { return }
+        for id in waiting {
+            guard let client = clients[id], let spelling = client.pendingJoin else { continue }
+            client.pendingJoin = nil
+            enter(client, key: key, spelling: spelling, output)
+            output.resume(id)
+        }
     }
 
     /// The link to the other servers is up (again): ask for their clients
-    /// and tell them ours.
+    /// and tell them ours. (The link hears the channel of every room this
+    /// server has members in before it calls this.)
     public func clusterUp(output: some ChatOutput) {
         guard let replica else { return }
         linked = true
-        output.publish(.sync(node: replica.node))
+        subscribedRooms = Set(rooms.keys.filter { $0 != Self.lobby })
+        output.publish(.sync(node: replica.node), room: nil)
         announceClients(output)
     }
 
@@ -625,12 +693,24 @@ public final class ChatCore {
     public func clusterDown(output: some ChatOutput) {
         guard replica != nil else { return }
         linked = false
+        subscribedRooms = []
         for client in clients.values { client.confirmedKey = nil }
         for id in claims.values.sorted() {
             guard let client = clients[id], let claim = client.claim else { continue }
             decide(client, claim: claim, taken: nicks[claim.nick.asciiLowercased] != nil, output)
         }
         claims = [:]
+        // Joins waiting for a room's channel are made here. (Each room's
+        // waiters stay listed until their turn, so a room emptied by one of
+        // them is not let go while others still wait to join it.)
+        for key in joining.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+            for id in joining.removeValue(forKey: key) ?? [] {
+                guard let client = clients[id], let spelling = client.pendingJoin else { continue }
+                client.pendingJoin = nil
+                enter(client, key: key, spelling: spelling, output)
+                output.resume(id)
+            }
+        }
         guard !replica!.isEmpty else { return }
         replica!.removeAll()
         listsChanged()
@@ -757,7 +837,7 @@ public final class ChatCore {
     private func announceClients(_ output: some ChatOutput) {
         for id in clients.keys.sorted() {
             guard let client = clients[id] else { continue }
-            output.publish(.here(remoteID(of: client), since: client.since, nick: client.nick, room: roomSpelling(of: client.room)))
+            output.publish(.here(remoteID(of: client), since: client.since, nick: client.nick, room: roomSpelling(of: client.room)), room: nil)
         }
     }
 

@@ -152,6 +152,14 @@ final class ChatHub: Sendable {
         return deliveries
     }
 
+    /// Redis confirmed that this server hears room `key`'s channel: the
+    /// clients waiting to join it join. The connections to wake.
+    func subscribed(room key: String) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in state.core.subscribed(room: key, output: state) }
+        return deliveries
+    }
+
     /// Events another server published: the connections to wake.
     func apply(_ events: [ClusterEvent]) -> Deliveries {
         var deliveries = Deliveries()
@@ -205,7 +213,9 @@ final class ChatHub: Sendable {
         }
 
         /// Queued on the link under the hub lock, so the events leave in the core's order.
-        func publish(_ event: ClusterEvent) { cluster?.publish(event) }
+        func publish(_ event: ClusterEvent, room: String?) { cluster?.publish(event, room: room) }
+        func subscribe(room key: String) { cluster?.hear(room: key, true) }
+        func unsubscribe(room key: String) { cluster?.hear(room: key, false) }
 
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }

@@ -53,6 +53,7 @@ public enum PrometheusText {
         "cluster_events_published": Known(type: .counter, help: "Cluster: chat events this server published (joins, lines, leaves...)."),
         "cluster_publishes": Known(type: .counter, help: "Cluster: PUBLISH commands that carried them (events coalesce)."),
         "cluster_events_received": Known(type: .counter, help: "Cluster: chat events heard from the other servers."),
+        "cluster_room_channels": Known(type: .gauge, help: "Cluster: room channels this server hears (its rooms with members, and #lobby)."),
     ]
 
     /// Reactors: `loopN_connections` keys are one gauge labelled by loop.

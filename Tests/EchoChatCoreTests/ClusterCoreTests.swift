@@ -9,6 +9,8 @@ private final class NodeOutput: ChatOutput {
     var lines: [ConnectionID: [String]] = [:]
     var closed: [ConnectionID] = []
     var resumed: [ConnectionID] = []
+    /// The rooms the core asked to hear (its link's list, kept while down).
+    var rooms: Set<String> = []
 
     init(bus: Bus, node: String) {
         self.bus = bus
@@ -19,22 +21,41 @@ private final class NodeOutput: ChatOutput {
     func close(_ id: ConnectionID) { closed.append(id) }
     func resume(_ id: ConnectionID) { resumed.append(id) }
     func transportStats() -> TransportStats { TransportStats(strategy: "test") }
-    func publish(_ event: ClusterEvent) {
+    func publish(_ event: ClusterEvent, room: String?) {
         // What Redis would carry: the encoded bytes, decoded on arrival.
-        bus.queue.append(event.encoded)
+        bus.queue.append(.publish(channel: room ?? "events", event.encoded))
+    }
+    func subscribe(room key: String) {
+        rooms.insert(key)
+        bus.queue.append(.subscribe(node: node, room: key))
+    }
+    func unsubscribe(room key: String) {
+        rooms.remove(key)
+        bus.queue.append(.unsubscribe(node: node, room: key))
     }
 }
 
-/// Redis's part, in memory: one ordered channel every node hears, its own
-/// events included.
+/// Redis's part, in memory: one ordered queue of what the nodes sent.
+/// Every node hears the events channel and #lobby's, its own messages
+/// included, and a room's channel from its subscription on.
 private final class Bus {
-    var queue: [[UInt8]] = []
+    enum Item {
+        case publish(channel: String, [UInt8])
+        case subscribe(node: String, room: String)
+        case unsubscribe(node: String, room: String)
+    }
+    var queue: [Item] = []
+    var heard: [String: Set<String>] = [:]
+
+    func hears(_ node: String, _ channel: String) -> Bool {
+        channel == "events" || channel == ChatCore.lobby || heard[node, default: []].contains(channel)
+    }
 }
 
 /// Several cores joined by the in-memory bus; `pump` delivers everything
-/// published so far, in order, to every node. Like a connection, each
-/// client's input waits while the core holds it (a nick claim in flight)
-/// and is handed in again when the core resumes it.
+/// sent so far, in order, to every node that hears it. Like a connection,
+/// each client's input waits while the core holds it (a nick claim or a
+/// join in flight) and is handed in again when the core resumes it.
 private final class SimulatedCluster {
     let bus = Bus()
     var cores: [String: ChatCore] = [:]
@@ -43,6 +64,8 @@ private final class SimulatedCluster {
     /// Input not yet taken by the core, per node and client.
     var unread: [String: [Int: [UInt8]]] = [:]
     var held: Set<String> = []
+    /// Messages per node, for checking who heard what.
+    var delivered: [String: Int] = [:]
 
     init(_ nodes: [String]) {
         for node in nodes {
@@ -55,14 +78,23 @@ private final class SimulatedCluster {
 
     func pump() {
         while !bus.queue.isEmpty {
-            let payload = bus.queue.removeFirst()
-            guard let event = ClusterEvent(decoding: payload) else {
-                Issue.record("undecodable event \(text(payload))")
-                continue
-            }
-            for node in cores.keys.sorted() {
-                cores[node]!.apply(event, output: outputs[node]!)
+            switch bus.queue.removeFirst() {
+            case .publish(let channel, let payload):
+                guard let event = ClusterEvent(decoding: payload) else {
+                    Issue.record("undecodable event \(text(payload))")
+                    continue
+                }
+                for node in cores.keys.sorted() where bus.hears(node, channel) {
+                    delivered[node, default: 0] += 1
+                    cores[node]!.apply(event, output: outputs[node]!)
+                    resumeHeld(node)
+                }
+            case .subscribe(let node, let room):
+                bus.heard[node, default: []].insert(room)
+                cores[node]!.subscribed(room: room, output: outputs[node]!)
                 resumeHeld(node)
+            case .unsubscribe(let node, let room):
+                bus.heard[node, default: []].remove(room)
             }
         }
     }
@@ -75,6 +107,13 @@ private final class SimulatedCluster {
             #expect(held.remove("\(node)/\(id.rawValue)") != nil, "\(node) resumed \(id), which it did not hold")
             feed(node, id.rawValue)
         }
+    }
+
+    /// The link comes back: a new session hears the rooms the node has
+    /// members in before the core is told.
+    func linkUp(_ node: String) {
+        bus.heard[node] = outputs[node]!.rooms
+        cores[node]!.clusterUp(output: outputs[node]!)
     }
 
     func connect(_ node: String, _ id: Int) {
@@ -98,6 +137,7 @@ private final class SimulatedCluster {
     }
 
     func linkDown(_ node: String) {
+        bus.heard[node] = []
         cores[node]!.clusterDown(output: outputs[node]!)
         resumeHeld(node)
     }
@@ -146,8 +186,11 @@ struct ClusterCoreTests {
         cluster.pump()
         #expect(cluster.take("b", 1) == ["* guest1 is now Zed", "* Zed left #lobby"])
         cluster.say("b", 1, "/nick zed\n/join dev\n/who\n/rooms\nhi\n/msg ZED psst\n")
+        // b has nobody in #dev yet: the join waits until b hears the room.
+        #expect(cluster.take("b", 1) == ["! nick taken: zed"])
+        cluster.pump()
         #expect(cluster.take("b", 1) == [
-            "! nick taken: zed", "* you joined #Dev (2 here)", "* #Dev: guest2, Zed (2)", "* rooms: #Dev (2)", "* sent to Zed",
+            "* you joined #Dev (2 here)", "* #Dev: guest2, Zed (2)", "* rooms: #Dev (2)", "* sent to Zed",
         ])
         cluster.pump()
         #expect(cluster.take("a", 1) == [
@@ -299,6 +342,59 @@ struct ClusterCoreTests {
         #expect(cluster.take("a", 2) == ["* you are now bob"])
     }
 
+    @Test("a server hears a room's lines only while it has members there; a join waits until it does")
+    func roomChannels() {
+        let cluster = SimulatedCluster(["a", "b"])
+        cluster.connect("a", 1)
+        cluster.connect("b", 1)
+        cluster.say("a", 1, "/nick ann\n/join dev\n")
+        cluster.pump()
+        _ = (cluster.take("a", 1), cluster.take("b", 1))
+        let before = cluster.delivered["b", default: 0]
+        for index in 0..<10 { cluster.say("a", 1, "line \(index)\n") }
+        cluster.pump()
+        #expect(cluster.delivered["b", default: 0] == before, "b heard #dev's lines with nobody there")
+        // b's client joins: nothing until b hears #dev, then every line from its join on.
+        cluster.say("b", 1, "/join DEV\nhello\n")
+        #expect(cluster.isHeld("b", 1))
+        #expect(cluster.take("b", 1) == [])
+        cluster.say("a", 1, "next\n")
+        cluster.pump()
+        // (b heard #dev from before a's line: its client had joined by then.)
+        #expect(cluster.take("b", 1) == ["* you joined #dev (2 here)", "<ann> next"])
+        #expect(cluster.take("a", 1) == ["* guest2 joined #dev", "<guest2> hello"])
+        cluster.say("a", 1, "after\n")
+        cluster.pump()
+        #expect(cluster.take("b", 1) == ["<ann> after"])
+        // The last one leaves: b stops hearing #dev.
+        cluster.say("b", 1, "/join lobby\n")
+        cluster.pump()
+        _ = cluster.take("b", 1)
+        let left = cluster.delivered["b", default: 0]
+        cluster.say("a", 1, "alone again\n")
+        cluster.pump()
+        #expect(cluster.delivered["b", default: 0] == left)
+    }
+
+    @Test("the link goes down while joins wait for their rooms: they join here, in order")
+    func joinsInFlightWhenTheLinkGoes() {
+        let cluster = SimulatedCluster(["a"])
+        for id in 1...3 { cluster.connect("a", id) }
+        cluster.pump()
+        cluster.say("a", 1, "/join x\n/who\n")
+        cluster.say("a", 2, "/join y\n")
+        cluster.say("a", 3, "/join X\n")
+        for id in 1...3 { #expect(cluster.isHeld("a", id)) }
+        cluster.bus.queue = []  // lost with the link
+        for id in 1...3 { _ = cluster.take("a", id) }
+        cluster.linkDown("a")
+        #expect(cluster.take("a", 1) == ["* you joined #x (1 here)", "* guest3 joined #x", "* #x: guest1, guest3 (2)"])
+        #expect(cluster.take("a", 2) == ["* guest1 left #lobby", "* guest3 left #lobby", "* you joined #y (1 here)"])
+        #expect(cluster.take("a", 3) == ["* guest1 left #lobby", "* you joined #x (2 here)"])
+        // The link keeps the rooms to hear when it is back.
+        #expect(cluster.outputs["a"]!.rooms == ["x", "y"])
+    }
+
     @Test("a lost node's clients leave with (server lost); their nicks are free")
     func nodeGone() {
         let cluster = SimulatedCluster(["a", "b"])
@@ -328,7 +424,7 @@ struct ClusterCoreTests {
         #expect(cluster.take("b", 1) == ["* you are now ann", "* #lobby: ann (1)"])
         #expect(cluster.take("a", 1) == ["* you are now Ann", "* #lobby: Ann (1)"])
         cluster.bus.queue = []
-        for node in ["a", "b"] { cluster.cores[node]!.clusterUp(output: cluster.outputs[node]!) }
+        for node in ["a", "b"] { cluster.linkUp(node) }
         cluster.pump()
         // b's client took it first (an earlier clock): a's is renamed.
         #expect(cluster.take("a", 1) == ["* you are now guest1 (nick taken elsewhere)"])

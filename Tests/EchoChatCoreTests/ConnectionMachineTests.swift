@@ -146,7 +146,7 @@ final class FakeIO: ConnectionIO, ChatOutput {
     func send(_ line: [UInt8], to id: ConnectionID) { if id == Self.id { mailbox.append(line) } }
     func close(_ id: ConnectionID) { if id == Self.id { mail.closeRequested = true } }
     func transportStats() -> TransportStats { TransportStats(strategy: "test") }
-    func publish(_ event: ClusterEvent) { published.append(event) }
+    func publish(_ event: ClusterEvent, room: String?) { published.append(event) }
     func resume(_ id: ConnectionID) { if id == Self.id { mail.resumed = true } }
 }
 

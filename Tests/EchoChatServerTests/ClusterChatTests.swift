@@ -292,3 +292,75 @@ extension ClusterChatTests {
         for node in cluster.nodes { #expect(try node.stop() == 0) }
     }
 }
+
+extension ClusterChatTests {
+    /// How many servers hear room `key`'s channel (Redis's own count).
+    static func subscribers(_ redis: RedisTestClient, _ key: String) throws -> Int {
+        Int(try redis.command(["PUBSUB", "NUMSUB", "echochat:room:" + key]).elements?.last?.integer ?? -1)
+    }
+
+    /// Waits (bounded) until `key`'s channel has `count` subscribers: an
+    /// UNSUBSCRIBE leaves after the reply to the client that left.
+    static func waitForSubscribers(_ redis: RedisTestClient, _ key: String, _ count: Int) throws -> Int {
+        let deadline = Clock.monotonicNanoseconds() + 10_000_000_000
+        var now = try subscribers(redis, key)
+        while now != count && Clock.monotonicNanoseconds() < deadline {
+            _ = try? Poll.readable([], timeoutMilliseconds: 20)
+            now = try subscribers(redis, key)
+        }
+        return now
+    }
+
+    /// Lines said in a room travel on its own channel, which only the
+    /// servers with members there hear; a join is answered once its
+    /// server hears the room, so every line said from the join on reaches
+    /// the newcomer.
+    @Test("a room's lines reach only the servers with members there, and a newcomer from its join on", arguments: Strategy.tested)
+    func roomChannels(strategy: Strategy) throws {
+        let cluster = try Cluster(strategy)
+        let redis = try cluster.redis.client()
+        let (a, b, c) = (cluster.nodes[0], cluster.nodes[1], cluster.nodes[2])
+        let ann = try a.joinChat().client
+        let bob = try b.joinChat().client
+        let cat = try c.joinChat().client
+        _ = try Self.ask(cat, "/who", replyPrefix: "* #lobby: ", until: { Set(Self.names(in: $0)).count == 3 })
+        #expect(try Self.subscribers(redis, "lobby") == 3)
+        #expect(try Self.subscribers(redis, "dev") == 0)
+
+        try ann.send("/nick ann\n/join dev\n")
+        #expect(try ann.readLines(until: { $0.hasPrefix("* you joined") }).last == "* you joined #dev (1 here)")
+        #expect(try Self.subscribers(redis, "dev") == 1, "a hears #dev once its client is in")
+        try bob.send("/join dev\n")
+        #expect(try bob.readLines(until: { $0.hasPrefix("* you joined") }).last == "* you joined #dev (2 here)")
+        #expect(try Self.subscribers(redis, "dev") == 2)
+        // ann answers bob's arrival at once: bob hears it.
+        let arrival = try ann.readLines(until: { $0.hasSuffix(" joined #dev") }).last!
+        let newcomer = String(arrival.split(separator: " ")[1])
+        try ann.send("welcome \(newcomer)\n")
+        #expect(try Self.nextMessage(bob) == "<ann> welcome \(newcomer)")
+        // A burst in #dev: bob gets all of it, in order; c, with nobody there, none.
+        for index in 0..<100 { try ann.send("line \(index)\n") }
+        for index in 0..<100 { #expect(try Self.nextMessage(bob) == "<ann> line \(index)") }
+        try cat.send("/who\n")
+        #expect(try cat.readLines(until: { $0.hasPrefix("* #lobby: ") }).allSatisfy { !$0.hasPrefix("<") })
+
+        // Redis restarted: each server hears its rooms again before it is back.
+        try cluster.redis.restart()
+        for client in [ann, bob] {
+            #expect(try client.readLines(until: { $0 == "* cluster link restored" }).last == "* cluster link restored")
+        }
+        #expect(try Self.subscribers(cluster.redis.client(), "dev") == 2)
+        // (Merged once b knows ann again: a line from a client b has not
+        // heard announced yet cannot be shown.)
+        _ = try Self.ask(bob, "/who", replyPrefix: "* #dev: ", until: { $0.contains("ann") })
+        try ann.send("back\n")
+        #expect(try Self.nextMessage(bob) == "<ann> back")
+
+        // bob leaves #dev: b stops hearing it.
+        try bob.send("/join lobby\n")
+        _ = try bob.readLines(until: { $0.hasPrefix("* you joined") })
+        #expect(try Self.waitForSubscribers(cluster.redis.client(), "dev", 1) == 1)
+        _ = try Self.ask(ann, "/who", replyPrefix: "* #dev: ", until: { $0 == "* #dev: ann (1)" })
+        for node in cluster.nodes { #expect(try node.stop() == 0) }
+    }
+}

@@ -39,8 +39,16 @@ public final class ClusterLink: Sendable {
         /// Off while the link is down: the events would be stale when it is
         /// back, and the servers exchange their whole state then instead.
         var accepting = false
-        var events: [UInt8] = []
+        /// Events in order, each run of consecutive events for one channel
+        /// one LF-separated message (one PUBLISH).
+        var runs: [(channel: String, events: [UInt8])] = []
         var count = 0
+        /// The rooms this server has members in (besides `#lobby`): the
+        /// channels a new session subscribes to.
+        var rooms: Set<String> = []
+        /// Changes to `rooms` since the session last took them, in order
+        /// (true: subscribe).
+        var roomChanges: [(room: String, hear: Bool)] = []
     }
     /// Random per start: tells this instance's presence key from a stale one.
     private let token: String
@@ -48,8 +56,12 @@ public final class ClusterLink: Sendable {
     static let prefix = "echochat:"
     static let nodesKey = prefix + "nodes"
     static let channel = prefix + "cluster"
-    /// Every server's chat events, in one order (`ClusterEvent`).
+    /// Every server's chat events, in one order (`ClusterEvent`), but
+    /// lines said in rooms.
     static let events = prefix + "events"
+    /// Lines said in room `key`: heard by the servers with members there.
+    static func roomChannel(_ key: String) -> String { prefix + "room:" + key }
+    static let roomPrefix = prefix + "room:"
     static func nodeKey(_ node: String) -> String { prefix + "node:" + node }
 
     private struct Shared {
@@ -106,16 +118,32 @@ public final class ClusterLink: Sendable {
     /// Queues `event` to be published (the hub calls it under its lock, so
     /// events leave in the core's order). The link's thread is rung only
     /// when the outbox was empty.
-    func publish(_ event: ClusterEvent) {
+    func publish(_ event: ClusterEvent, room: String?) {
+        let channel = room.map(Self.roomChannel) ?? Self.events
         let ring = outbox.withLock { box -> Bool in
             guard box.accepting else { return false }
-            let wasEmpty = box.events.isEmpty
-            if !wasEmpty { box.events.append(0x0A) }
-            box.events += event.encoded
+            let wasEmpty = box.runs.isEmpty
+            if let last = box.runs.indices.last, box.runs[last].channel == channel {
+                box.runs[last].events.append(0x0A)
+                box.runs[last].events += event.encoded
+            } else {
+                box.runs.append((channel, event.encoded))
+            }
             box.count += 1
             return wasEmpty
         }
         if ring { mailBell.ring() }
+    }
+
+    /// From the hub, under its lock: this server has members in room `key`
+    /// now (`hear`), or no longer. Kept whether the link is up or not: a
+    /// new session subscribes to every such room before it is up.
+    func hear(room key: String, _ hear: Bool) {
+        outbox.withLock { box in
+            if hear { box.rooms.insert(key) } else { box.rooms.remove(key) }
+            box.roomChanges.append((key, hear))
+        }
+        mailBell.ring()
     }
 
     /// From the hub, under its lock: whether events are taken (dropped when not).
@@ -123,11 +151,14 @@ public final class ClusterLink: Sendable {
         outbox.withLock { box in
             box.accepting = accepting
             if !accepting {
-                box.events = []
+                box.runs = []
                 box.count = 0
             }
         }
     }
+
+    /// Room channels this server hears (`#lobby`'s included), for metrics.
+    private var roomChannels: Int { outbox.withLock { $0.rooms.count } + 1 }
 
     /// `/stats`' `node` and `nodes` (the live servers; this one alone while the link is down).
     var statsPairs: [TransportStats.Pair] {
@@ -146,7 +177,7 @@ public final class ClusterLink: Sendable {
                 TransportStats.Pair("cluster_publishes", String($0.publishes)),
                 TransportStats.Pair("cluster_events_received", String($0.eventsReceived)),
             ]
-        }
+        } + [TransportStats.Pair("cluster_room_channels", String(roomChannels))]
     }
 
     // MARK: - The link's thread
@@ -155,10 +186,12 @@ public final class ClusterLink: Sendable {
     private final class Session {
         let commands: RedisConnection
         let subscriber: RedisConnection
-        /// Registered and subscribed to both channels: the link is up.
+        /// Registered and subscribed to every channel of the first
+        /// SUBSCRIBE: the link is up.
         var registered = false
-        var subscriptions = 0
-        var subscribed: Bool { subscriptions == 2 }
+        /// The first SUBSCRIBE's channels not yet confirmed.
+        var unconfirmed: Set<String> = []
+        var subscribed: Bool { unconfirmed.isEmpty }
         /// The subscriber's PING waiting for its pong, and when it was sent.
         var pingSent: Int64?
         var nextBeat: Int64 = 0
@@ -260,6 +293,7 @@ public final class ClusterLink: Sendable {
                     failures = 0
                     backoff = 100_000_000
                 }
+                sendRoomChanges(current, now: now)
                 try current.commands.flush()
                 try current.subscriber.flush()
             } catch {
@@ -291,7 +325,15 @@ public final class ClusterLink: Sendable {
         session.commands.send(["CLIENT", "SETNAME", "echochat-" + sanitized(node)], now: now)
         register(session, now: now)
         session.subscriber.onPush = { [self, session] value in push(value, session: session) }
-        session.subscriber.send(["SUBSCRIBE", Self.channel, Self.events], now: now)
+        // The cluster's channels, #lobby's, and those of the rooms this
+        // server has members in: all heard before the link is up.
+        let rooms = outbox.withLock { box -> Set<String> in
+            box.roomChanges = []
+            return box.rooms
+        }
+        let channels = [Self.channel, Self.events, Self.roomChannel(ChatCore.lobby)] + rooms.sorted().map(Self.roomChannel)
+        session.unconfirmed = Set(channels)
+        session.subscriber.send(["SUBSCRIBE"] + channels, now: now)
         return session
     }
 
@@ -381,11 +423,17 @@ public final class ClusterLink: Sendable {
     private func push(_ value: RESPValue, session: Session) {
         guard let parts = value.elements, let kind = parts.first?.text else { return }
         switch kind {
-        case "subscribe": session.subscriptions += 1
+        case "subscribe" where parts.count >= 2:
+            guard let channel = parts[1].text, session.unconfirmed.remove(channel) == nil,
+                channel.hasPrefix(Self.roomPrefix)
+            else { return }
+            // A room this server has members in since the session began.
+            let room = String(channel.dropFirst(Self.roomPrefix.count))
+            deliver { $0.subscribed(room: room) }
         case "pong": session.pingSent = nil
         case "message" where !session.announced:
             session.early.append(value)
-        case "message" where parts.count == 3 && parts[1].text == Self.events:
+        case "message" where parts.count == 3 && (parts[1].text == Self.events || parts[1].text?.hasPrefix(Self.roomPrefix) == true):
             guard let bytes = parts[2].bytes else { return }
             let events = bytes.split(separator: 0x0A).compactMap { ClusterEvent(decoding: Array($0)) }
             let received = events.count { !$0.isFrom(node) }
@@ -482,19 +530,31 @@ public final class ClusterLink: Sendable {
     /// Publishes what the hub queued: one PUBLISH for all of it (events are
     /// one per line), so a burst of lines costs one command.
     private func sendOutbox(_ session: Session, now: Int64) {
-        let (events, count) = outbox.withLock { box -> ([UInt8], Int) in
+        let (runs, count) = outbox.withLock { box -> ([(channel: String, events: [UInt8])], Int) in
             defer {
-                box.events = []
+                box.runs = []
                 box.count = 0
             }
-            return (box.events, box.count)
+            return (box.runs, box.count)
         }
-        guard !events.isEmpty else { return }
+        guard !runs.isEmpty else { return }
         shared.withLock {
             $0.eventsPublished += count
-            $0.publishes += 1
+            $0.publishes += runs.count
         }
-        session.commands.send([Array("PUBLISH".utf8), Array(Self.events.utf8), events], now: now)
+        for run in runs { session.commands.send([Array("PUBLISH".utf8), Array(run.channel.utf8), run.events], now: now) }
+    }
+
+    /// Rooms gained or left since the session last looked: SUBSCRIBE or
+    /// UNSUBSCRIBE, in order (a join waits for its room's confirmation).
+    private func sendRoomChanges(_ session: Session, now: Int64) {
+        let changes = outbox.withLock { box in
+            defer { box.roomChanges = [] }
+            return box.roomChanges
+        }
+        for change in changes {
+            session.subscriber.send([change.hear ? "SUBSCRIBE" : "UNSUBSCRIBE", Self.roomChannel(change.room)], now: now)
+        }
     }
 
     private func tell(_ line: [UInt8], hub: ChatHub?, wake: (@Sendable (Connection) -> Void)?) {
