@@ -103,9 +103,16 @@ struct ClusterTests {
         // Registered again: Redis started empty.
         try Self.waitForNodes(server, ["solo"])
         #expect(try redis.client().command(["SISMEMBER", "echochat:nodes", "solo"]) == .integer(1))
+        // It publishes again: a new client's hello reaches a subscriber (and
+        // is counted before it leaves).
+        let listener = try redis.client()
+        _ = try listener.command(["SUBSCRIBE", "echochat:events"])
+        _ = try server.joinChat()
+        let heard = try listener.messages(quietFor: 1)
+        // (Events coalesce: one message may carry several, one per line.)
+        #expect(heard.flatMap { $0.split(separator: "\n") }.contains { $0.hasPrefix("hello solo ") }, "\(heard)")
         let after = try server.scrape()
         #expect(after.value("echochat_cluster_link_up") == 1)
-        // The hellos of its two clients, again after the outage (with the sync).
         #expect((after.value("echochat_cluster_events_published_total") ?? 0) > publishedBefore)
         #expect((after.value("echochat_cluster_publishes_total") ?? 0) >= 1)
         #expect(try server.stop() == 0)
