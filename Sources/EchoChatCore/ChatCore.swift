@@ -199,8 +199,9 @@ public final class ChatCore {
         /// The last line handled was a `/download` of this stored file.
         public var download: String?
         /// Cluster: the last line handled was a `/nick` whose claim is on its
-        /// way through the cluster: hand in nothing more from this client
-        /// until `ChatOutput.resume`.
+        /// way through the cluster, or a `/join` waiting for its room's
+        /// channel: hand in nothing more from this client until
+        /// `ChatOutput.resume`.
         public var held: Bool
         public init(consumed: Int, lines: Int, upload: UploadStart? = nil, download: String? = nil, held: Bool = false) {
             self.consumed = consumed
@@ -749,15 +750,17 @@ public final class ChatCore {
     /// is decided; a nick it announced is now known to every server.
     private func ownEventReturned(_ event: ClusterEvent, output: some ChatOutput) {
         switch event {
-        case .nick(let who, _, let nick):
+        // (`since` tells the client that sent it from a later connection
+        // that got the same descriptor.)
+        case .nick(let who, let since, let nick):
             guard let client = clients[ConnectionID(who.id)] else { return }
-            if let claim = client.claim, claim.nick == nick {
+            if let claim = client.claim, claim.nick == nick, claim.since == since {
                 decide(client, claim: claim, taken: claimLoses(nick.asciiLowercased, by: who), output)
-            } else if client.nick == nick {
+            } else if client.nick == nick, client.since == since {
                 client.confirmedKey = nick.asciiLowercased
             }
-        case .hello(let who, _, let nick, _), .here(let who, _, let nick, _):
-            guard let client = clients[ConnectionID(who.id)], client.nick == nick else { return }
+        case .hello(let who, let since, let nick, _), .here(let who, let since, let nick, _):
+            guard let client = clients[ConnectionID(who.id)], client.nick == nick, client.since == since else { return }
             client.confirmedKey = nick.asciiLowercased
         default:
             break

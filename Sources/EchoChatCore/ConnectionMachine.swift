@@ -63,8 +63,9 @@ public struct ConnectionMachine {
     /// In a flood: paused by the rate limit since `input` was last empty.
     private var flooding = false
     private var shutdownApplied = false
-    /// Chat in a cluster: a `/nick` claim is in flight; nothing more is read
-    /// or handled until the engine's mail says it was decided.
+    /// Chat in a cluster: a `/nick` claim, or a `/join` waiting for its
+    /// room's channel, is in flight; nothing more is read or handled until
+    /// the engine's mail says it was decided.
     private var held = false
     /// Bytes waiting for the kernel, oldest first.
     public private(set) var output = ByteQueue()
@@ -695,7 +696,7 @@ public struct Mail: Sendable, Equatable {
     public var abort: DisconnectReason?
     /// What the file store did for this connection, in order.
     public var files: [FileEvent]
-    /// The engine decided the client's nick claim: its input flows again.
+    /// The engine decided the client's nick claim or join: its input flows again.
     public var resumed: Bool
 
     public init(closeRequested: Bool = false, abort: DisconnectReason? = nil, files: [FileEvent] = [], resumed: Bool = false) {
@@ -778,8 +779,9 @@ public struct ChatIntake: Sendable, Equatable {
     public var upload: ChatCore.UploadStart?
     /// The last line was a `/download` of this file.
     public var download: String?
-    /// The last line was a `/nick` claimed through the cluster: hand in
-    /// nothing more until the mail says `resumed`.
+    /// The last line was a `/nick` claimed through the cluster, or a
+    /// `/join` waiting for its room's channel: hand in nothing more until
+    /// the mail says `resumed`.
     public var held: Bool
 
     public init(

@@ -63,7 +63,7 @@ final class Connection: @unchecked Sendable {
         var abort: DisconnectReason?
         /// What the file store did for this connection, not yet collected.
         var files: [FileEvent] = []
-        /// The engine decided the client's nick claim (cluster): its input flows again.
+        /// The engine decided the client's nick claim or join (cluster): its input flows again.
         var resumed = false
         /// Lines or a request arrived since the owner last collected: the
         /// owner has been (or is being) woken; later deliveries need not wake it again.
