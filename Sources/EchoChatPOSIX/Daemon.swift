@@ -5,8 +5,8 @@ import Glibc
 /// readiness pipe so the launching process reports the daemon's start-up
 /// result: `nginx` exits 0 only once it listens, and so does this.
 ///
-/// Call `Daemon.detach()` before any thread exists (forking a multi-threaded
-/// process copies only the calling thread).
+/// Call `Daemon.detach(relaunching:)` before any thread exists (forking a
+/// multi-threaded process copies only the calling thread).
 public enum Daemon {
     /// The end of the readiness pipe the daemon writes to once it is serving
     /// (`ready()`) or has failed (`failed(_:)`).
@@ -26,18 +26,45 @@ public enum Daemon {
         }
     }
 
-    /// fork, setsid, fork again, chdir /, stdin/stdout/stderr to /dev/null.
-    /// Returns in the daemon (the grandchild) only. The launching process
-    /// waits for the daemon's word on the readiness pipe and exits: 0 on
-    /// `ready()`, 1 after printing the error on `failed` or if the daemon dies
-    /// before saying anything.
-    public static func detach() throws(SystemError) -> Readiness {
+    /// The environment variable that hands the re-executed daemon its end of
+    /// the readiness pipe (internal: not a setting, so not `ECHOCHAT_`).
+    public static let readinessVariable = "_ECHOCHAT_DAEMON_READINESS"
+
+    /// fork, setsid, fork again, stdin/stdout/stderr to /dev/null, then
+    /// execute this same program again with the same arguments: `adopt()`
+    /// in the new image finds the readiness pipe and carries on as the
+    /// daemon. Never returns: the launching process waits for the daemon's
+    /// word on the readiness pipe and exits 0 on `ready()`, or prints the
+    /// error and exits 1 on `failed` or if the daemon dies before saying
+    /// anything. Throws only if the pipe cannot be made.
+    ///
+    /// Why execute again rather than carry on in the forked child, as C
+    /// daemons do: the Swift runtime's locks record their owner's thread id,
+    /// cached per thread. A forked child's main thread keeps its parent's
+    /// id, so once a second thread contends for a lock the main thread holds
+    /// (first use of a generic type on two threads at once), the kernel's
+    /// priority-inheritance futex finds no such owner and both threads spin
+    /// forever. It happened here at shutdown of a reactors daemon, about one
+    /// start in seven under ThreadSanitizer. A fresh image has no cached ids.
+    public static func detach(relaunching arguments: [String]) throws(SystemError) -> Never {
         var ends: [Int32] = [0, 0]
         _ = try syscallNoWait("pipe") { pipe(&ends) }
         let (readEnd, writeEnd) = (ends[0], ends[1])
         // Single-threaded here, so setting FD_CLOEXEC after pipe(2) is not racy.
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+        // What execve needs, made before forking: the daemon's side only
+        // redirects, closes and executes.
+        // (Never freed: this process executes or exits.)
+        let marker = "\(readinessVariable)="
+        var envp: [UnsafeMutablePointer<CChar>?] = []
+        var cursor = environ
+        while let entry = cursor.pointee {
+            if strncmp(entry, marker, marker.utf8.count) != 0 { envp.append(strdup(entry)) }
+            cursor += 1
+        }
+        envp += [strdup(marker + String(writeEnd)), nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         let first = try syscallNoWait("fork") { cechochat_fork() }
         if first > 0 {
             _ = Glibc.close(writeEnd)
@@ -53,13 +80,31 @@ public enum Daemon {
             _exit(1)
         }
         if second > 0 { _exit(0) }
-        _ = chdir("/")
         redirectStandardStreams(to: "/dev/null")
         // Whatever the launcher inherited (a shell's or a test runner's pipes)
         // must not be held open by the daemon, or whoever waits for EOF on
         // them waits for the daemon to exit.
         cechochat_close_all_from_3_except(writeEnd)
-        return Readiness(descriptor: writeEnd)
+        _ = fcntl(writeEnd, F_SETFD, 0)
+        execve("/proc/self/exe", argv, envp)
+        Readiness(descriptor: writeEnd).failed("cannot execute /proc/self/exe: \(Errno.current)")
+        _exit(1)
+    }
+
+    /// In the program `detach` executed: takes the readiness pipe from the
+    /// environment (removing the variable), changes directory to /, and
+    /// returns it. Nil in any other process (no variable, or not a pipe).
+    public static func adopt() -> Readiness? {
+        guard let value = getenv(readinessVariable) else { return nil }
+        let descriptor = Int32(String(cString: value))
+        unsetenv(readinessVariable)
+        var status = stat()
+        guard let descriptor, descriptor > 2, fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFIFO else {
+            return nil
+        }
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        _ = chdir("/")
+        return Readiness(descriptor: descriptor)
     }
 
     private static func waitForReadiness(_ descriptor: Int32) -> Int32 {

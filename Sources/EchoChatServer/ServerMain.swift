@@ -44,11 +44,16 @@ public enum ServerMain {
         // From here on, failures go to the launcher when detached.
         var readiness: Daemon.Readiness?
         if configuration.daemon {
-            do {
-                readiness = try Daemon.detach()
-            } catch {
-                System.writeToStandardError("Error: cannot start a daemon: \(error)\n")
-                return 1
+            // The launcher detaches and executes this program again; the new
+            // image (the daemon) finds the readiness pipe and carries on.
+            readiness = Daemon.adopt()
+            if readiness == nil {
+                do {
+                    try Daemon.detach(relaunching: [CommandLine.arguments.first ?? "echochat-server"] + arguments)
+                } catch {
+                    System.writeToStandardError("Error: cannot start a daemon: \(error)\n")
+                    return 1
+                }
             }
         }
         func fail(_ message: String) -> Int32 {

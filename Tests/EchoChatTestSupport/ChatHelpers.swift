@@ -116,3 +116,21 @@ public func waitForLine(inFile path: String, timeout: Double = 10, _ predicate: 
         _ = try? Poll.readable([], timeoutMilliseconds: 20)
     }
 }
+
+/// What each thread of process `pid` is doing (name, state, kernel wait
+/// channel), for a failure message when a process does not exit: a spin
+/// shows as threads in state R, a deadlock as threads asleep on a futex.
+public func threadStates(of pid: Int32) -> String {
+    let directory = "/proc/\(pid)/task"
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return "no /proc entry for \(pid)" }
+    return tasks.sorted().map { task in
+        func read(_ name: String) -> String {
+            ((try? String(contentsOfFile: "\(directory)/\(task)/\(name)", encoding: .utf8)) ?? "?")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // stat: "tid (comm) state ..."; the name may hold spaces, the state follows the last ')'.
+        let stat = read("stat")
+        let state = stat.lastIndex(of: ")").map { String(stat[stat.index($0, offsetBy: 2)...].prefix(1)) } ?? "?"
+        return "\(task) '\(read("comm"))' state \(state) wchan \(read("wchan"))"
+    }.joined(separator: "\n")
+}
