@@ -241,7 +241,13 @@ final class Connection: @unchecked Sendable {
             return state.pending.count
         }
         if dropped > 0 { layer.hub?.waiting.value.wrappingSubtract(dropped, ordering: .relaxed) }
-        if !leaveOpen { socket.close() }
+        if !leaveOpen { closeSocket() }
+    }
+
+    /// close(2), then the debug line that says the descriptor is free.
+    private func closeSocket() {
+        socket.close()
+        layer.logger.debug("closed \(socket)")
     }
 
     /// The owner closes a descriptor another thread left open when it closed
@@ -251,7 +257,7 @@ final class Connection: @unchecked Sendable {
             defer { state.descriptorLeftOpen = false }
             return state.descriptorLeftOpen
         }
-        if close { socket.close() }
+        if close { closeSocket() }
     }
 }
 

@@ -187,17 +187,20 @@ public final class OutputCollector: Sendable {
 
     /// The first complete line satisfying `predicate`, waiting up to `timeout`
     /// seconds; nil if none came in time or the output ended without one.
-    public func waitFor(_ predicate: (String) -> Bool, timeout: Double) -> String? {
+    /// `after`: how many lines to pass over (`lines.count` taken earlier, to
+    /// wait for a line written since, not an older one that matches too).
+    public func waitFor(_ predicate: (String) -> Bool, timeout: Double, after: Int = 0) -> String? {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
         defer { condition.unlock() }
-        var checked = 0
+        var checked = after
         while true {
             let (lines, ended) = state.withLock { ($0.lines, $0.ended) }
-            if let line = lines[checked...].first(where: predicate) { return line }
-            checked = lines.count
+            if let line = lines[min(checked, lines.count)...].first(where: predicate) { return line }
+            checked = max(checked, lines.count)
             if ended || !condition.wait(until: deadline) {
-                return state.withLock { $0.lines }[checked...].first(where: predicate)
+                let lines = state.withLock { $0.lines }
+                return lines[min(checked, lines.count)...].first(where: predicate)
             }
         }
     }
