@@ -37,6 +37,7 @@ struct epoll_event *cechochat_epoll_events_allocate(int count) {
 void cechochat_epoll_events_free(struct epoll_event *events) { free(events); }
 
 int cechochat_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+int cechochat_eventfd_semaphore(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC | EFD_SEMAPHORE); }
 
 int cechochat_accept4(int fd, struct sockaddr *addr, socklen_t *len, int nonblocking) {
     return accept4(fd, addr, len, SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));

@@ -6,8 +6,10 @@ import Glibc
 public struct Wakeup: Sendable {
     public let descriptor: Int32
 
-    public init() throws(SystemError) {
-        descriptor = try syscallNoWait("eventfd") { cechochat_eventfd() }
+    /// `counting`: each `ring()` adds a count that one `take()` removes
+    /// (EFD_SEMAPHORE), so several threads polling it share the rings out.
+    public init(counting: Bool = false) throws(SystemError) {
+        descriptor = try syscallNoWait("eventfd") { counting ? cechochat_eventfd_semaphore() : cechochat_eventfd() }
     }
 
     /// Adds one to the counter; safe from any thread, and from a signal-watcher thread.
@@ -21,6 +23,15 @@ public struct Wakeup: Sendable {
         var value: UInt64 = 0
         // EAGAIN (nothing to drain) is fine; EBADF is a use after close.
         if Glibc.read(descriptor, &value, 8) < 0 { assertNotProgrammingError(.current, "drain eventfd \(descriptor)") }
+    }
+
+    /// A counting doorbell: takes one ring; false if another thread took
+    /// the last one first (or there was none).
+    public func take() -> Bool {
+        var value: UInt64 = 0
+        if Glibc.read(descriptor, &value, 8) == 8 { return true }
+        assertNotProgrammingError(.current, "take from eventfd \(descriptor)")
+        return false
     }
 
     public func close() { closeDescriptor(descriptor) }

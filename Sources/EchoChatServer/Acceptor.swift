@@ -32,11 +32,23 @@ struct Acceptor: ~Copyable {
     /// How often strategies that sweep look at their connections' timers.
     static let sweepInterval: Int64 = 100_000_000
 
-    init(listener: Socket, layer: ConnectionLayer, poller: Poller? = nil) throws(SystemError) {
+    /// What the poller watches the listener for: level-triggered, or one
+    /// shot (`oneShot`) where several threads wait on one poller and only
+    /// the one that gets the event may accept, until it calls `rearm()`.
+    private let listening: Poller.Events
+
+    init(listener: Socket, layer: ConnectionLayer, poller: Poller? = nil, oneShot: Bool = false) throws(SystemError) {
         self.listener = listener
         self.layer = layer
         self.poller = poller
-        try poller?.register(listener.descriptor, for: .readable, data: PollTokens.listener)
+        listening = oneShot ? [.readable, .oneShot] : .readable
+        try poller?.register(listener.descriptor, for: listening, data: PollTokens.listener)
+    }
+
+    /// One shot: watches the listener again after a batch (unless paused).
+    func rearm() {
+        guard pausedUntil == nil else { return }
+        try? poller?.modify(listener.descriptor, for: listening, data: PollTokens.listener)
     }
 
     /// Accepts up to `limit` waiting connections and hands each socket to
@@ -53,7 +65,7 @@ struct Acceptor: ~Copyable {
         guard let until = pausedUntil else { return false }
         guard now >= until else { return true }
         pausedUntil = nil
-        try? poller?.modify(listener.descriptor, for: .readable, data: PollTokens.listener)
+        try? poller?.modify(listener.descriptor, for: listening, data: PollTokens.listener)
         return false
     }
 

@@ -31,7 +31,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// has to take its last output before the server closes it anyway.
     public var closeTimeout = 30.0
     public var logLevel: LogLevel = .info
-    /// Pool strategy: worker threads; nil = the CPUs this process may use, at least 2.
+    /// Pool strategy: worker threads; nil = the CPUs this process may use.
     public var workers: Int?
     /// Reactors strategy: event loops; nil = the CPUs this process may use.
     public var loops: Int?
@@ -63,7 +63,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public init() {}
 
     /// The pool's worker count after applying the default.
-    public var effectiveWorkers: Int { workers ?? max(2, Threads.availableCores) }
+    public var effectiveWorkers: Int { workers ?? max(1, Threads.availableCores) }
 
     /// The reactors' loop count after applying the default.
     public var effectiveLoops: Int { loops ?? Threads.availableCores }

@@ -11,7 +11,7 @@ import Synchronization
 /// Ownership: one thread at a time *owns* the connection (the epoll loop, the
 /// client's own thread, or the pool worker holding it); only the owner calls
 /// `serve`, touches `machine`, writes to the socket or closes it. Everyone
-/// else (a chat sender on another thread, the acceptor, the pool dispatcher)
+/// else (a chat sender on another thread, the acceptor, a timer sweep)
 /// only queues lines in `shared` under its lock and then wakes the owner the
 /// strategy's way. So no lock is ever held across a syscall on this socket,
 /// and no thread can write to a descriptor number that was closed and reused.
@@ -267,6 +267,8 @@ final class Connection: @unchecked Sendable {
 struct PollTokens {
     static let listener = UInt64(UInt32.max)
     static let control = UInt64(UInt32.max) - 1
+    /// The pool's job queue.
+    static let jobs = UInt64(UInt32.max) - 2
     private var generation: UInt32 = 0
 
     mutating func next(for socket: Socket) -> UInt64 {

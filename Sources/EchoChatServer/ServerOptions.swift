@@ -123,7 +123,7 @@ public enum ServerOptions {
                 value: { $0.nodeID ?? "auto" }) { config, text, name throws(UsageError) in
             config.nodeID = text == "auto" ? nil : try NodeID.parse(text, name)
         },
-        setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available, at least 2)",
+        setting("workers", placeholder: "n", help: "Pool strategy: worker threads (auto = CPUs available)",
                 value: { $0.workers.map(String.init) ?? "auto" }) { config, text, name throws(UsageError) in
             config.workers = text == "auto" ? nil : try Value.integer(text, name, in: 1...1024)
         },

@@ -5,7 +5,7 @@ public enum Strategy: String, Sendable, CaseIterable {
     case epoll
     /// One thread per client, blocking in ppoll on its own socket.
     case thread
-    /// A dispatcher thread and a fixed pool of workers (`--workers`).
+    /// A fixed pool of workers (`--workers`) taking turns at one epoll instance.
     case pool
     /// One epoll loop per CPU (`--loops`), each owning its connections.
     case reactors

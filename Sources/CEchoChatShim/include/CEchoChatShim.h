@@ -35,6 +35,8 @@ static const int CECHOCHAT_EPOLL_CTL_DEL = EPOLL_CTL_DEL;
 
 // eventfd(2), non-blocking and close-on-exec
 int cechochat_eventfd(void);
+// eventfd(2) as a semaphore (EFD_SEMAPHORE): each read takes one count
+int cechochat_eventfd_semaphore(void);
 
 // accept4(2) with SOCK_CLOEXEC, plus SOCK_NONBLOCK when nonblocking != 0
 int cechochat_accept4(int fd, struct sockaddr *addr, socklen_t *len, int nonblocking);
