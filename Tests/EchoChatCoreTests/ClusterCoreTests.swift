@@ -116,6 +116,16 @@ private final class SimulatedCluster {
         cores[node]!.clusterUp(output: outputs[node]!)
     }
 
+    /// A cluster of `nodes` with `clients` (node, id) connected, welcomed,
+    /// heard of everywhere, and their lines so far taken: where most tests start.
+    static func settled(_ nodes: [String], clients: [(String, Int)]) -> SimulatedCluster {
+        let cluster = SimulatedCluster(nodes)
+        for (node, id) in clients { cluster.connect(node, id) }
+        cluster.pump()
+        for (node, id) in clients { _ = cluster.take(node, id) }
+        return cluster
+    }
+
     func connect(_ node: String, _ id: Int) {
         time += 1
         cores[node]!.connect(ConnectionID(id), output: outputs[node]!)
@@ -223,11 +233,7 @@ struct ClusterCoreTests {
 
     @Test("a claim waits for its turn in the stream, and so do the lines after it")
     func aClaimWaitsForTheStream() {
-        let cluster = SimulatedCluster(["a", "b"])
-        cluster.connect("a", 1)
-        cluster.connect("b", 1)
-        cluster.pump()
-        _ = (cluster.take("a", 1), cluster.take("b", 1))
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
         cluster.say("a", 1, "/nick bob\nhello\n/who\n")
         // Nothing is answered, said or shown before the claim comes back.
         #expect(cluster.isHeld("a", 1))
@@ -249,11 +255,7 @@ struct ClusterCoreTests {
 
     @Test("two servers claim one nick at once: the first claim in the stream gets it everywhere; nobody is renamed", arguments: [false, true])
     func clash(laterOnA: Bool) {
-        let cluster = SimulatedCluster(["a", "b"])
-        cluster.connect("a", 1)
-        cluster.connect("b", 1)
-        cluster.pump()
-        _ = (cluster.take("a", 1), cluster.take("b", 1))
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
         // Both ask for "bob" before either hears of the other.
         let (first, second) = laterOnA ? ("b", "a") : ("a", "b")
         cluster.say(first, 1, "/nick bob\n")
@@ -312,11 +314,7 @@ struct ClusterCoreTests {
 
     @Test("the link goes down with a claim in flight: decided here, as standalone, and the client reads on")
     func aClaimInFlightWhenTheLinkGoes() {
-        let cluster = SimulatedCluster(["a", "b"])
-        cluster.connect("a", 1)
-        cluster.connect("a", 2)
-        cluster.pump()
-        _ = (cluster.take("a", 1), cluster.take("a", 2))
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("a", 2)])
         cluster.say("a", 1, "/nick bob\n/who\n")
         cluster.say("a", 2, "/nick Bob\n")
         #expect(cluster.take("a", 2) == ["! nick taken: Bob"], "a claim in flight here is taken for the others here")
@@ -412,11 +410,7 @@ struct ClusterCoreTests {
 
     @Test("an outage: the other nodes are forgotten, then merged back; a nick taken on both sides stays with its first holder")
     func outage() {
-        let cluster = SimulatedCluster(["a", "b"])
-        cluster.connect("a", 1)
-        cluster.connect("b", 1)
-        cluster.pump()
-        _ = (cluster.take("a", 1), cluster.take("b", 1))
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
         for node in ["a", "b"] { cluster.linkDown(node) }
         cluster.bus.queue = []  // nothing crosses while the link is down
         cluster.say("b", 1, "/nick ann\n/who\n")
