@@ -336,17 +336,12 @@ private final class Workers: Sendable {
 /// job, so each job wakes one waiting worker and is taken by one.
 private final class JobQueue: Sendable {
     let doorbell: Wakeup
-    private let items = Lock<Storage>(Storage())
-
-    struct Storage {
-        var buffer: [Connection] = []
-        var head = 0
-    }
+    private let items = Lock(FIFO<Connection>())
 
     init() throws(SystemError) { doorbell = try Wakeup(counting: true) }
 
     func push(_ connection: Connection) {
-        items.withLock { $0.buffer.append(connection) }
+        items.withLock { $0.append(connection) }
         doorbell.ring()
     }
 
@@ -354,20 +349,9 @@ private final class JobQueue: Sendable {
     /// woken by the same ring may have taken it).
     func take() -> Connection? {
         guard doorbell.take() else { return nil }
-        return items.withLock { storage in
-            let item = storage.buffer[storage.head]
-            storage.head += 1
-            if storage.head == storage.buffer.count {
-                storage.buffer.removeAll(keepingCapacity: true)
-                storage.head = 0
-            } else if storage.head >= 1024 && storage.head * 2 >= storage.buffer.count {
-                storage.buffer.removeFirst(storage.head)
-                storage.head = 0
-            }
-            return item
-        }
+        return items.withLock { $0.removeFirst() }
     }
 
     /// Jobs waiting for a worker (the `queue_depth` of `/stats`).
-    var depth: Int { items.withLock { $0.buffer.count - $0.head } }
+    var depth: Int { items.withLock { $0.count } }
 }

@@ -1,37 +1,48 @@
 import EchoChatPOSIX
 
-/// A FIFO of jobs for the workers: a lock-protected array and a semaphore
-/// that counts the items, so an idle worker sleeps until there is work.
+/// A FIFO of jobs for a worker thread (the file store's): a lock-protected
+/// `FIFO` and a semaphore that counts the items, so an idle worker sleeps
+/// until there is work.
 final class WorkQueue<Item: Sendable>: Sendable {
-    private let items = Lock<Storage>(Storage())
+    private let items = Lock(FIFO<Item>())
     private let available = Semaphore()
 
-    struct Storage {
-        var buffer: [Item] = []
-        var head = 0
-    }
-
     func push(_ item: Item) {
-        items.withLock { $0.buffer.append(item) }
+        items.withLock { $0.append(item) }
         available.signal()
     }
 
     func pop() -> Item {
         available.wait()
-        return items.withLock { storage in
-            let item = storage.buffer[storage.head]
-            storage.head += 1
-            if storage.head == storage.buffer.count {
-                storage.buffer.removeAll(keepingCapacity: true)
-                storage.head = 0
-            } else if storage.head >= 1024 && storage.head * 2 >= storage.buffer.count {
-                storage.buffer.removeFirst(storage.head)
-                storage.head = 0
-            }
-            return item
-        }
+        return items.withLock { $0.removeFirst() }
     }
 
-    /// Items waiting for a worker (the `queue_depth` of `/stats`).
-    var depth: Int { items.withLock { $0.buffer.count - $0.head } }
+    /// Items waiting for the worker.
+    var depth: Int { items.withLock { $0.count } }
+}
+
+/// An array used as a queue: items are taken from `head`, and the array is
+/// compacted when it empties or its taken half is large, so neither end
+/// costs more than amortised O(1) and the steady state does not allocate.
+struct FIFO<Item> {
+    private var buffer: [Item] = []
+    private var head = 0
+
+    var count: Int { buffer.count - head }
+
+    mutating func append(_ item: Item) { buffer.append(item) }
+
+    /// The oldest item; the queue must not be empty.
+    mutating func removeFirst() -> Item {
+        let item = buffer[head]
+        head += 1
+        if head == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024 && head * 2 >= buffer.count {
+            buffer.removeFirst(head)
+            head = 0
+        }
+        return item
+    }
 }
