@@ -89,16 +89,32 @@ final class Connection: @unchecked Sendable {
 
         /// Takes the connection into service unless a thread serves it (or
         /// it is closed, unless `asOwner`: its owner must still see that).
-        /// The owner that finds it taken is woken when it is free.
-        mutating func take(asOwner: Bool = false) -> Bool {
+        /// The holder that refused it sees `ready` (pool: readiness a worker
+        /// got) in `arrivals` before it lets go; the thread strategy's owner
+        /// that finds it taken is woken when it is free.
+        mutating func take(asOwner: Bool = false, noting ready: Poller.Events = []) -> Bool {
             if inService {
                 if asOwner { ownerWaiting = true }
+                pendingEvents.formUnion(ready)
                 return false
             }
             if closed && !asOwner { return false }
             inService = true
             if asOwner { ownerWaiting = false }
             return true
+        }
+
+        /// What arrived for the holder while it served (readiness noted by
+        /// `take`, or mail): served again before it lets go. Nil if nothing
+        /// did; then `release` lets go of it, in the same critical section,
+        /// so nothing can arrive unseen in between.
+        mutating func arrivals(release: Bool) -> Poller.Events? {
+            if !pendingEvents.isEmpty || mailWaiting {
+                defer { pendingEvents = [] }
+                return pendingEvents
+            }
+            if release { inService = false }
+            return nil
         }
     }
 

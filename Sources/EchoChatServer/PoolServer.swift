@@ -17,10 +17,11 @@ import Synchronization
 ///   one loop by 12–17% with the server on one CPU).
 /// - Ownership: registrations are EPOLLONESHOT, so readiness is reported to
 ///   one worker once. The worker takes the connection *into service*
-///   (`Connection.Shared.inService`, under its lock) and alone serves it
-///   (`Connection.serve`) until it re-arms it and lets go. Readiness or chat
-///   lines that arrive meanwhile are noted on the connection and picked up
-///   by the same worker before it lets go, never by a second one.
+///   (`Connection.Shared.take`, under its lock, the thread strategy's
+///   protocol too) and alone serves it (`Connection.serve`) until it re-arms
+///   it and lets go. Readiness or chat lines that arrive meanwhile are noted
+///   on the connection and picked up by the same worker before it lets go
+///   (`Shared.arrivals`), never by a second one.
 /// - Work that is not readiness (a chat line for a client no worker holds, a
 ///   timer, a turn, the file store's answer, a new connection's welcome)
 ///   goes to the job queue: a locked FIFO of connections already in service
@@ -61,6 +62,12 @@ private final class Workers: Sendable {
     private let count: Int
     /// Every open connection by registration token (for events and the sweep).
     private let table = Lock<[UInt64: Connection]>([:])
+    /// How many connections `table` holds, and whether accepting is paused
+    /// (out of descriptors): what a worker looks at before every wait, so
+    /// without taking either lock (the accepting one is held for a whole
+    /// accept batch).
+    private let openCount = Atomic<Int>(0)
+    private let acceptPaused = Atomic<Bool>(false)
     /// The listener and what only its current holder touches.
     private let accepting: Lock<Accepting>
     /// When the next sweep is due; the worker that moves it sweeps.
@@ -146,7 +153,7 @@ private final class Workers: Sendable {
                     guard let connection = table.withLock({ $0[token] }) else { continue }
                     let ready = events.events(at: index)
                     if !ready.isDisjoint(with: [.error, .hangup]) { connection.peerGone() }
-                    if acquire(connection, ready) {
+                    if connection.shared.withLock({ $0.take(noting: ready) }) {
                         serve(connection, ready, live: &live, deliveries: &deliveries, worker: &worker)
                     }
                 }
@@ -154,15 +161,15 @@ private final class Workers: Sendable {
             let now = Clock.monotonicNanoseconds()
             sweepIfDue(now: now)
             let deadline = shutdownDeadline.load(ordering: .acquiring)
-            if deadline > 0 && (now >= deadline || table.withLock({ $0.isEmpty })) { stop() }
+            if deadline > 0 && (now >= deadline || openCount.load(ordering: .acquiring) == 0) { stop() }
         }
     }
 
     /// Until the next sweep while there is anything to time; for ever otherwise.
     private func waitTimeout() -> Int32 {
         let timed =
-            shutdownDeadline.load(ordering: .relaxed) > 0 || !table.withLock({ $0.isEmpty })
-            || accepting.withLock({ $0.acceptor.pausedUntil != nil })
+            shutdownDeadline.load(ordering: .relaxed) > 0 || openCount.load(ordering: .relaxed) > 0
+            || acceptPaused.load(ordering: .relaxed)
         guard timed else { return -1 }
         return Int32(max(1, (nextSweep.load(ordering: .relaxed) - Clock.monotonicNanoseconds()) / 1_000_000 + 1))
     }
@@ -192,12 +199,15 @@ private final class Workers: Sendable {
                     ready, now: Clock.monotonicNanoseconds(), settings: settings, buffer: worker.buffer,
                     deliveries: &deliveries)
                 let adopt = layer.hub?.isBacklogged == true
-                for recipient in deliveries.woken where acquire(recipient, []) {
+                for recipient in deliveries.woken where recipient.shared.withLock({ $0.take() }) {
                     if adopt { worker.held.append(recipient) } else { jobs.push(recipient) }
                 }
                 deliveries.removeAll()
                 if connection.isClosed {
-                    table.withLock { $0[connection.token] = nil }
+                    table.withLock { table in
+                        table[connection.token] = nil
+                        openCount.store(table.count, ordering: .releasing)
+                    }
                     break
                 }
                 if connection.wantsTurn {
@@ -206,14 +216,14 @@ private final class Workers: Sendable {
                     jobs.push(connection)
                     break
                 }
-                if let more = takePending(connection, release: false) {
+                if let more = connection.shared.withLock({ $0.arrivals(release: false) }) {
                     ready = more
                     continue
                 }
                 // Re-armed outside the lock; readiness that fires before we let
                 // go lands in pendingEvents and is taken below.
                 try? poller.modify(connection.socket.descriptor, for: connection.interest.union(.oneShot), data: connection.token)
-                guard let more = takePending(connection, release: true) else { break }
+                guard let more = connection.shared.withLock({ $0.arrivals(release: true) }) else { break }
                 ready = more
             }
             next = worker.held.popLast().map { ($0, []) }
@@ -223,7 +233,10 @@ private final class Workers: Sendable {
     /// A new connection: registered one-shot with nothing armed, in service,
     /// and queued for its first look (its welcome), which arms it.
     private func add(_ connection: Connection) {
-        table.withLock { $0[connection.token] = connection }
+        table.withLock { table in
+            table[connection.token] = connection
+            openCount.store(table.count, ordering: .releasing)
+        }
         connection.shared.withLock { $0.inService = true }
         do {
             try poller.register(connection.socket.descriptor, for: [.oneShot], data: connection.token)
@@ -244,6 +257,7 @@ private final class Workers: Sendable {
                         deliveries: &deliveries))
             }
             state.acceptor.rearm()
+            acceptPaused.store(state.acceptor.pausedUntil != nil, ordering: .relaxed)
         }
         wake(&deliveries)  // once per batch, not per join
     }
@@ -284,7 +298,10 @@ private final class Workers: Sendable {
             nextSweep.compareExchange(expected: due, desired: now + Acceptor.sweepInterval, ordering: .relaxed).exchanged
         else { return }
         if shutdownDeadline.load(ordering: .relaxed) == 0 {
-            accepting.withLock { state in _ = state.acceptor.resumeIfDue(now: now) }
+            accepting.withLock { state in
+                _ = state.acceptor.resumeIfDue(now: now)
+                acceptPaused.store(state.acceptor.pausedUntil != nil, ordering: .relaxed)
+            }
         }
         for connection in table.withLock({ Array($0.values) }) {
             let due = connection.shared.withLock { state in state.deadline.map { now >= $0 } ?? false }
@@ -295,39 +312,12 @@ private final class Workers: Sendable {
     /// Queues `connection` for a worker unless one already holds it, in which
     /// case that worker sees what arrived before letting go. From any thread.
     func schedule(_ connection: Connection) {
-        if acquire(connection, []) { jobs.push(connection) }
+        if connection.shared.withLock({ $0.take() }) { jobs.push(connection) }
     }
 
     private func wake(_ deliveries: inout Deliveries) {
         for connection in deliveries.woken { schedule(connection) }
         deliveries.removeAll()
-    }
-
-    /// Takes `connection` into service; false if it is closed or a worker
-    /// already holds it (which will then see `ready` before letting go).
-    private func acquire(_ connection: Connection, _ ready: Poller.Events) -> Bool {
-        connection.shared.withLock { state in
-            if state.closed { return false }
-            if state.inService {
-                state.pendingEvents.formUnion(ready)
-                return false
-            }
-            state.inService = true
-            return true
-        }
-    }
-
-    /// What arrived for a connection this worker holds; nil if nothing did,
-    /// in which case `release` lets go of it.
-    private func takePending(_ connection: Connection, release: Bool) -> Poller.Events? {
-        connection.shared.withLock { state in
-            if !state.pendingEvents.isEmpty || state.mailWaiting {
-                defer { state.pendingEvents = [] }
-                return state.pendingEvents
-            }
-            if release { state.inService = false }
-            return nil
-        }
     }
 }
 

@@ -203,11 +203,7 @@ private final class ClientThreads: Sendable {
                 let closed = connection.isClosed
                 // Lines that came while we served (their senders left them to
                 // us): keep the connection and serve again before waiting.
-                holding = !closed && connection.shared.withLock { state in
-                    if state.mailWaiting { return true }
-                    state.inService = false
-                    return false
-                }
+                holding = !closed && connection.shared.withLock { $0.arrivals(release: true) != nil }
                 deliver(&deliveries, except: connection, now: now, settings: settings, buffer: buffer)
                 if closed { break }
                 if holding { continue }
