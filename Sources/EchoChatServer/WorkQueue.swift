@@ -46,3 +46,28 @@ struct FIFO<Item> {
         return item
     }
 }
+
+/// The pool's jobs: connections in service waiting for a worker, in FIFO
+/// order, and a counting eventfd in the workers' poller with one count per
+/// job, so each job wakes one waiting worker and is taken by one.
+final class JobQueue: Sendable {
+    let doorbell: Wakeup
+    private let items = Lock(FIFO<Connection>())
+
+    init() throws(SystemError) { doorbell = try Wakeup(counting: true) }
+
+    func push(_ connection: Connection) {
+        items.withLock { $0.append(connection) }
+        doorbell.ring()
+    }
+
+    /// The oldest job, if this worker's count came first (another worker
+    /// woken by the same ring may have taken it).
+    func take() -> Connection? {
+        guard doorbell.take() else { return nil }
+        return items.withLock { $0.removeFirst() }
+    }
+
+    /// Jobs waiting for a worker (the `queue_depth` of `/stats`).
+    var depth: Int { items.withLock { $0.count } }
+}
