@@ -138,7 +138,7 @@ public final class ServerProcess: Sendable {
                 let status = try stop(.terminate, timeout: 10)
                 if status != 0 { Issue.record("server exited with status \(status); log:\n\(log.text)") }
             } catch {
-                Issue.record("\(error)")
+                Issue.record("\(error); log:\n\(log.text)")
             }
         }
         let reports = log.lines.filter { line in reportMarkers.contains { line.contains($0) } }
