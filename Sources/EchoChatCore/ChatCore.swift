@@ -88,7 +88,18 @@ public final class ChatCore {
     /// Cluster: clients waiting to join a room until its channel is heard,
     /// in the order they asked.
     private var joining: [String: [ConnectionID]] = [:]
+    /// Cluster: connections whose guest nick is on its way through the
+    /// ordered stream (a claim, like `/nick`'s): welcomed when it comes back.
+    private var welcoming: [ConnectionID: Welcome] = [:]
     public static let lobby = "lobby"
+
+    /// A guest nick claimed for a connection not yet welcomed.
+    private struct Welcome {
+        var nick: String
+        var since: Int64
+        /// Input arrived meanwhile and was held (`Intake.held`): resume it once welcomed.
+        var held = false
+    }
 
     private final class Client {
         let id: ConnectionID
@@ -159,8 +170,8 @@ public final class ChatCore {
         if fileSharing != nil { fileSharing = sharing }
     }
 
-    /// Connected clients (refused ones never enter the core).
-    public var clientCount: Int { clients.count }
+    /// Connected clients, welcomed or waiting for their welcome (refused ones never enter the core).
+    public var clientCount: Int { clients.count + welcoming.count }
     public var roomCount: Int { rooms.count }
 
     /// Whether `id` has an unfinished line waiting (for the line timeout).
@@ -171,19 +182,49 @@ public final class ChatCore {
     // MARK: - Events from the strategy
 
     /// An admitted connection: give it a guest nick, put it in #lobby, welcome it.
+    ///
+    /// In a cluster whose link is up, the guest nick is claimed first, like
+    /// a `/nick` (§6: guest numbers are unique across the cluster): the
+    /// welcome comes when the claim comes back through the ordered stream,
+    /// one Redis round trip later, and any input meanwhile is held.
     public func connect(_ id: ConnectionID, output: some ChatOutput) {
-        precondition(clients[id] == nil, "connection \(id) is already connected")
+        precondition(clients[id] == nil && welcoming[id] == nil, "connection \(id) is already connected")
+        if replica != nil && linked { return claimGuestNick(for: id, held: false, output) }
+        welcome(id, nick: allocateGuestNick(), since: replica != nil ? clock() : 0, output)
+    }
+
+    /// Claims a free guest nick for `id` through the stream.
+    private func claimGuestNick(for id: ConnectionID, held: Bool, _ output: some ChatOutput) {
         let nick = allocateGuestNick()
-        let room = findOrCreateRoom(key: "lobby", spelling: "lobby")
+        let since = clock()
+        claims[nick] = id
+        welcoming[id] = Welcome(nick: nick, since: since, held: held)
+        publish(.hello(RemoteClientID(node: replica!.node, id: id.rawValue), since: since, nick: nick, room: Self.lobby), output)
+    }
+
+    /// Puts `id` in #lobby as `nick` and tells it and the room.
+    /// (Standalone, or the link down: nobody else to tell. Linked: the
+    /// others took the claim for its join where it fell in the stream.)
+    private func welcome(_ id: ConnectionID, nick: String, since: Int64, _ output: some ChatOutput) {
+        let room = findOrCreateRoom(key: Self.lobby, spelling: Self.lobby)
         let client = Client(id: id, nick: nick, room: room, maxLine: maxLine)
-        if replica != nil { client.since = clock() }
+        client.since = since
         clients[id] = client
         nicks[nick] = id
         roomList = nil
         room.members.append(id)
         send(Replies.welcome(nick: nick, room: room.name, count: count(of: room)), to: id, output)
         broadcast(Replies.joined(nick: nick, room: room.name), in: room, except: id, output)
-        publish(.hello(remoteID(of: client), since: client.since, nick: nick, room: roomSpelling(of: room)), output)
+    }
+
+    /// A connection not yet welcomed goes (its guest claim in flight): its
+    /// claim is dropped, and the servers that saw the claim win hear it leave.
+    private func abandonWelcome(_ id: ConnectionID, reason: DisconnectReason, _ output: some ChatOutput) {
+        guard let pending = welcoming.removeValue(forKey: id) else { return }
+        if claims[pending.nick] == id { claims[pending.nick] = nil }
+        releaseGuestNumber(pending.nick)
+        publish(.bye(RemoteClientID(node: replica?.node ?? "", id: id.rawValue), suffix: reason.suffix), output)
+        output.close(id)
     }
 
     /// What one `receive` did.
@@ -233,6 +274,10 @@ public final class ChatCore {
         _ bytes: UnsafeRawBufferPointer, from id: ConnectionID, output: some ChatOutput, maxLines: Int = .max,
         mayContinue: () -> Bool = { true }
     ) -> Intake {
+        if welcoming[id] != nil {
+            welcoming[id]!.held = true
+            return Intake(consumed: 0, lines: 0, held: true)
+        }
         guard let client = clients[id], maxLines > 0 else { return Intake(consumed: clients[id] == nil ? bytes.count : 0, lines: 0) }
         if client.isHeld { return Intake(consumed: 0, lines: 0, held: true) }
         var lines = 0
@@ -261,7 +306,7 @@ public final class ChatCore {
     /// The client shut down its sending side: its unterminated last line counts
     /// as a line; then it leaves with no reason shown, after its replies.
     public func endOfInput(from id: ConnectionID, output: some ChatOutput) {
-        guard let client = clients[id] else { return }
+        guard let client = clients[id] else { return abandonWelcome(id, reason: .endOfInput, output) }
         client.framer.finish { event in handle(event, from: client, output) }
         rawFollows = nil  // no content can follow an end of input
         downloadFollows = nil
@@ -272,7 +317,7 @@ public final class ChatCore {
     /// The strategy ends a session: a socket error, a slow consumer, a timeout.
     /// Timeouts tell the client first (`* idle timeout`, `* line timeout`).
     public func disconnect(_ id: ConnectionID, reason: DisconnectReason, output: some ChatOutput) {
-        guard let client = clients[id] else { return }
+        guard let client = clients[id] else { return abandonWelcome(id, reason: reason, output) }
         switch reason {
         case .idleTimeout: send(Replies.idleTimeout, to: id, output)
         case .lineTimeout: send(Replies.lineTimeout, to: id, output)
@@ -290,12 +335,13 @@ public final class ChatCore {
     /// Server shutdown (§4): everyone gets `* server shutting down`, nobody gets
     /// left notices, every connection is closed after its output.
     public func shutdown(output: some ChatOutput) {
-        for id in clients.keys.sorted() {
+        for id in (Array(clients.keys) + Array(welcoming.keys)).sorted() {
             send(Replies.shuttingDown, to: id, output)
             output.close(id)
         }
         for client in clients.values { catalog.release(client.reserved) }
         clients = [:]
+        welcoming = [:]
         nicks = [:]
         claims = [:]
         joining = [:]
@@ -307,7 +353,7 @@ public final class ChatCore {
     /// The counters of `/stats`, given the strategy's wire counters.
     public func stats(transport: TransportStats) -> ServerStats {
         ServerStats(
-            mode: .chat, clients: clients.count, rooms: rooms.count,
+            mode: .chat, clients: clientCount, rooms: rooms.count,
             messagesIn: messagesIn, messagesOut: messagesOut, transport: transport,
             files: FileTotals(count: catalog.count, bytes: catalog.storedBytes))
     }
@@ -616,7 +662,9 @@ public final class ChatCore {
     /// is released, so a burst of connects costs O(1) each, not O(clients).
     private func allocateGuestNick() -> String {
         var number = guestFloor
-        while nicks["guest\(number)"] != nil || replica?.holder(of: "guest\(number)") != nil { number += 1 }
+        while nicks["guest\(number)"] != nil || claims["guest\(number)"] != nil || replica?.holder(of: "guest\(number)") != nil {
+            number += 1
+        }
         guestFloor = number + 1
         return "guest\(number)"
     }
@@ -700,6 +748,15 @@ public final class ChatCore {
             guard let client = clients[id], let claim = client.claim else { continue }
             decide(client, claim: claim, taken: nicks[claim.nick.asciiLowercased] != nil, output)
         }
+        // Connections waiting for their welcome are welcomed here, with the
+        // guest nick they claimed unless a client here took it meanwhile.
+        for id in welcoming.keys.sorted() {
+            let pending = welcoming.removeValue(forKey: id)!
+            if claims[pending.nick] == id { claims[pending.nick] = nil }
+            let nick = nicks[pending.nick] == nil ? pending.nick : allocateGuestNick()
+            welcome(id, nick: nick, since: pending.since, output)
+            if pending.held { output.resume(id) }
+        }
         claims = [:]
         // Joins waiting for a room's channel are made here. (Each room's
         // waiters stay listed until their turn, so a room emptied by one of
@@ -759,7 +816,17 @@ public final class ChatCore {
             } else if client.nick == nick, client.since == since {
                 client.confirmedKey = nick.asciiLowercased
             }
-        case .hello(let who, let since, let nick, _), .here(let who, let since, let nick, _):
+        case .hello(let who, let since, let nick, _):
+            let id = ConnectionID(who.id)
+            guard let pending = welcoming[id], pending.nick == nick, pending.since == since else { return }
+            // A guest claim: welcomed with it, or the next free one is claimed.
+            welcoming[id] = nil
+            if claims[nick] == id { claims[nick] = nil }
+            if claimLoses(nick, by: who) { return claimGuestNick(for: id, held: pending.held, output) }
+            welcome(id, nick: nick, since: since, output)
+            clients[id]!.confirmedKey = nick
+            if pending.held { output.resume(id) }
+        case .here(let who, let since, let nick, _):
             guard let client = clients[ConnectionID(who.id)], client.nick == nick, client.since == since else { return }
             client.confirmedKey = nick.asciiLowercased
         default:
@@ -787,6 +854,9 @@ public final class ChatCore {
             if asker != node { announceClients(output) }
         case .hello(let who, let since, let nick, let room), .here(let who, let since, let nick, let room):
             guard who.node != node else { return }
+            // A guest claim that came after another's: refused everywhere
+            // alike (its own server claims the next free one).
+            if case .hello = event, claimLoses(nick.asciiLowercased, by: who) { return }
             let key = room.asciiLowercased
             replica!.add(who, ClusterReplica.Member(nick: nick, since: since, roomKey: key), spelling: room)
             listsChanged(room: key)

@@ -188,8 +188,10 @@ struct ClusterCoreTests {
         cluster.connect("a", 1)
         cluster.pump()
         cluster.connect("b", 1)
-        #expect(cluster.take("b", 1) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands"])
+        // The guest nick is claimed first: the welcome waits for the stream.
+        #expect(cluster.take("b", 1) == [])
         cluster.pump()
+        #expect(cluster.take("b", 1) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands"])
         #expect(cluster.take("a", 1) == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "* guest2 joined #lobby"])
 
         cluster.say("a", 1, "/nick Zed\n/join Dev\n")
@@ -211,6 +213,7 @@ struct ClusterCoreTests {
         cluster.pump()
         #expect(cluster.take("a", 1) == ["* guest2 left #Dev (later)"])
         cluster.connect("a", 2)
+        cluster.pump()
         #expect(cluster.take("a", 2) == ["* welcome guest1, you are in #lobby (1 here); /help lists commands"])
         cluster.say("a", 1, "/who\n/rooms\n")
         #expect(cluster.take("a", 1) == ["* #Dev: Zed (1)", "* rooms: #Dev (1), #lobby (1)"])
@@ -224,11 +227,85 @@ struct ClusterCoreTests {
             cluster.pump()
         }
         cluster.connect("b", 1)
+        cluster.pump()
         #expect(cluster.take("b", 1) == ["* welcome guest4, you are in #lobby (4 here); /help lists commands"])
         cluster.say("a", 2, "/nick x\n")
         cluster.pump()
         cluster.connect("b", 2)
+        cluster.pump()
         #expect(cluster.take("b", 2) == ["* welcome guest2, you are in #lobby (5 here); /help lists commands"])
+    }
+
+    @Test("two servers welcome at once: each guest number is given once, in the stream's order, and nobody is renamed")
+    func simultaneousWelcomes() {
+        let cluster = SimulatedCluster(["a", "b"])
+        // Both would give guest1: a's claim comes first in the stream.
+        cluster.connect("a", 1)
+        cluster.connect("b", 1)
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "* guest2 joined #lobby"])
+        #expect(cluster.take("b", 1) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands"])
+        cluster.say("b", 1, "/who\n")
+        #expect(cluster.take("b", 1) == ["* #lobby: guest1, guest2 (2)"])
+        // Three at once on each of two servers: six distinct numbers.
+        for id in 2...4 {
+            cluster.connect("a", id)
+            cluster.connect("b", id)
+        }
+        cluster.pump()
+        var welcomed: [String] = []
+        for node in ["a", "b"] {
+            for id in 2...4 {
+                let lines = cluster.take(node, id)
+                let welcome = lines.first ?? ""
+                #expect(welcome.hasPrefix("* welcome guest"), "\(node)/\(id): \(lines)")
+                #expect(!lines.contains { $0.contains("(nick taken elsewhere)") }, "\(node)/\(id): \(lines)")
+                welcomed.append(String(welcome.split(separator: " ")[2].dropLast()))
+            }
+        }
+        #expect(Set(welcomed) == Set((3...8).map { "guest\($0)" }), "\(welcomed)")
+    }
+
+    @Test("what a client sends before its welcome waits for it, then is handled")
+    func inputBeforeTheWelcome() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("b", 1)])
+        cluster.connect("a", 1)
+        cluster.say("a", 1, "/nick Ann\nhello\n")
+        #expect(cluster.isHeld("a", 1))
+        #expect(cluster.take("a", 1) == [])
+        #expect(cluster.take("b", 1) == [])
+        cluster.pump()
+        #expect(!cluster.isHeld("a", 1))
+        #expect(cluster.take("a", 1) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands", "* you are now Ann"])
+        #expect(cluster.take("b", 1) == ["* guest2 joined #lobby", "* guest2 is now Ann", "<Ann> hello"])
+    }
+
+    @Test("a client that goes before its welcome: its guest number is free, and the others hear it leave once")
+    func leavingBeforeTheWelcome() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("b", 1)])
+        cluster.connect("a", 1)
+        cluster.cores["a"]!.disconnect(ConnectionID(1), reason: .connectionError, output: cluster.outputs["a"]!)
+        #expect(cluster.outputs["a"]!.closed == [ConnectionID(1)])
+        #expect(cluster.cores["a"]!.clientCount == 0)
+        cluster.pump()
+        #expect(cluster.take("a", 1) == [])
+        #expect(cluster.take("b", 1) == ["* guest2 joined #lobby", "* guest2 left #lobby (connection error)"])
+        cluster.connect("a", 2)
+        cluster.pump()
+        #expect(cluster.take("a", 2) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands"])
+    }
+
+    @Test("the link goes down with welcomes in flight: they are welcomed here, and read on")
+    func linkDownBeforeTheWelcome() {
+        let cluster = SimulatedCluster(["a"])
+        cluster.connect("a", 1)
+        cluster.connect("a", 2)
+        cluster.say("a", 2, "/who\n")
+        #expect(cluster.cores["a"]!.clientCount == 2)
+        cluster.linkDown("a")
+        #expect(cluster.take("a", 1) == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "* guest2 joined #lobby"])
+        #expect(cluster.take("a", 2) == ["* welcome guest2, you are in #lobby (2 here); /help lists commands", "* #lobby: guest1, guest2 (2)"])
+        #expect(!cluster.isHeld("a", 2))
     }
 
     @Test("a claim waits for its turn in the stream, and so do the lines after it")
@@ -431,6 +508,7 @@ struct ClusterCoreTests {
         let cluster = SimulatedCluster(["a"])
         let (core, output) = (cluster.cores["a"]!, cluster.outputs["a"]!)
         cluster.connect("a", 1)
+        cluster.pump()
         let (b1, c1) = (RemoteClientID(node: "b", id: 1), RemoteClientID(node: "c", id: 1))
         for event: ClusterEvent in [
             // b's and c's clients took "bob" while the link was down, and
@@ -455,6 +533,7 @@ struct ClusterCoreTests {
         let cluster = SimulatedCluster(["a"])
         let (core, output) = (cluster.cores["a"]!, cluster.outputs["a"]!)
         cluster.connect("a", 1)
+        cluster.pump()
         let count = 5_000
         for id in 1...count {
             core.apply(.hello(RemoteClientID(node: "b", id: id), since: Int64(id), nick: "n\(id)", room: "lobby"), output: output)

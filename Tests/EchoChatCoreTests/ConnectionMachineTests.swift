@@ -36,13 +36,19 @@ final class FakeIO: ConnectionIO, ChatOutput {
     /// Cluster events the core published (with `node`).
     var published: [ClusterEvent] = []
 
-    /// `node`: a clustered core, its link up (`published` starts empty).
+    /// `node`: a clustered core, its link up (`published` starts empty);
+    /// the client's guest claim has come back (it is welcomed) unless
+    /// `welcomed` is false (then `published` holds the claim).
     init(
-        chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog(), node: String? = nil
+        chat: Bool, maxLine: Int = 4096, fileSharing: FileSharing? = nil, catalog: FileCatalog = FileCatalog(), node: String? = nil,
+        welcomed: Bool = true
     ) {
         core = chat ? ChatCore(maxLine: maxLine, fileSharing: fileSharing, catalog: catalog, node: node) : nil
         if node != nil { core?.clusterUp(output: self) }
+        published = []
         core?.connect(Self.id, output: self)
+        guard welcomed else { return }
+        for event in published { core?.apply(event, output: self) }
         published = []
     }
 
@@ -422,6 +428,32 @@ struct ChatConnectionTests {
         }
         #expect(machine.wantsRead)
         #expect(io.lines.dropFirst() == ["* you are now bob", "* #lobby: bob (1)"])
+        #expect(io.published.dropFirst() == [.say(RemoteClientID(node: "a", id: 1), text: bytes("hello"))])
+    }
+}
+
+extension ChatConnectionTests {
+    /// Cluster (§6): a guest number is claimed before the welcome; what
+    /// the client sends meanwhile is neither handled nor read past one
+    /// read, whatever the chunking, and is handled once it is welcomed.
+    @Test(arguments: Chunking.standard)
+    func theWelcomeWaitsForTheGuestClaimAndSoDoesTheInput(chunking: Chunking) {
+        var io = FakeIO(chat: true, node: "a", welcomed: false)
+        var machine = ConnectionMachine(mode: .chat, settings: settings(idle: 5 * second), now: 0)
+        #expect(io.published == [.hello(RemoteClientID(node: "a", id: 1), since: 0, nick: "guest1", room: "lobby")])
+        machine.feed(bytes("hello\n/who\n"), chunking, now: 0, io: &io)
+        #expect(io.lines == [])
+        #expect(!machine.wantsRead && !machine.wantsTurn)
+        #expect(io.published.count == 1)
+        // The claim comes back through the stream: welcomed, and resumed.
+        io.core!.apply(io.published[0], output: io)
+        machine.flush(now: 1, io: &io)
+        while machine.wantsTurn {
+            machine.takeTurn(now: 1, io: &io)
+            machine.flush(now: 1, io: &io)
+        }
+        #expect(machine.wantsRead)
+        #expect(io.lines == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "* #lobby: guest1 (1)"])
         #expect(io.published.dropFirst() == [.say(RemoteClientID(node: "a", id: 1), text: bytes("hello"))])
     }
 }
