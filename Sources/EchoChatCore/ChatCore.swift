@@ -220,11 +220,18 @@ public final class ChatCore {
     /// A connection not yet welcomed goes (its guest claim in flight): its
     /// claim is dropped, and the servers that saw the claim win hear it leave.
     private func abandonWelcome(_ id: ConnectionID, reason: DisconnectReason, _ output: some ChatOutput) {
-        guard let pending = welcoming.removeValue(forKey: id) else { return }
-        if claims[pending.nick] == id { claims[pending.nick] = nil }
+        guard let pending = takeWelcome(id) else { return }
         releaseGuestNumber(pending.nick)
         publish(.bye(RemoteClientID(node: replica?.node ?? "", id: id.rawValue), suffix: reason.suffix), output)
         output.close(id)
+    }
+
+    /// `id`'s guest claim in flight, if any, taken off the lists (it is
+    /// decided, or moot).
+    private func takeWelcome(_ id: ConnectionID) -> Welcome? {
+        guard let pending = welcoming.removeValue(forKey: id) else { return nil }
+        claims[pending.nick] = nil  // nobody else here may claim a nick claimed
+        return pending
     }
 
     /// What one `receive` did.
@@ -749,12 +756,10 @@ public final class ChatCore {
             decide(client, claim: claim, taken: nicks[claim.nick.asciiLowercased] != nil, output)
         }
         // Connections waiting for their welcome are welcomed here, with the
-        // guest nick they claimed unless a client here took it meanwhile.
+        // guest nick they claimed (nobody here could take it meanwhile).
         for id in welcoming.keys.sorted() {
-            let pending = welcoming.removeValue(forKey: id)!
-            if claims[pending.nick] == id { claims[pending.nick] = nil }
-            let nick = nicks[pending.nick] == nil ? pending.nick : allocateGuestNick()
-            welcome(id, nick: nick, since: pending.since, output)
+            let pending = takeWelcome(id)!
+            welcome(id, nick: pending.nick, since: pending.since, output)
             if pending.held { output.resume(id) }
         }
         claims = [:]
@@ -820,8 +825,7 @@ public final class ChatCore {
             let id = ConnectionID(who.id)
             guard let pending = welcoming[id], pending.nick == nick, pending.since == since else { return }
             // A guest claim: welcomed with it, or the next free one is claimed.
-            welcoming[id] = nil
-            if claims[nick] == id { claims[nick] = nil }
+            _ = takeWelcome(id)
             if claimLoses(nick, by: who) { return claimGuestNick(for: id, held: pending.held, output) }
             welcome(id, nick: nick, since: since, output)
             clients[id]!.confirmedKey = nick

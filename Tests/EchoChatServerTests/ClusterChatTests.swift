@@ -307,28 +307,30 @@ extension ClusterChatTests {
         var clients: [TestClient] = []
         for index in 0..<count { clients.append(try cluster.nodes[index % 3].connect()) }
         var guests: [String] = []
+        var here: [Int] = []
         for client in clients {
             let welcome = try client.readLine()
             #expect(welcome.hasPrefix("* welcome guest"), "\(welcome)")
-            guests.append(String(welcome.split(separator: " ")[2].dropLast()))
+            let words = welcome.split(separator: " ")
+            guests.append(String(words[2].dropLast()))
+            here.append(Int(words[7].dropFirst()) ?? 0)  // "(K here);"
         }
         #expect(Set(guests) == Set((1...count).map { "guest\($0)" }), "\(guests.sorted())")
-        // Nothing but joins came before each one's /who: no rename, and
-        // every server lists the same thirty.
+        // Each client hears of everyone its welcome did not count, joining,
+        // and of nothing else (no rename); then every server lists the same
+        // thirty.
         var lists: Set<String> = []
         for (index, client) in clients.enumerated() {
-            var seen: [String] = []
-            for _ in 0..<100 {
-                try client.send("/who\n")
-                seen += try client.readLines(until: { $0.hasPrefix("* #lobby: ") })
-                if seen.last!.hasSuffix("(\(count))") { break }
-                usleep(20_000)  // the other servers' joins are on their way
+            var joins = 0
+            while here[index] + joins < count {
+                let line = try client.readLine()
+                #expect(line.hasSuffix(" joined #lobby"), "client \(index) (\(guests[index])) got \(line)")
+                joins += 1
             }
-            lists.insert(seen.last!)
-            let other = seen.filter { !$0.hasPrefix("* #lobby: ") && !$0.hasSuffix(" joined #lobby") }
-            #expect(other.isEmpty, "client \(index) (\(guests[index])) got \(other)")
+            lists.insert(try client.syncWho())
         }
         #expect(lists.count == 1, "the servers disagree: \(lists)")
+        #expect(lists.first?.hasSuffix("(\(count))") == true, "\(lists)")
         for node in cluster.nodes { #expect(try node.stop() == 0) }
     }
 }
