@@ -42,7 +42,14 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
 
     /// A connected TCP socket, blocking, with TCP_NODELAY; tries every address
     /// of `host` in turn. `timeout` bounds each connect attempt (seconds).
-    public static func connect(host: String, port: Int, timeout: Double = 10) throws(SystemError) -> Socket {
+    /// `receiveBuffer`/`sendBuffer` (SO_RCVBUF/SO_SNDBUF) are set before the
+    /// connection exists: set later, a smaller receive buffer is smaller than
+    /// the window already offered (Linux never shrinks it), so the peer's
+    /// segments that fit the window but not the buffer are dropped, and the
+    /// retransmissions back off for seconds.
+    public static func connect(
+        host: String, port: Int, timeout: Double = 10, receiveBuffer: Int? = nil, sendBuffer: Int? = nil
+    ) throws(SystemError) -> Socket {
         let addresses = try SocketAddress.resolve(host: host, port: port, passive: false)
         var lastError = SystemError("connect \(host):\(port)", .invalidArgument)
         for address in addresses {
@@ -50,6 +57,8 @@ public struct Socket: Hashable, Sendable, CustomStringConvertible {
             let fd = try syscallNoWait("socket") { cechochat_socket(family, Int32(SOCK_STREAM.rawValue), 0, 1) }
             let socket = Socket(descriptor: fd)
             do {
+                if let receiveBuffer { try socket.setReceiveBufferSize(receiveBuffer) }
+                if let sendBuffer { try socket.setSendBufferSize(sendBuffer) }
                 try socket.connect(to: address, timeout: timeout)
                 try socket.setNonBlocking(false)
                 try socket.setNoDelay()

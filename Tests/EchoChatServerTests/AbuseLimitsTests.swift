@@ -24,8 +24,7 @@ struct AbuseLimitsTests {
         // 300 members who read nothing (their join notices fit their buffers).
         var members: [TestClient] = []
         for _ in 0..<300 { members.append(try server.connect()) }
-        let (attacker, _) = try server.joinChat()
-        try attacker.socket.setReceiveBufferSmall()
+        let (attacker, _) = try server.joinChat(receiveBuffer: .small)
         let burst = String(repeating: "/who\n", count: 65_536 / 5)
         let sending = Background { try attacker.send(burst) }
         // Once the burst is in the server's hands (the kernel took all of
@@ -57,8 +56,7 @@ struct AbuseLimitsTests {
             ["--mode", "echo", "--max-output", "64K", "--send-timeout", "1", "--idle-timeout", "0.5", "--log-level", "debug"],
             strategy: strategy)
         let baseline = try openDescriptors(of: server.pid)
-        let hog = try server.connect(timeout: 10)
-        try hog.socket.setReceiveBufferSmall()
+        let hog = try server.connect(timeout: 10, receiveBuffer: .small)
         let chunk = [UInt8](repeating: 0x61, count: 64 * 1024)
         // Writes block once the server stops reading; the server closes the
         // connection after the send timeout, which fails the blocked write.
@@ -81,9 +79,8 @@ struct AbuseLimitsTests {
     func aChatClientWhoseOutputNobodyTakesLeavesWithSendTimeout(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "chat", "--max-output", "64M", "--send-timeout", "1"], strategy: strategy)
         let (talker, _) = try server.joinChat()
-        let (stuck, nick) = try server.joinChat()
+        let (stuck, nick) = try server.joinChat(receiveBuffer: .small)
         _ = try talker.readLine()
-        try stuck.socket.setReceiveBufferSmall()
         // About 8 MB for `stuck`: more than the kernel buffers hold, far less
         // than max-output, so only the send timeout can free it.
         let line = String(repeating: "y", count: 4000)

@@ -79,9 +79,8 @@ struct AsyncStrategyTests {
              "--log-level", "debug"],
             strategy: .async)
         let (talker, _) = try server.joinChat()
-        let (stuck, _) = try server.joinChat()
+        let (stuck, _) = try server.joinChat(receiveBuffer: .small)
         _ = try talker.readLine()
-        try stuck.socket.setReceiveBufferSmall()
         let line = String(repeating: "z", count: 4000)
         for index in 0..<2000 { try talker.send("\(line) \(index)\n") }
         try talker.send("/stats\n")  // answered once every line before it was handled

@@ -18,9 +18,8 @@ struct ConnectionLayerTests {
         // empty queue cannot pass for a resume at half.
         let maxOutput = 16 * 1024 * 1024
         let server = try ServerProcess(["--max-output", String(maxOutput), "--log-level", "debug"], strategy: strategy)
-        let client = try server.connect(timeout: 10)
         // A fixed window (no autotuning), big enough to avoid TCP's small-window stalls.
-        try client.socket.setReceiveBufferSize(256 * 1024)
+        let client = try server.connect(timeout: 10, receiveBuffer: 256 * 1024)
         // Send until the server stops reading (our send buffer fills), on a
         // helper thread, while this one reads nothing yet.
         let total = 48 * 1024 * 1024

@@ -73,15 +73,13 @@ struct EchoTests {
     @Test(arguments: Strategy.tested)
     func backpressureLosesNothingAndSparesOthers(strategy: Strategy) throws {
         let server = try ServerProcess(["--mode", "echo", "--max-output", "64K"], strategy: strategy)
-        let flooder = try server.connect()
         // With the client's buffers pinned small, what the path can hold
         // without the server reading is the server's queue, ours, and the
         // server's socket buffers, which the kernel may grow up to the
         // tcp_rmem and tcp_wmem maxima (it did under load: 8 MiB fitted).
         // The payload is 8 MiB more than all of that: the writer can only
         // finish without stalling if the server buffers without bound.
-        try flooder.socket.setReceiveBufferSize(64 * 1024)
-        try flooder.socket.setSendBufferSize(256 * 1024)
+        let flooder = try server.connect(receiveBuffer: 64 * 1024, sendBuffer: 256 * 1024)
         let size = Self.kernelBufferMaximum("tcp_rmem") + Self.kernelBufferMaximum("tcp_wmem") + (8 << 20)
         let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
         try flooder.socket.setSendTimeout(seconds: 0.3)

@@ -104,8 +104,9 @@ struct LimitsTests {
         let (sender, _) = try server.joinChat()
         let (listener, _) = try server.joinChat()
         _ = try sender.readLine()
-        let (stuck, stuckNick) = try server.joinChat()
-        try stuck.socket.setReceiveBufferSmall()
+        // Held open, reading nothing, until the server drops it.
+        let (stuck, stuckNick) = try server.joinChat(receiveBuffer: .small)
+        defer { withExtendedLifetime(stuck) {} }
         _ = try sender.readLine()
         _ = try listener.readLine()
         let line = String(repeating: "x", count: 1000)
@@ -139,11 +140,9 @@ struct LimitsTests {
     }
 }
 
-extension Socket {
-    /// A small SO_RCVBUF so a non-reading test client fills up quickly.
-    func setReceiveBufferSmall() throws {
-        try setReceiveBufferSize(4096)
-    }
+extension Int {
+    /// A small SO_RCVBUF, so a test client that reads nothing fills up quickly.
+    static let small = 4096
 }
 
 /// A session that is over cannot hold its connection forever by not reading.
@@ -155,9 +154,8 @@ struct CloseTimeoutTests {
             ["--mode", "chat", "--close-timeout", "0.5", "--max-output", "64M", "--log-level", "debug"],
             strategy: strategy)
         let (watcher, _) = try server.joinChat()
-        let (stuck, nick) = try server.joinChat()
+        let (stuck, nick) = try server.joinChat(receiveBuffer: .small)
         _ = try watcher.readLine()
-        try stuck.socket.setReceiveBufferSize(4096)
         // About 5 MB of /help replies, more than the kernel buffers hold while
         // this client reads nothing; then it quits.
         let requests = String(repeating: "/help\n", count: 12_000)

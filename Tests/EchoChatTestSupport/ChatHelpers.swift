@@ -6,8 +6,8 @@ import Testing
 extension ServerProcess {
     /// Connects a chat client and reads its welcome line; returns the client
     /// and its guest nick. Others in #lobby must read the join notice.
-    public func joinChat(timeout: Double = 5) throws -> (client: TestClient, nick: String) {
-        let client = try connect(timeout: timeout)
+    public func joinChat(timeout: Double = 5, receiveBuffer: Int? = nil) throws -> (client: TestClient, nick: String) {
+        let client = try connect(timeout: timeout, receiveBuffer: receiveBuffer)
         let welcome = try client.readLine()
         guard welcome.hasPrefix("* welcome "), let comma = welcome.firstIndex(of: ",") else {
             throw TestFailure("not a welcome line: \(welcome)")

@@ -106,8 +106,8 @@ public final class ServerProcess: Sendable {
         try Spawn.setFileSizeLimit(of: pid, to: bytes)
     }
 
-    public func connect(timeout: Double = 5) throws -> TestClient {
-        try TestClient(host: host, port: port, timeout: timeout)
+    public func connect(timeout: Double = 5, receiveBuffer: Int? = nil, sendBuffer: Int? = nil) throws -> TestClient {
+        try TestClient(host: host, port: port, timeout: timeout, receiveBuffer: receiveBuffer, sendBuffer: sendBuffer)
     }
 
     /// Sends `signal` and waits for the process to exit and its log to end;

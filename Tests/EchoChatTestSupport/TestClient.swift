@@ -9,9 +9,15 @@ public final class TestClient {
     private var closed = false
     public let timeout: Double
 
-    public init(host: String = "127.0.0.1", port: Int, timeout: Double = 5) throws {
+    /// `receiveBuffer`/`sendBuffer`: socket buffer sizes, set before
+    /// connecting (see `Socket.connect`); a test that wants a small buffer
+    /// must not set it on the connected socket.
+    public init(
+        host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil, sendBuffer: Int? = nil
+    ) throws {
         Signals.ignoreBrokenPipe()
-        socket = try Socket.connect(host: host, port: port, timeout: timeout)
+        socket = try Socket.connect(
+            host: host, port: port, timeout: timeout, receiveBuffer: receiveBuffer, sendBuffer: sendBuffer)
         self.timeout = timeout
         try socket.setReceiveTimeout(seconds: timeout)
         try socket.setSendTimeout(seconds: timeout)
