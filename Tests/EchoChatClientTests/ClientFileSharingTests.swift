@@ -12,7 +12,7 @@ extension RequiredTool {
 /// `echochat --upload` and `echochat --download` against the real server
 /// with an upload directory, every strategy; every digest is checked against
 /// coreutils' `sha256sum` on the same file, not against our own SHA-256.
-@Suite("echochat file transfers end to end")
+@Suite("echochat file transfers end to end", .ownThreads)
 struct ClientFileSharingTests {
 
     static func sha256sum(_ path: String) throws -> String {

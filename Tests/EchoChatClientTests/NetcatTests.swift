@@ -6,7 +6,7 @@ import Testing
 /// netcat is a first-class client: the README's sessions, run with the real
 /// tools (CI installs netcat-openbsd and ncat; elsewhere these tests are
 /// skipped without them, naming the packages).
-@Suite("netcat as a client")
+@Suite("netcat as a client", .ownThreads)
 struct NetcatTests {
     /// netcat-openbsd needs -N to shut down its sending side at the end of
     /// input; ncat does that by default (and keeps reading until the server

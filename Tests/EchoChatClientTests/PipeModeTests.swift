@@ -8,7 +8,7 @@ import Testing
 
 /// `echochat` with standard input and output on pipes: it must behave like
 /// `nc -N`, byte for byte.
-@Suite("echochat in pipe mode")
+@Suite("echochat in pipe mode", .ownThreads)
 struct PipeModeTests {
     static let closedLine = "echochat: connection closed by server\n"
 

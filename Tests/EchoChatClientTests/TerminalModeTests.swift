@@ -6,7 +6,7 @@ import Testing
 
 /// `echochat` on a real pseudo-terminal, as a user sees it: the test types
 /// into the master side and reads the screen back through `ScreenModel`.
-@Suite("echochat on a terminal")
+@Suite("echochat on a terminal", .ownThreads)
 struct TerminalModeTests {
     /// The client on a fresh 80-column pty; waits for its first prompt.
     private func startClient(

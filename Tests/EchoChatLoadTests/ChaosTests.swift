@@ -12,7 +12,7 @@ import Testing
 /// each run floods its server, and two at once on two cores would measure
 /// each other. No assertion on speed or CPU figures beyond the tool's own
 /// check that running out of descriptors does not make the server spin.
-@Suite("echochat-load chaos", .serialized)
+@Suite("echochat-load chaos", .ownThreads, .serialized)
 struct ChaosTests {
     static var binary: String { builtProduct("echochat-load", override: "ECHOCHAT_LOAD") }
 
@@ -232,7 +232,7 @@ struct ChaosTests {
     }
 }
 
-@Suite("chaos: what a chat client must never receive")
+@Suite("chaos: what a chat client must never receive", .ownThreads)
 struct ChaosCheckTests {
     /// Feeds `text`'s UTF-8 byte by byte as the garbage clients do.
     private func forbiddenCount(_ text: String) -> Int {

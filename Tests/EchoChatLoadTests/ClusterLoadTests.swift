@@ -6,7 +6,7 @@ import Testing
 
 /// `--hosts`: the chat load spread over a cluster of three real servers (on
 /// three strategies) and a real Redis, its checks holding across them.
-@Suite("echochat-load --hosts against a cluster", .requires(.redisServer))
+@Suite("echochat-load --hosts against a cluster", .ownThreads, .requires(.redisServer))
 struct ClusterLoadTests {
     @Test func chatAcrossThreeServersIsVerifiedAndSplitBySameAndCrossServer() throws {
         let redis = try RedisProcess()

@@ -8,7 +8,7 @@ import Testing
 /// The real `echochat-load` binary against the real server (and against a
 /// server that corrupts or drops on purpose). Short, bounded runs; no test
 /// asserts on speed: the bench commands show figures.
-@Suite("echochat-load end to end")
+@Suite("echochat-load end to end", .ownThreads)
 struct EndToEndTests {
     static var binary: String { builtProduct("echochat-load", override: "ECHOCHAT_LOAD") }
 

@@ -7,7 +7,7 @@ import Testing
 /// Ctrl-C (SIGINT) and SIGTERM end a load run early with a report of what
 /// was measured, marked as interrupted, and the exit status a shell expects
 /// of a process ended by that signal (128 + its number).
-@Suite("echochat-load interrupted")
+@Suite("echochat-load interrupted", .ownThreads)
 struct InterruptTests {
     static var binary: String { builtProduct("echochat-load", override: "ECHOCHAT_LOAD") }
 
@@ -67,7 +67,7 @@ struct InterruptTests {
     }
 }
 
-@Suite("Interrupted report")
+@Suite("Interrupted report", .ownThreads)
 struct InterruptedReportTests {
     @Test func statusMarkerAndJSON() {
         var report = LoadReport()

@@ -9,7 +9,7 @@ import Testing
 /// (each strategy), and the welcome reader that must never read past the
 /// welcome line. Every wait is bounded (the storm's own --timeout, and the
 /// program's run time). No assertion on speed: the storm reports figures.
-@Suite("echochat-load storm")
+@Suite("echochat-load storm", .ownThreads)
 struct StormTests {
     static var binary: String { builtProduct("echochat-load", override: "ECHOCHAT_LOAD") }
 

@@ -10,7 +10,7 @@ import Testing
 /// `echochat-load --mode upload`: the real binary against the real server in
 /// every strategy, against a server that answers wrong, its options, and
 /// the pure parts (file content, answer parsing). No assertion on speed.
-@Suite("echochat-load upload")
+@Suite("echochat-load upload", .ownThreads)
 struct UploadTests {
 
     func runJSON(_ arguments: [String]) throws -> (status: Int32, json: [String: Any], stderr: String) {

@@ -7,7 +7,7 @@ import Testing
 
 /// `max-per-address` (PROTOCOL.md §3.6) and the rate-limited log, end to
 /// end against every strategy.
-@Suite("Abuse limits: max-per-address, log flood")
+@Suite("Abuse limits: max-per-address, log flood", .ownThreads)
 struct AbuseLimitTests {
     static let tooMany = "! too many connections from your address"
 

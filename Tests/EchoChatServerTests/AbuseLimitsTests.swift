@@ -7,7 +7,7 @@ import Testing
 
 /// The abuse limits of PROTOCOL.md §3.1 step 3 and §3.6 end to end, against
 /// every strategy, with the hostile clients a probe of the server found.
-@Suite("Abuse limits")
+@Suite("Abuse limits", .ownThreads)
 struct AbuseLimitsTests {
     /// One client's burst of 13,107 `/who` in a 300-member room, never read,
     /// used to make everyone else wait seconds: each `/who` sorted the room

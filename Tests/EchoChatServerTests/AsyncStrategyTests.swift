@@ -8,7 +8,7 @@ import Testing
 /// What only the async strategy can get wrong: its executor, many suspended
 /// tasks, and shutdown through cancellation. (Every end-to-end suite runs
 /// against it as well, through `Strategy.tested` (every case of `Strategy`).)
-@Suite("Async strategy")
+@Suite("Async strategy", .ownThreads)
 struct AsyncStrategyTests {
     /// Every job runs on the thread that made the executor (the reactor),
     /// including a task resumed from another thread, which must come back

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// Chat mode (PROTOCOL.md §3) end to end, against every strategy.
-@Suite("Chat mode")
+@Suite("Chat mode", .ownThreads)
 struct ChatTests {
     @Test(arguments: Strategy.tested)
     func welcomeJoinAndBroadcast(strategy: Strategy) throws {

@@ -7,7 +7,7 @@ import Testing
 
 /// One chat across three servers and one Redis (each test starts its own),
 /// the three on different strategies.
-@Suite("Cluster chat", .requires(.redisServer))
+@Suite("Cluster chat", .ownThreads, .requires(.redisServer))
 struct ClusterChatTests {
     struct Cluster {
         let redis: RedisProcess

@@ -7,7 +7,7 @@ import Testing
 /// The cluster link against a real Redis (`redis-server`, started by each
 /// test on a free port) and real servers: presence, lost and departing
 /// nodes, Redis outages, and a Redis that answers garbage or nothing.
-@Suite("Cluster link", .requires(.redisServer))
+@Suite("Cluster link", .ownThreads, .requires(.redisServer))
 struct ClusterTests {
     /// A chat server joined to `redis` as `node`.
     static func node(

@@ -7,7 +7,7 @@ import Foundation
 import Testing
 
 /// Rules the connection layer owns, checked on the wire against every strategy.
-@Suite("Connection layer")
+@Suite("Connection layer", .ownThreads)
 struct ConnectionLayerTests {
     /// Echo backpressure: reading stops when `max-output` is queued and
     /// resumes once the queue is down to half, not when it is empty.

@@ -7,7 +7,7 @@ import Testing
 
 /// Running as operators do: daemon mode, pid file, log file, signals,
 /// --check-config and the descriptor self-check. Real processes throughout.
-@Suite("Daemon and operations")
+@Suite("Daemon and operations", .ownThreads)
 struct DaemonTests {
     /// A scratch directory for pid and log files, removed at the end.
     final class Scratch {
@@ -300,7 +300,7 @@ struct DaemonTests {
 }
 
 /// The files in Configs/ that operators install, exercised for real.
-@Suite("Shipped operations files")
+@Suite("Shipped operations files", .ownThreads)
 struct ShippedFilesTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()

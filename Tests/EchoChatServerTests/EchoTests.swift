@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// Echo mode (PROTOCOL.md §2) end to end, against every strategy.
-@Suite("Echo mode")
+@Suite("Echo mode", .ownThreads)
 struct EchoTests {
     @Test(arguments: Strategy.tested)
     func echoesALine(strategy: Strategy) throws {

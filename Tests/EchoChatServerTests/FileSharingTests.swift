@@ -9,7 +9,7 @@ import Testing
 /// round trips of awkward content, every refusal consuming exactly its bytes,
 /// a connection that ends mid-upload, a disk error, a download nobody reads
 /// while others chat, netcat, and the upload directory at start.
-@Suite("File sharing end to end")
+@Suite("File sharing end to end", .ownThreads)
 struct FileSharingTests {
     static func hex(_ bytes: [UInt8]) -> String { SHA256.hex(SHA256.hash(bytes)) }
 

@@ -7,7 +7,7 @@ import Foundation
 import Testing
 
 /// Start-up, IPv6, descriptor exhaustion and graceful shutdown, against every strategy.
-@Suite("Lifecycle")
+@Suite("Lifecycle", .ownThreads)
 struct LifecycleTests {
     @Test(arguments: Strategy.tested)
     func startLineShowsTheRealPortAndStrategy(strategy: Strategy) throws {
@@ -106,7 +106,7 @@ struct LifecycleTests {
 }
 
 /// Flags, config file and exit codes of the real binary.
-@Suite("Command line")
+@Suite("Command line", .ownThreads)
 struct CommandLineTests {
     /// The server binary run to completion through the shared runner
     /// (pipes read concurrently, a deadline, the status as a shell shows it).
@@ -200,7 +200,7 @@ struct CommandLineTests {
 }
 
 /// Option parsing in memory: precedence and value forms.
-@Suite("Option parsing")
+@Suite("Option parsing", .ownThreads)
 struct OptionParsingTests {
     func parse(_ arguments: [String], file: String? = nil) throws -> ServerConfiguration {
         let command = try ServerOptions.parse(arguments) { _ in

@@ -6,7 +6,7 @@ import Foundation
 import Testing
 
 /// The limits of PROTOCOL.md §3.5 end to end, against every strategy.
-@Suite("Limits")
+@Suite("Limits", .ownThreads)
 struct LimitsTests {
     @Test(arguments: Strategy.tested, ServerMode.allCases)
     func maxClientsRefusesTheNextClient(strategy: Strategy, mode: ServerMode) throws {
@@ -146,7 +146,7 @@ extension Int {
 }
 
 /// A session that is over cannot hold its connection forever by not reading.
-@Suite("Close timeout")
+@Suite("Close timeout", .ownThreads)
 struct CloseTimeoutTests {
     @Test(arguments: Strategy.tested)
     func aClientThatNeverReadsItsLastOutputIsClosed(strategy: Strategy) throws {

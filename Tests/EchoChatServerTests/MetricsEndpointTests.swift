@@ -56,7 +56,7 @@ extension ServerProcess {
 
 /// `--metrics HOST:PORT`: Prometheus text on `GET /metrics`, from a thread of
 /// the server's own, against every strategy.
-@Suite("Metrics endpoint")
+@Suite("Metrics endpoint", .ownThreads)
 struct MetricsEndpointTests {
     static let scrapeRequest = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The libc layer's small pieces, in memory or on loopback.
-@Suite("POSIX layer")
+@Suite("POSIX layer", .ownThreads)
 struct POSIXTests {
     @Test(arguments: [("", 0), ("a", 0), ("\n", 1), ("a\nb\n\n", 3), ("\r\n\r", 1)])
     func countNewlinesCountsLFBytes(input: String, count: Int) {

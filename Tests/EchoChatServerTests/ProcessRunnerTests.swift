@@ -7,7 +7,7 @@ import Testing
 /// show the program's output, never a crash or a hang, and nothing a test
 /// starts outlives it. The programs are /bin/sh and coreutils, which every
 /// Debian system has.
-@Suite("Process runner")
+@Suite("Process runner", .ownThreads)
 struct ProcessRunnerTests {
     @Test func aProgramThatCannotStartIsAThrownError() throws {
         let error = try #require(throws: TestFailure.self) {

@@ -7,7 +7,7 @@ import Testing
 
 /// What only the reactors strategy can get wrong: spreading connections over
 /// its loops, chat between clients on different loops, and `--loops`.
-@Suite("Reactors: loops, hand-offs, --loops")
+@Suite("Reactors: loops, hand-offs, --loops", .ownThreads)
 struct ReactorsTests {
     /// The per-loop connection counts of a `/stats` line.
     func loopCounts(_ stats: [String: String], loops: Int) -> [Int] {

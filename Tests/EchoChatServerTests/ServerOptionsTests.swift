@@ -7,7 +7,7 @@ import Testing
 
 /// The server's settings from all four layers: defaults < config file <
 /// environment (`ECHOCHAT_*`) < flags, in memory and through the real binary.
-@Suite("Server settings: file, environment, flags")
+@Suite("Server settings: file, environment, flags", .ownThreads)
 struct ServerOptionsTests {
     func command(
         _ arguments: [String], environment: [String: String] = [:], file: String? = nil

@@ -8,7 +8,7 @@ import Testing
 
 /// Many clients at once, against every strategy. Bounded in count and time;
 /// every socket has a receive timeout.
-@Suite("Stress")
+@Suite("Stress", .ownThreads)
 struct StressTests {
     /// 1,000 echo clients connected at the same time, each served.
     @Test(arguments: Strategy.tested)

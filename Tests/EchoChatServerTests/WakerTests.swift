@@ -8,7 +8,7 @@ import Testing
 
 /// The connection layer's way to wake a connection's owner from another
 /// thread (the file store's, the cluster link's).
-@Suite("Connection layer: waking owners")
+@Suite("Connection layer: waking owners", .ownThreads)
 struct WakerTests {
     /// Each wake-up once grew the next one's call chain by two thunks (the
     /// closure was a `Lock`'s value directly, reabstracted and written back
@@ -36,7 +36,7 @@ struct WakerTests {
 /// be kept, or the connections it names keep the layer, which keeps the
 /// inbox: a cycle never freed (LeakSanitizer caught it at a reactors
 /// server's exit).
-@Suite("Control requests: a stopped loop's inbox")
+@Suite("Control requests: a stopped loop's inbox", .ownThreads)
 struct StoppedInboxTests {
     @Test func aStoppedInboxKeepsNoConnectionAndClosesLateHandOvers() throws {
         var configuration = ServerConfiguration()
