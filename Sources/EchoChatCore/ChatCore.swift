@@ -437,9 +437,11 @@ public final class ChatCore {
         if key != oldKey && (nicks[key] != nil || claims[key] != nil || replica?.holder(of: key) != nil) {
             return send(Replies.nickTaken(nick), to: client.id, output)
         }
-        if key != oldKey && linked && !Self.isGuestName(key) {
+        if key != oldKey && linked {
             // A claim (§6): every server decides it alike, where it falls in
             // the ordered stream; this server answers when it comes back.
+            // Guest names too: a `/nick guest7` typed while another server
+            // welcomes its guest7 loses or wins like any other claim.
             let since = clock()
             client.claim = (nick, since)
             claims[key] = client.id
@@ -468,7 +470,7 @@ public final class ChatCore {
         client.room.who = nil
         send(reply, to: client.id, output)
         if nick != old { broadcast(Replies.renamed(from: old, to: nick), in: client.room, except: client.id, output) }
-        if publishing { publish(.nick(remoteID(of: client), since: client.since, nick: nick), output) }
+        if publishing { publish(.rename(remoteID(of: client), since: client.since, nick: nick), output) }
     }
 
     private func join(_ client: Client, _ argument: String, _ output: some ChatOutput) {
@@ -689,11 +691,6 @@ public final class ChatCore {
         return Int(digits)
     }
 
-    /// Guest nicks are given without asking the cluster (a client must not
-    /// wait for Redis to be welcomed); two servers may give the same one,
-    /// and the later is renamed. Every other nick is claimed (§6).
-    static func isGuestName(_ key: String) -> Bool { guestNumber(key) != nil }
-
     // MARK: - Cluster (§6)
 
     /// Members here and on the other servers.
@@ -818,9 +815,10 @@ public final class ChatCore {
             guard let client = clients[ConnectionID(who.id)] else { return }
             if let claim = client.claim, claim.nick == nick, claim.since == since {
                 decide(client, claim: claim, taken: claimLoses(nick.asciiLowercased, by: who), output)
-            } else if client.nick == nick, client.since == since {
-                client.confirmedKey = nick.asciiLowercased
             }
+        case .rename(let who, let since, let nick):
+            guard let client = clients[ConnectionID(who.id)], client.nick == nick, client.since == since else { return }
+            client.confirmedKey = nick.asciiLowercased
         case .hello(let who, let since, let nick, _):
             let id = ConnectionID(who.id)
             guard let pending = welcoming[id], pending.nick == nick, pending.since == since else { return }
@@ -882,13 +880,13 @@ public final class ChatCore {
             if let new = rooms[key] {
                 broadcast(Replies.joined(nick: member.nick, room: new.name), in: new, except: ConnectionID(-1), output)
             }
-        case .nick(let who, let since, let nick):
+        case .nick(let who, let since, let nick), .rename(let who, let since, let nick):
             guard who.node != node, let member = replica!.members[who] else { return }
             let oldKey = member.nick.asciiLowercased
             let key = nick.asciiLowercased
             // A claim that came after another's: refused everywhere alike
-            // (its own server tells its client).
-            if key != oldKey && !Self.isGuestName(key) && claimLoses(key, by: who) { return }
+            // (its own server tells its client). A rename is never refused.
+            if case .nick = event, key != oldKey && claimLoses(key, by: who) { return }
             replica!.rename(who, to: nick, since: since)
             releaseGuestNumber(oldKey)
             listsChanged(room: member.roomKey)

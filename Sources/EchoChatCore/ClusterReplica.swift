@@ -31,8 +31,13 @@ public enum ClusterEvent: Equatable, Sendable {
     case here(RemoteClientID, since: Int64, nick: String, room: String)
     /// Moved to another room.
     case join(RemoteClientID, room: String)
-    /// Took another nick at `since`.
+    /// Claims another nick at `since`: every server refuses it alike if an
+    /// earlier event in the stream took the name (guest names included).
     case nick(RemoteClientID, since: Int64, nick: String)
+    /// Was given another nick at `since` by its own server, settling a clash
+    /// after an outage: never refused (its server has given it already); a
+    /// clash it makes is settled like any other.
+    case rename(RemoteClientID, since: Int64, nick: String)
     /// Said `text` to its room.
     case say(RemoteClientID, text: [UInt8])
     /// Sent `text` privately to `to`.
@@ -45,8 +50,8 @@ public enum ClusterEvent: Equatable, Sendable {
     /// Whether `node` published it (a server hears its own events too).
     public func isFrom(_ node: String) -> Bool {
         switch self {
-        case .hello(let who, _, _, _), .here(let who, _, _, _), .join(let who, _), .nick(let who, _, _), .say(let who, _),
-            .privateMessage(let who, _, _), .bye(let who, _):
+        case .hello(let who, _, _, _), .here(let who, _, _, _), .join(let who, _), .nick(let who, _, _),
+            .rename(let who, _, _), .say(let who, _), .privateMessage(let who, _, _), .bye(let who, _):
             who.node == node
         case .sync(let asker): asker == node
         }
@@ -63,6 +68,7 @@ public enum ClusterEvent: Equatable, Sendable {
             return Array("here \(who.node) \(who.id) \(since) \(nick) \(room)".utf8)
         case .join(let who, let room): return Array("join \(who.node) \(who.id) \(room)".utf8)
         case .nick(let who, let since, let nick): return Array("nick \(who.node) \(who.id) \(since) \(nick)".utf8)
+        case .rename(let who, let since, let nick): return Array("rename \(who.node) \(who.id) \(since) \(nick)".utf8)
         case .say(let who, let text): return fields(["say", who.node, String(who.id)], rest: text)
         case .privateMessage(let who, let to, let text):
             return fields(["pm", who.node, String(who.id), to.node, String(to.id)], rest: text)
@@ -99,9 +105,9 @@ public enum ClusterEvent: Equatable, Sendable {
         case "join":
             guard let who = client(), let room = name(), index >= bytes.count else { return nil }
             self = .join(who, room: room)
-        case "nick":
+        case "nick", "rename":
             guard let who = client(), let since = word().flatMap({ Int64($0) }), let nick = name(), index >= bytes.count else { return nil }
-            self = .nick(who, since: since, nick: nick)
+            self = kind == "nick" ? .nick(who, since: since, nick: nick) : .rename(who, since: since, nick: nick)
         case "say":
             guard let who = client() else { return nil }
             self = .say(who, text: rest())

@@ -266,6 +266,62 @@ struct ClusterCoreTests {
         #expect(Set(welcomed) == Set((3...8).map { "guest\($0)" }), "\(welcomed)")
     }
 
+    @Test("a /nick guestN typed while another server welcomes its guestN: the first in the stream gets it; nobody is renamed",
+          arguments: [false, true])
+    func typedGuestNameAgainstAWelcome(typedFirst: Bool) {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
+        // b's next guest would be guest3; a's client asks for that name by hand.
+        if typedFirst {
+            cluster.say("a", 1, "/nick Guest3\n")
+            cluster.connect("b", 2)
+        } else {
+            cluster.connect("b", 2)
+            cluster.say("a", 1, "/nick Guest3\n")
+        }
+        #expect(cluster.isHeld("a", 1), "the typed guest name is a claim, decided in the stream")
+        cluster.pump()
+        let typed = cluster.take("a", 1)
+        let welcome = cluster.take("b", 2).first ?? ""
+        if typedFirst {
+            // b's claim of guest3 loses where it falls; b claims the next
+            // free number, guest1, which a's client has just given up.
+            #expect(typed == ["* you are now Guest3", "* guest1 joined #lobby"])
+            #expect(welcome == "* welcome guest1, you are in #lobby (3 here); /help lists commands")
+        } else {
+            #expect(typed == ["* guest3 joined #lobby", "! nick taken: Guest3"])
+            #expect(welcome == "* welcome guest3, you are in #lobby (3 here); /help lists commands")
+        }
+        // Nobody was renamed afterwards, and both servers agree on the room.
+        for (node, id) in [("a", 1), ("b", 1), ("b", 2)] {
+            #expect(!cluster.take(node, id).contains { $0.contains("(nick taken elsewhere)") })
+            cluster.say(node, id, "/who\n")
+        }
+        let who = typedFirst ? "* #lobby: guest1, guest2, Guest3 (3)" : "* #lobby: guest1, guest2, guest3 (3)"
+        #expect(cluster.take("a", 1) == [who])
+        #expect(cluster.take("b", 1) == [who])
+        #expect(cluster.take("b", 2) == [who])
+    }
+
+    @Test("a claim of a name taken earlier is refused; a rename (a clash settled by its server) never is")
+    func renamesAreNeverRefused() {
+        let event = ClusterEvent.rename(RemoteClientID(node: "b", id: 3), since: 42, nick: "guest9")
+        #expect(ClusterEvent(decoding: event.encoded) == event)
+        #expect(text(event.encoded) == "rename b 3 42 guest9")
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
+        cluster.say("a", 1, "/nick zed\n")
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["* you are now zed"])
+        let b1 = RemoteClientID(node: "b", id: 1)
+        let (core, output) = (cluster.cores["a"]!, cluster.outputs["a"]!)
+        core.apply(.nick(b1, since: 1, nick: "Zed"), output: output)
+        #expect(cluster.take("a", 1) == [], "a claim of a nick taken earlier in the stream changes nothing")
+        core.apply(.rename(b1, since: 1, nick: "Zed"), output: output)
+        // Applied; b's client took it at 1, before a's: a's client gives way.
+        let lines = cluster.take("a", 1)
+        #expect(lines.first == "* guest2 is now Zed", "\(lines)")
+        #expect(lines.dropFirst().first?.hasSuffix("(nick taken elsewhere)") == true, "\(lines)")
+    }
+
     @Test("what a client sends before its welcome waits for it, then is handled")
     func inputBeforeTheWelcome() {
         let cluster = SimulatedCluster.settled(["a", "b"], clients: [("b", 1)])
