@@ -372,6 +372,9 @@ extension ClusterChatTests {
         try ann.send("/nick ann\n/join dev\n")
         #expect(try ann.readLines(until: { $0.hasPrefix("* you joined") }).last == "* you joined #dev (1 here)")
         #expect(try Self.subscribers(redis, "dev") == 1, "a hears #dev once its client is in")
+        // ann's join reaches b through Redis, up to a round trip after ann
+        // was told (docs/cluster.md): wait until b counts her there.
+        _ = try Self.ask(bob, "/rooms", replyPrefix: "* rooms: ", until: { $0.contains("#dev (1)") })
         try bob.send("/join dev\n")
         #expect(try bob.readLines(until: { $0.hasPrefix("* you joined") }).last == "* you joined #dev (2 here)")
         #expect(try Self.subscribers(redis, "dev") == 2)
