@@ -144,6 +144,9 @@ public enum ServerMain {
             server = try context.makeServer(listener: listener)
             let control = server.control
             let reload = Reloader(arguments: arguments, directory: directory, context: context, logFile: logFile)
+            // A stop signal can come twice (timeout(1) signals the command and
+            // then its process group): the shutdown is said once.
+            let stopping = Lock(false)
             try Signals.watch(handled) { signal in
                 switch signal {
                 case .hangup:
@@ -151,7 +154,11 @@ public enum ServerMain {
                 case .user1:
                     control.requestStats()
                 default:
-                    logger.info("received \(signal), shutting down")
+                    if stopping.withLock({ (already: inout Bool) in defer { already = true }; return already }) {
+                        logger.debug("received \(signal) again: already shutting down")
+                    } else {
+                        logger.info("received \(signal), shutting down")
+                    }
                     control.requestShutdown()
                 }
             }

@@ -66,6 +66,25 @@ struct LifecycleTests {
         #expect(try idle.isClosedByServer())
     }
 
+    /// A stop signal that comes again during the shutdown (timeout(1) sends
+    /// one to the command and one to its process group) is not announced
+    /// twice. Strategy-independent (the signal watcher is shared): one strategy.
+    @Test func aSecondStopSignalIsNotAnnouncedAgain() throws {
+        let server = try ServerProcess(
+            ["--mode", "echo", "--max-output", "64K", "--shutdown-timeout", "3", "--log-level", "debug"], strategy: .epoll)
+        // Output owed to a client that reads nothing keeps the shutdown
+        // going until its deadline: the window for the second signal.
+        let stuck = try server.connect(timeout: 1, receiveBuffer: .small)
+        let chunk = [UInt8](repeating: 0x61, count: 64 * 1024)
+        for _ in 0..<64 { if (try? stuck.send(chunk)) == nil { break } }
+        #expect(server.signal(.terminate))
+        #expect(server.log.waitFor({ $0.contains("received SIGTERM, shutting down") }, timeout: 10) != nil)
+        #expect(server.signal(.terminate), "the server was still shutting down")
+        #expect(server.log.waitFor({ $0.contains("received SIGTERM again: already shutting down") }, timeout: 10) != nil)
+        #expect(try server.waitForExit(timeout: 30) == 0)
+        #expect(server.log.lines.filter { $0.contains("shutting down") && !$0.contains("again") }.count == 1, "\(server.log.lines)")
+    }
+
     /// With a tiny descriptor limit the server refuses what it cannot hold —
     /// with the server-full line, not a hang — keeps serving its clients, and
     /// accepts again once descriptors free up.
