@@ -79,9 +79,13 @@ final class ConnectionLayer: Sendable {
     /// registers it with whatever waits for it before the first `serve`; the
     /// chat welcome and notices are queued in `deliveries`, to be woken, not
     /// sent here. `owner`: the loop that will own it (default: the only owner).
+    /// `inService`: the connection is taken into service (`Shared.inService`)
+    /// before the hub can reach it, for a strategy that hands it to a worker
+    /// itself: a line or a welcome delivered in the meantime only notes mail,
+    /// and cannot queue it a second time.
     func accept(
         _ socket: Socket, token: UInt64, owner: ConnectionOwner? = nil, now: Int64, settings: SharedConnectionSettings,
-        deliveries: inout Deliveries
+        inService: Bool = false, deliveries: inout Deliveries
     ) -> Connection {
         let owner = owner ?? counters.owners[0]
         try? socket.setNoDelay()
@@ -113,6 +117,7 @@ final class ConnectionLayer: Sendable {
         let connection = Connection(
             socket: socket, token: token, layer: self, owner: owner,
             machine: ConnectionMachine(mode: mode, settings: settings, now: now))
+        if inService { connection.shared.withLock { $0.inService = true } }
         if let hub, !hub.admit(connection, limits: limits, deliveries: &deliveries) {
             addresses.withLock { $0.release(slot: Int(socket.descriptor)) }
             return refuse(socket, .serverFull, token: token, owner: owner, now: now, settings: settings)

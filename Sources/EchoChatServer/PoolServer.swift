@@ -230,8 +230,11 @@ private final class Workers: Sendable {
         }
     }
 
-    /// A new connection: registered one-shot with nothing armed, in service,
-    /// and queued for its first look (its welcome), which arms it.
+    /// A new connection: registered one-shot with nothing armed, in service
+    /// (admitted ones since before the hub could reach them: a chat line or
+    /// the cluster's welcome arriving first only notes mail, where it used to
+    /// queue the connection a second time, and two workers served it), and
+    /// queued for its first look (its welcome), which arms it.
     private func add(_ connection: Connection) {
         table.withLock { table in
             table[connection.token] = connection
@@ -254,7 +257,7 @@ private final class Workers: Sendable {
                 add(
                     layer.accept(
                         socket, token: state.tokens.next(for: socket), now: now, settings: live.connection,
-                        deliveries: &deliveries))
+                        inService: true, deliveries: &deliveries))
             }
             state.acceptor.rearm()
             acceptPaused.store(state.acceptor.pausedUntil != nil, ordering: .relaxed)
