@@ -230,11 +230,8 @@ private final class Workers: Sendable {
         }
     }
 
-    /// A new connection: registered one-shot with nothing armed, in service
-    /// (admitted ones since before the hub could reach them: a chat line or
-    /// the cluster's welcome arriving first only notes mail, where it used to
-    /// queue the connection a second time, and two workers served it), and
-    /// queued for its first look (its welcome), which arms it.
+    /// A new connection (in service since `layer.accept`): registered
+    /// one-shot with nothing armed, and queued for its first look, which arms it.
     private func add(_ connection: Connection) {
         table.withLock { table in
             table[connection.token] = connection

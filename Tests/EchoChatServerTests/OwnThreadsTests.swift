@@ -12,11 +12,15 @@ struct OwnThreadsTests {
         #expect(KeptThreads.isCurrent == (OwnThreads.width > 0), "case \(index), width \(OwnThreads.width)")
     }
 
-    @Test func aSanitizerTurnsItOff() {
-        if OwnThreads.underSanitizer && ProcessInfo.processInfo.environment["ECHOCHAT_TEST_THREADS"] == nil {
-            #expect(OwnThreads.width == 0)
-        } else if !OwnThreads.underSanitizer && ProcessInfo.processInfo.environment["ECHOCHAT_TEST_THREADS"] == nil {
-            #expect(OwnThreads.width == 2 * max(1, ProcessInfo.processInfo.activeProcessorCount))
-        }
+    @Test func theWidthIsTheSettingElseOffUnderASanitizerElseTwiceTheCPUs() {
+        let expected =
+            if let text = ProcessInfo.processInfo.environment["ECHOCHAT_TEST_THREADS"], let width = Int(text) {
+                width
+            } else if OwnThreads.underSanitizer {
+                0
+            } else {
+                2 * max(1, ProcessInfo.processInfo.activeProcessorCount)
+            }
+        #expect(OwnThreads.width == expected)
     }
 }
