@@ -34,7 +34,7 @@ struct PipeModeTests {
     /// are queued for it: nothing lost, nothing reordered.
     @Test func largeInputThroughBackpressureArrivesWhole() throws {
         let server = try ServerProcess(["--mode", "echo", "--max-output", "64K"], strategy: .epoll)
-        let input = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
+        let input = TestBytes.make(1 << 20) { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
         let result = try runRaw(clientBinary, ["--port", String(server.port)], input: input, timeout: 30)
         #expect(result.status == 0)
         #expect(result.stdout.count == input.count)
@@ -48,7 +48,7 @@ struct PipeModeTests {
     @Test func readsWhileItsSendsAreStuck() throws {
         let listener = try Socket.listen(host: "127.0.0.1", port: 0, nonBlocking: false)
         let port = try listener.localAddress().port
-        let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 251) }
+        let payload = TestBytes.make(1 << 20) { UInt8(truncatingIfNeeded: $0 % 251) }
         let peer = Background { () throws -> Socket in
             guard try Poll.readable([listener.descriptor], timeoutMilliseconds: 10_000) == [true],
                 case .done(let connection) = try listener.accept(nonBlocking: false)

@@ -81,7 +81,7 @@ struct EchoTests {
         // finish without stalling if the server buffers without bound.
         let flooder = try server.connect(receiveBuffer: 64 * 1024, sendBuffer: 256 * 1024)
         let size = Self.kernelBufferMaximum("tcp_rmem") + Self.kernelBufferMaximum("tcp_wmem") + (8 << 20)
-        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+        let payload = TestBytes.make(size) { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
         try flooder.socket.setSendTimeout(seconds: 0.3)
         let writer = Writer(client: flooder, payload: payload)
         try writer.start()
