@@ -10,7 +10,8 @@ public final class TestClient {
     private var buffer: [UInt8] = []
     private var start = 0
     /// Where each read lands: one allocation per client, not one per read.
-    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+    /// Allocated last in `init`: a failed init runs no `deinit` to free it.
+    private let chunk: UnsafeMutableRawBufferPointer
     private var closed = false
     public let timeout: Double
 
@@ -21,11 +22,18 @@ public final class TestClient {
         host: String = "127.0.0.1", port: Int, timeout: Double = 5, receiveBuffer: Int? = nil, sendBuffer: Int? = nil
     ) throws {
         Signals.ignoreBrokenPipe()
-        socket = try Socket.connect(
+        let socket = try Socket.connect(
             host: host, port: port, timeout: timeout, receiveBuffer: receiveBuffer, sendBuffer: sendBuffer)
+        do {
+            try socket.setReceiveTimeout(seconds: timeout)
+            try socket.setSendTimeout(seconds: timeout)
+        } catch {
+            socket.close()
+            throw error
+        }
+        self.socket = socket
         self.timeout = timeout
-        try socket.setReceiveTimeout(seconds: timeout)
-        try socket.setSendTimeout(seconds: timeout)
+        chunk = .allocate(byteCount: 65536, alignment: 16)
     }
 
     deinit {
