@@ -67,7 +67,8 @@ struct PipeModeTests {
         let flood = [UInt8](repeating: UInt8(ascii: "x"), count: 8 << 20)
         // Fails once the client has gone (EPIPE): expected, so not checked.
         let writer = Background { try? client.write(flood) }
-        try client.stdout.waitFor("the peer's MiB") { $0.count >= payload.count }
+        // 30 s: a debug client under AddressSanitizer, beside other test processes, took over 10.
+        try client.stdout.waitFor("the peer's MiB", timeout: 30) { $0.count >= payload.count }
         let connection = try peer.value(timeout: 10)
         defer { connection.close() }
         #expect(client.stdout.data == payload)
