@@ -19,11 +19,11 @@ import Testing
 /// timing in tests (timeouts of a second or more) keeps a wide margin.
 /// `ECHOCHAT_TEST_THREADS=0` turns it off (test cases run on the pool).
 ///
-/// Off under a sanitizer, where it would buy little (the instrumented run is
-/// bound by CPU, not by waiting) and where it hung: under ThreadSanitizer,
-/// with test bodies on threads of their own, twice in two runs several
-/// threads stopped for good in the Swift runtime's `once_slow` (generic
-/// metadata instantiation), a hang this suite never showed on the pool.
+/// Off under a sanitizer, where it hung: under ThreadSanitizer, with test
+/// bodies on threads of their own, twice in two runs several threads
+/// stopped for good in the Swift runtime's `once_slow` (generic metadata
+/// instantiation), a hang this suite never showed on the pool. CI widens
+/// the sanitizer runs with separate test processes (`.ci/parallel-test`).
 public struct OwnThreads: SuiteTrait, TestTrait, TestScoping {
     public var isRecursive: Bool { true }
 
