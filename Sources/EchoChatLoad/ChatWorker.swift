@@ -29,7 +29,13 @@ struct ChatConnection {
 enum ChatWorker {
     static let receiveCapacity = 16 * 1024
     static let settleNanoseconds: Int64 = 10_000_000_000
+    /// After the last send, the run waits for lines still on their way
+    /// until none has arrived for this long...
     static let drainNanoseconds: Int64 = 3_000_000_000
+    /// ...but never longer than this after the last send. A line that is
+    /// late is slow (its latency says so), not lost; only a server that has
+    /// stopped delivering ends the wait early.
+    static let drainLimitNanoseconds: Int64 = 30_000_000_000
 
     static func run(worker: Int, ids: [Int], control: RunControl) {
         let result = WorkerResult()
@@ -171,6 +177,8 @@ struct ChatLoop {
         var scheduled = 0
         var running = true
         var drainDeadline = Int64.max
+        var drainBase: Int64 = 0
+        var drainSeen = 0
         var finalPublished = false
         var nextPublish: Int64 = 0
         var nextPercentile = start + 1_000_000_000
@@ -201,7 +209,15 @@ struct ChatLoop {
             }
             if running && nextDue == Int64.max {
                 running = false
-                drainDeadline = (messagesMode ? max(now, start) : max(now, end)) + ChatWorker.drainNanoseconds
+                drainBase = messagesMode ? max(now, start) : max(now, end)
+                drainSeen = delivered
+                drainDeadline = drainBase + ChatWorker.drainNanoseconds
+            }
+            if !running && delivered != drainSeen {
+                // Lines are still arriving: wait for them.
+                drainSeen = delivered
+                drainDeadline = min(max(now, drainBase) + ChatWorker.drainNanoseconds,
+                                    drainBase + ChatWorker.drainLimitNanoseconds)
             }
             if !running && !finalPublished {
                 let pending = senderSlots.contains { connections[$0].open && connections[$0].txEnd > connections[$0].txStart }

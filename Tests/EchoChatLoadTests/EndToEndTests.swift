@@ -100,6 +100,27 @@ struct EndToEndTests {
         #expect(stderr.contains("fan-out latency"))
     }
 
+    /// A server that keeps delivering, only late, loses nothing: the run
+    /// waits while lines still arrive (here for about 6 s after the last send,
+    /// through a relay that passes 400 bytes/s) and counts them with their
+    /// latency. Waiting a fixed 3 s would have called the tail lost.
+    @Test func linesThatArriveLateAreLateNotLost() throws {
+        let server = try ServerProcess(["--mode", "chat"])
+        let relay = try SlowRelay(upstreamPort: server.port, bytesPerTick: 40, tick: 0.1)
+        defer { relay.stop() }
+        let (status, json, stderr) = try runJSON([
+            "--port", String(relay.port), "--mode", "chat", "-c", "3", "--senders", "2", "--rate", "20", "-d", "1", "-s", "64",
+        ])
+        #expect(status == 0, "\(stderr)")
+        // 2 senders x 20 lines, each to the 2 other clients.
+        #expect(int(json, "deliveries") == 2 * 20 * 2, "\(stderr)")
+        #expect(int(json, "expected") == 2 * 20 * 2)
+        for key in ["lost", "duplicated", "reordered", "mismatches", "errors"] { #expect(int(json, key) == 0, "\(key)") }
+        // The tail came more than 3 s after the last send (at 1 s).
+        let latency = try #require(json["latency_us"] as? [String: Any])
+        #expect(try #require(double(latency, "max")) > 4_000_000, "\(latency)")
+    }
+
     @Test func holdKeepsIdleConnectionsFromSeveralSourceAddresses() throws {
         let server = try ServerProcess(["--mode", "echo"])
         let (status, json, stderr) = try runJSON(["--port", String(server.port), "--hold", "-c", "20", "-d", "0.3", "--per-source", "6", "--connect-rate", "2000"])
