@@ -538,11 +538,17 @@ public struct ConnectionMachine {
             requestDownloadPiece(io: &io)
         }
         var progressed = false
+        let limits = settings.limits
         while !output.isEmpty {
             guard let written = output.withReadableBytes({ io.write($0) }) else { return fail(.connectionError, io: &io) }
             if written == 0 { break }
             output.consume(written)
             progressed = true
+            // Echo resumes reading the moment its queue is down to half: stop
+            // writing there, so the owner reads again while the other half
+            // keeps the socket busy. A client that reads as fast as this writes
+            // would otherwise be written the whole queue first.
+            if paused && limits.echoMayResume(queuedBytes: output.count) { break }
         }
         // The kernel may have taken all of it: ask for the next piece now,
         // or nothing would wake this connection again.
@@ -552,7 +558,6 @@ public struct ConnectionMachine {
         } else if progressed || outputWaitingSince == nil {
             outputWaitingSince = now
         }
-        let limits = settings.limits
         if mode == .chat && admitted && phase == .open && limits.isSlowConsumer(queuedBytes: queuedLineBytes) {
             return fail(.slowConsumer, io: &io)
         }

@@ -8,6 +8,8 @@ import Testing
 final class FakeIO: ConnectionIO, ChatOutput {
     /// Bytes the kernel will still take; nil = unlimited.
     var room: Int?
+    /// The most one write takes (a reader that keeps pace); nil = all it may.
+    var perWrite: Int?
     var failWrites = false
     var written: [UInt8] = []
     var writesAfterClose = 0
@@ -59,7 +61,7 @@ final class FakeIO: ConnectionIO, ChatOutput {
     func write(_ bytes: UnsafeRawBufferPointer) -> Int? {
         if !closes.isEmpty { writesAfterClose += 1 }
         if failWrites { return nil }
-        let count = min(bytes.count, room ?? .max)
+        let count = min(bytes.count, room ?? .max, perWrite ?? .max)
         written.append(contentsOf: bytes[0..<count])
         if let room { self.room = room - count }
         return count
@@ -243,6 +245,26 @@ struct EchoConnectionTests {
         #expect(machine.readBudget(4096) == 50)
         // The idle clock restarted when reading resumed.
         #expect(machine.nextDeadline == 2 + 10 * second)
+    }
+
+    /// A client that reads as fast as the server writes: the flush stops
+    /// where the queue reaches half, so reading resumes there, not after the
+    /// whole queue was written.
+    @Test func aFlushStopsWhereReadingMayResume() {
+        var io = FakeIO(chat: false)
+        var machine = ConnectionMachine(mode: .echo, settings: settings(maxOutput: 100), now: 0)
+        io.room = 0
+        [UInt8](repeating: 0x61, count: 100).withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        #expect(machine.paused)
+        io.room = nil
+        io.perWrite = 10
+        machine.flush(now: 1, io: &io)
+        #expect(!machine.paused)
+        #expect(machine.output.count == 50)
+        #expect(machine.wantsRead && machine.wantsWrite)
+        machine.flush(now: 2, io: &io)
+        #expect(machine.output.isEmpty)
+        #expect(io.written.count == 100)
     }
 
     @Test func endOfInputDeliversThenClosesWithoutLingering() {
