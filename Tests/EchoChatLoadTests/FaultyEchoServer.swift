@@ -9,50 +9,16 @@ import Foundation
 final class FaultyEchoServer: Sendable {
     enum Fault: Sendable { case flipByte, dropByte, close }
 
-    let port: Int
-    private let listener: Socket
-    private let stopped = Lock(false)
-    /// The accepting thread and one per connection; `stop()` joins them all,
-    /// so none outlives the test or touches a descriptor after it is closed.
-    private let threads = Lock<[ThreadHandle]>([])
+    private let server: ThreadedTestServer
+    var port: Int { server.port }
 
     init(fault: Fault, after: Int) throws {
-        Signals.ignoreBrokenPipe()
-        listener = try Socket.listen(host: "127.0.0.1", port: 0, nonBlocking: false)
-        port = try listener.localAddress().port
-        let listener = self.listener
-        let stopped = self.stopped
-        let threads = self.threads
-        let acceptor = try Threads.spawn(name: "faulty-accept") {
-            while true {
-                guard case .done(let client) = try? listener.accept(nonBlocking: false) else { return }
-                if stopped.withLock({ $0 }) {
-                    client.close()
-                    return
-                }
-                guard let handle = try? Threads.spawn(name: "faulty-serve", { Self.serve(client, fault: fault, after: after) })
-                else {
-                    client.close()
-                    continue
-                }
-                threads.withLock { $0.append(handle) }
-            }
-        }
-        threads.withLock { $0.append(acceptor) }
+        server = try ThreadedTestServer(name: "faulty") { client, _ in Self.serve(client, fault: fault, after: after) }
     }
 
-    /// Stops accepting (shutdown(2) wakes the blocked accept), waits for every
-    /// thread (a connection's ends when its client has gone, or after its
-    /// 20 s receive timeout), then closes the listener.
-    func stop() {
-        stopped.withLock { $0 = true }
-        listener.shutdownRead()
-        // The acceptor is first; it appends no more once it has returned.
-        let acceptor = threads.withLock { $0.first }
-        acceptor?.join()
-        for handle in threads.withLock({ $0.dropFirst() }) { handle.join() }
-        listener.close()
-    }
+    /// Stops accepting and joins every connection's thread (each ends when
+    /// its client has gone, or after its 20 s receive timeout).
+    func stop() { server.stop() }
 
     private static func serve(_ client: Socket, fault: Fault, after: Int) {
         defer { client.close() }

@@ -12,52 +12,20 @@ import Foundation
 final class FaultyFileServer: Sendable {
     enum Fault: Sendable { case wrongHash, flipDownloadByte }
 
-    let port: Int
-    private let listener: Socket
-    private let stopped = Lock(false)
-    private let threads = Lock<[ThreadHandle]>([])
-    /// Name -> content; shared by every connection.
-    private let files = Lock<[String: [UInt8]]>([:])
+    private let server: ThreadedTestServer
+    var port: Int { server.port }
 
     init(fault: Fault) throws {
-        Signals.ignoreBrokenPipe()
-        listener = try Socket.listen(host: "127.0.0.1", port: 0, nonBlocking: false)
-        port = try listener.localAddress().port
-        let listener = self.listener
-        let stopped = self.stopped
-        let threads = self.threads
-        let files = self.files
-        let acceptor = try Threads.spawn(name: "faulty-files") {
-            var guest = 0
-            while true {
-                guard case .done(let client) = try? listener.accept(nonBlocking: false) else { return }
-                if stopped.withLock({ $0 }) {
-                    client.close()
-                    return
-                }
-                guest += 1
-                let nick = "guest\(guest)"
-                guard let handle = try? Threads.spawn(name: "faulty-file", { Self.serve(client, nick: nick, fault: fault, files: files) })
-                else {
-                    client.close()
-                    continue
-                }
-                threads.withLock { $0.append(handle) }
-            }
+        /// Name -> content; shared by every connection.
+        let files = Lock<[String: [UInt8]]>([:])
+        server = try ThreadedTestServer(name: "faulty-files") { client, number in
+            Self.serve(client, nick: "guest\(number)", fault: fault, files: files)
         }
-        threads.withLock { $0.append(acceptor) }
     }
 
-    /// Stops accepting, waits for every connection's thread (each ends when
-    /// its client has gone, or after its 20 s receive timeout), closes the listener.
-    func stop() {
-        stopped.withLock { $0 = true }
-        listener.shutdownRead()
-        let acceptor = threads.withLock { $0.first }
-        acceptor?.join()
-        for handle in threads.withLock({ $0.dropFirst() }) { handle.join() }
-        listener.close()
-    }
+    /// Stops accepting and joins every connection's thread (each ends when
+    /// its client has gone, or after its 20 s receive timeout).
+    func stop() { server.stop() }
 
     private static func serve(_ client: Socket, nick: String, fault: Fault, files: Lock<[String: [UInt8]]>) {
         defer { client.close() }
