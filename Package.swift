@@ -16,6 +16,21 @@ func fuzzing(_ sanitizers: String, _ settings: [SwiftSetting] = []) -> [SwiftSet
     fuzzing ? [.unsafeFlags(["-sanitize=\(sanitizers)"])] + settings : []
 }
 
+// ECHOCHAT_OPTIMIZED=1 (set by .ci/run for its ThreadSanitizer build) compiles the
+// program modules with -O inside a debug build, keeping assert() live; the
+// tests and their helpers stay -Onone. A sanitizer instruments every memory
+// access, and at -Onone every local variable lives in memory: SHA-256 of
+// 16 MiB took 18.7 s under ThreadSanitizer at -Onone (1.3 s without it), so
+// the file tests were bound by the server's hashing, not by what they test.
+// Optimized code is still fully instrumented. The test code stays -Onone
+// because at -O a test's variables end at their last use (a server stopped
+// before its clients closed) and its collectors drew reports from TSan
+// through copy-on-write inside the uninstrumented runtime.
+let optimized = Context.environment["ECHOCHAT_OPTIMIZED"] == "1"
+func program(_ settings: [SwiftSetting] = []) -> [SwiftSetting] {
+    (optimized ? [.unsafeFlags(["-O", "-assert-config", "Debug"])] : []) + settings
+}
+
 let package = Package(
     name: "EchoChat",
     products: [
@@ -25,22 +40,22 @@ let package = Package(
     ],
     targets: [
         // The protocol as a pure state machine: no libc, no clock, no I/O.
-        .target(name: "EchoChatCore", swiftSettings: fuzzing("fuzzer,address")),
+        .target(name: "EchoChatCore", swiftSettings: program(fuzzing("fuzzer,address"))),
         // epoll, eventfd and accept4 are not exported by Glibc's module map.
         .target(name: "CEchoChatShim"),
         // The only module that calls libc.
-        .target(name: "EchoChatPOSIX", dependencies: ["CEchoChatShim"]),
+        .target(name: "EchoChatPOSIX", dependencies: ["CEchoChatShim"], swiftSettings: program()),
         // One option parser for the three programs: flags, help, usage errors,
         // config files and environment variables, from one table per program.
-        .target(name: "EchoChatOptions"),
+        .target(name: "EchoChatOptions", swiftSettings: program()),
         // Options, logging and the concurrency strategies (plumbing around the core).
-        .target(name: "EchoChatServer", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
+        .target(name: "EchoChatServer", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"], swiftSettings: program()),
         .executableTarget(name: "echochat-server", dependencies: ["EchoChatServer"]),
         // The interactive client: terminal handling, line editing, colours.
-        .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
+        .target(name: "EchoChatClient", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"], swiftSettings: program()),
         .executableTarget(name: "echochat", dependencies: ["EchoChatClient"]),
         // The load client: per-thread epoll workers, verification, histograms, reports.
-        .target(name: "EchoChatLoad", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"]),
+        .target(name: "EchoChatLoad", dependencies: ["EchoChatCore", "EchoChatPOSIX", "EchoChatOptions"], swiftSettings: program()),
         .executableTarget(name: "echochat-load", dependencies: ["EchoChatLoad"]),
         // The fuzz harness: runs the core and the connection machine from a
         // script of bytes and checks invariants (docs/fuzzing.md).

@@ -91,6 +91,7 @@ struct AbuseLimitsTests {
         let stats = try parseStats(try talker.readLine())
         #expect(stats["send_timeouts"] == "1")
         #expect(stats["slow_consumers"] == "0")
+        withExtendedLifetime(stuck) {}  // open, unread, until the end
     }
 
     /// Slowloris: bytes without their LF. The line timeout is on by default

@@ -91,5 +91,6 @@ struct AsyncStrategyTests {
         #expect(try server.waitForExit(timeout: 10) == 0)
         #expect(server.log.lines.contains { $0.contains("shutdown deadline") }, "log:\n\(server.log.text.suffix(2000))")
         #expect(server.log.lines.contains { $0.contains("stopped:") })
+        withExtendedLifetime(stuck) {}  // open, unread, until the end
     }
 }
