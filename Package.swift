@@ -20,7 +20,8 @@ func fuzzing(_ sanitizers: String, _ settings: [SwiftSetting] = []) -> [SwiftSet
 // program modules with -O inside a debug build, keeping assert() live; the
 // tests and their helpers stay -Onone. A sanitizer instruments every memory
 // access, and at -Onone every local variable lives in memory: SHA-256 of
-// 16 MiB took 18.7 s under ThreadSanitizer at -Onone (1.3 s without it), so
+// 16 MiB took 18.7 s under ThreadSanitizer at -Onone (1.3 s without it; a
+// standalone copy, both timed while a CI run used the machine), so
 // the file tests were bound by the server's hashing, not by what they test.
 // Optimized code is still fully instrumented. The test code stays -Onone
 // because at -O a test's variables end at their last use (a server stopped

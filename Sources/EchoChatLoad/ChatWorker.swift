@@ -213,8 +213,9 @@ struct ChatLoop {
                 drainSeen = delivered
                 drainDeadline = drainBase + ChatWorker.drainNanoseconds
             }
-            if !running && delivered != drainSeen {
-                // Lines are still arriving: wait for them.
+            if !running && delivered != drainSeen && stopAt == .max {
+                // Lines are still arriving: wait for them (unless the user
+                // asked to stop: then the report comes within 3 s, as before).
                 drainSeen = delivered
                 drainDeadline = min(max(now, drainBase) + ChatWorker.drainNanoseconds,
                                     drainBase + ChatWorker.drainLimitNanoseconds)

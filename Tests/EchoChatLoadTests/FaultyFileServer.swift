@@ -16,7 +16,7 @@ final class FaultyFileServer: Sendable {
     var port: Int { server.port }
 
     init(fault: Fault) throws {
-        /// Name -> content; shared by every connection.
+        // Name -> content; shared by every connection.
         let files = Lock<[String: [UInt8]]>([:])
         server = try ThreadedTestServer(name: "faulty-files") { client, number in
             Self.serve(client, nick: "guest\(number)", fault: fault, files: files)

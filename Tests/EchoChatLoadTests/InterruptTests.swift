@@ -58,6 +58,43 @@ struct InterruptTests {
         #expect((json["lost"] as? NSNumber)?.intValue == 0, "what was in flight drains before the report")
     }
 
+    /// Ctrl-C while chat lines are still on their way: the report comes
+    /// within the usual 3 s, not after the longer wait for late lines (up to
+    /// 30 s) an uninterrupted run allows. Through a relay that passes 200
+    /// bytes/s, the tail is still in flight then, so it is reported lost.
+    @Test func sigintDuringChatDoesNotWaitForLateLines() throws {
+        let server = try ServerProcess(["--mode", "chat"])
+        let relay = try SlowRelay(upstreamPort: server.port, bytesPerTick: 20, tick: 0.1)
+        defer { relay.stop() }
+        let jsonPath = FileManager.default.temporaryDirectory.appendingPathComponent("echochat-load-\(UUID()).json").path
+        defer { try? FileManager.default.removeItem(atPath: jsonPath) }
+        let process = try TestProcess(
+            Self.binary,
+            ["--port", String(relay.port), "--mode", "chat", "-c", "3", "--senders", "2", "--rate", "20", "-d", "60",
+             "--json", jsonPath],
+            stdin: .null, stdout: .null, stderr: .null)
+        // The senders have sent 60 lines (1.5 s of them): 4 KiB or more for
+        // each receiver, 20 s at the relay's pace.
+        let deadline = Date().addingTimeInterval(30)
+        var sent = 0
+        while sent < 60 && Date() < deadline {
+            let seen = server.log.lines.count
+            server.signal(.user1)
+            let line = server.log.waitFor({ $0.contains("stats:") }, timeout: 1, after: seen)
+            if let line, let field = line.split(separator: " ").first(where: { $0.hasPrefix("messages_in=") }) {
+                sent = Int(field.dropFirst("messages_in=".count)) ?? sent
+            }
+        }
+        try #require(sent >= 60, "the server had \(sent) chat lines:\n\(server.log.text.suffix(2000))")
+        #expect(process.signal(.interrupt))
+        #expect(try process.waitForExit(timeout: 40) == 130)
+        let data = try Data(contentsOf: URL(fileURLWithPath: jsonPath))
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(json["interrupted"] as? Bool == true)
+        #expect(try #require((json["lost"] as? NSNumber)?.intValue) > 0, "it waited for the late lines")
+        #expect((json["mismatches"] as? NSNumber)?.intValue == 0)
+    }
+
     @Test func sigtermExits143() throws {
         let server = try ServerProcess(["--mode", "echo"])
         let (status, stdout, json) = try interruptedRun(.terminate, server: server, extra: ["-p", "4"])

@@ -35,6 +35,8 @@ final class SlowRelay: Sendable {
         }
         try? source.setReceiveTimeout(seconds: 30)
         var buffer = [UInt8](repeating: 0, count: bytesPerTick)
+        let step = Int64(tick * 1e9)
+        var next = Clock.monotonicNanoseconds()
         while true {
             let result = buffer.withUnsafeMutableBytes { try? source.read(into: $0) }
             guard case .bytes(let count) = result else { return }
@@ -42,7 +44,12 @@ final class SlowRelay: Sendable {
                 (try? destination.writeAll(UnsafeRawBufferPointer(rebasing: raw[0..<count]))) != nil
             }
             guard sent else { return }
-            if tick > 0 { usleep(UInt32(tick * 1e6)) }
+            // The throttle itself, not a wait for an event: at most
+            // `bytesPerTick` per tick, on a fixed schedule.
+            if step > 0 {
+                next = max(next + step, Clock.monotonicNanoseconds())
+                Clock.sleep(untilMonotonicNanoseconds: next)
+            }
         }
     }
 }

@@ -1,3 +1,4 @@
+import EchoChatCore
 import EchoChatPOSIX
 import Foundation
 
@@ -5,10 +6,9 @@ import Foundation
 /// fails the test instead of hanging it.
 public final class TestClient {
     public let socket: Socket
-    /// What was read and not yet taken: `buffer[start...]`. Taking moves
-    /// `start` (the front is dropped now and then, not after every line).
-    private var buffer: [UInt8] = []
-    private var start = 0
+    /// What was read and not yet taken (taking a line moves an offset; the
+    /// front is dropped now and then, not after every line).
+    private var buffer = ByteQueue()
     /// Where each read lands: one allocation per client, not one per read.
     /// Allocated last in `init`: a failed init runs no `deinit` to free it.
     private let chunk: UnsafeMutableRawBufferPointer
@@ -60,18 +60,14 @@ public final class TestClient {
     public func shutdownWrite() { socket.shutdownWrite() }
 
     /// What was read and not yet taken, as text (for failure messages).
-    private var pending: String { String(decoding: buffer[start...], as: UTF8.self) }
+    private var pending: String { buffer.withReadableBytes { String(decoding: $0, as: UTF8.self) } }
 
     /// Reads more bytes into the buffer; false at end of file.
     private func fill() throws -> Bool {
         let result = try socket.read(into: chunk)
         switch result {
         case .bytes(let count):
-            if start > 0 && start >= buffer.count / 2 {
-                buffer.removeSubrange(0..<start)
-                start = 0
-            }
-            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<count]))
+            buffer.append(UnsafeRawBufferPointer(rebasing: chunk[0..<count]))
             return true
         case .endOfFile:
             return false
@@ -80,28 +76,25 @@ public final class TestClient {
         }
     }
 
-    /// The index of the next LF in the buffer, found with memchr: in a debug
-    /// build `firstIndex(of:)` runs generic code for every byte, which made
-    /// 200 clients reading at once spend most of their time in the runtime.
-    private func nextNewline() -> Int? {
-        buffer.withUnsafeBytes { raw -> Int? in
-            guard let base = raw.baseAddress, start < raw.count,
-                let hit = memchr(base + start, 0x0A, raw.count - start)
-            else { return nil }
-            return base.distance(to: UnsafeRawPointer(hit))
+    /// The next line in the buffer, taken, without its LF. The LF is found
+    /// with memchr: in a debug build `firstIndex(of:)` runs generic code for
+    /// every byte, which made 200 clients reading at once spend most of their
+    /// time in the runtime.
+    private func takeLine() -> String? {
+        let found = buffer.withReadableBytes { raw -> (String, Int)? in
+            guard let base = raw.baseAddress, let hit = memchr(base, 0x0A, raw.count) else { return nil }
+            let length = base.distance(to: UnsafeRawPointer(hit))
+            return (String(decoding: UnsafeRawBufferPointer(rebasing: raw[0..<length]), as: UTF8.self), length + 1)
         }
+        guard let (line, taken) = found else { return nil }
+        buffer.consume(taken)
+        return line
     }
 
     /// The next line without its LF.
     public func readLine() throws -> String {
         while true {
-            if let newline = nextNewline() {
-                let line = buffer.withUnsafeBytes { raw in
-                    String(decoding: UnsafeRawBufferPointer(rebasing: raw[start..<newline]), as: UTF8.self)
-                }
-                start = newline + 1
-                return line
-            }
+            if let line = takeLine() { return line }
             guard try fill() else {
                 throw TestFailure("connection closed while waiting for a line; have \(pending.debugDescription)")
             }
@@ -124,26 +117,23 @@ public final class TestClient {
 
     /// Exactly `count` bytes.
     public func read(count: Int) throws -> [UInt8] {
-        while buffer.count - start < count {
-            guard try fill() else { throw TestFailure("connection closed after \(buffer.count - start) of \(count) bytes") }
+        while buffer.count < count {
+            guard try fill() else { throw TestFailure("connection closed after \(buffer.count) of \(count) bytes") }
         }
-        let result = Array(buffer[start..<(start + count)])
-        start += count
+        let result = buffer.withReadableBytes { Array($0[0..<count]) }
+        buffer.consume(count)
         return result
     }
 
     /// Everything until the server closes.
     public func readToEnd() throws -> [UInt8] {
         while try fill() {}
-        defer {
-            buffer = []
-            start = 0
-        }
-        return Array(buffer[start...])
+        defer { buffer.removeAll() }
+        return buffer.withReadableBytes { Array($0) }
     }
 
     /// True if the server closed the connection with nothing further to read.
     public func isClosedByServer() throws -> Bool {
-        try buffer.count == start && !fill()
+        try buffer.isEmpty && !fill()
     }
 }
