@@ -153,6 +153,13 @@ int cechochat_set_file_size_limit(int pid, long bytes) {
     return prlimit(pid, RLIMIT_FSIZE, &limit, NULL);
 }
 
+int cechochat_set_address_space_limit(int pid, long bytes) {
+    struct rlimit limit;
+    if (prlimit(pid, RLIMIT_AS, NULL, &limit) != 0) return -1;
+    limit.rlim_cur = bytes < 0 ? limit.rlim_max : (rlim_t)bytes;
+    return prlimit(pid, RLIMIT_AS, &limit, NULL);
+}
+
 int cechochat_get_open_file_limit(int pid, long *soft, long *hard) {
     struct rlimit limit;
     if (prlimit(pid, RLIMIT_NOFILE, NULL, &limit) != 0) return -1;

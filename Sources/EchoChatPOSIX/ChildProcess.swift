@@ -255,6 +255,13 @@ public enum Spawn {
         _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_file_size_limit(pid, bytes) }
     }
 
+    /// prlimit(2) on another process: the soft limit of its address space
+    /// (RLIMIT_AS) to `bytes`, or back to the hard limit when nil. Past it,
+    /// mmap(2) fails: a thread's stack, for one.
+    public static func setAddressSpaceLimit(of pid: Int32, to bytes: Int?) throws(SystemError) {
+        _ = try syscallNoWait("prlimit \(pid)") { cechochat_set_address_space_limit(pid, bytes ?? -1) }
+    }
+
     /// prlimit(2) on another process: its RLIMIT_NOFILE, (soft, hard).
     public static func openFileLimit(of pid: Int32) throws(SystemError) -> (soft: Int, hard: Int) {
         var soft = 0

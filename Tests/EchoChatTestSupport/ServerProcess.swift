@@ -106,6 +106,19 @@ public final class ServerProcess: Sendable {
         try Spawn.setFileSizeLimit(of: pid, to: bytes)
     }
 
+    /// Limits the server's address space (RLIMIT_AS, soft) to `bytes`
+    /// more than it maps now, or lifts the limit again when nil: past it,
+    /// mmap(2) fails, as when memory runs out.
+    public func limitAddressSpace(toMoreThanNowBy bytes: Int?) throws {
+        guard process.isRunning else { throw TestFailure("the server has exited; log:\n\(log.text)") }
+        guard let bytes else { return try Spawn.setAddressSpaceLimit(of: pid, to: nil) }
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmSize:") }),
+            let kilobytes = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap({ Int($0) })
+        else { throw TestFailure("no VmSize in /proc/\(pid)/status") }
+        try Spawn.setAddressSpaceLimit(of: pid, to: kilobytes * 1024 + bytes)
+    }
+
     public func connect(timeout: Double = 5, receiveBuffer: Int? = nil, sendBuffer: Int? = nil) throws -> TestClient {
         try TestClient(host: host, port: port, timeout: timeout, receiveBuffer: receiveBuffer, sendBuffer: sendBuffer)
     }

@@ -113,6 +113,10 @@ int cechochat_errno(void);
 // prlimit(2) RLIMIT_FSIZE (soft and hard) of another process.
 int cechochat_set_file_size_limit(int pid, long bytes);
 
+// prlimit(2) RLIMIT_AS of another process: the soft limit to `bytes`, or
+// back to the hard one when `bytes` is negative (which needs no privilege).
+int cechochat_set_address_space_limit(int pid, long bytes);
+
 // renameat2(2) with RENAME_NOREPLACE: fails with EEXIST instead of replacing
 // (glibc declares renameat2 only with _GNU_SOURCE).
 int cechochat_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
