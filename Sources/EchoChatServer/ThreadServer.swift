@@ -6,12 +6,6 @@ import Synchronization
 ///
 /// - Threads: the caller of `run()` is the acceptor; every accepted connection
 ///   gets a detached thread with a deliberately small stack (`--thread-stack`).
-///   The acceptor only queues a batch's connections and starts the first
-///   thread; each new thread starts two more before it serves its own. So
-///   thread creation runs on new threads, which the scheduler runs soon,
-///   not on the acceptor, which on a busy server gets one share of the CPU
-///   among a thousand: starting them all there had new clients of a server
-///   busy with 1,000 others wait up to seconds for their thread.
 /// - Ownership: one thread at a time serves a connection (`Connection.serve`,
 ///   taken with the `inService` flag): its own thread, which alone reads it
 ///   and closes its descriptor (it may be waiting on it), or a sender
@@ -72,7 +66,6 @@ public final class ThreadServer: ServerStrategy {
                     threads.start(connection)
                     if threads.layer.hub?.isBacklogged == true { threads.wake(&deliveries) }
                 })
-            threads.startWaiting(1)  // the new threads start the rest
             threads.wake(&deliveries)  // once per batch, not per join
         }
         acceptor.listener.close()
@@ -93,8 +86,6 @@ private final class ClientThreads: Sendable {
     private let exits: Wakeup
     private let running = SharedCount()
     private let shutdownDeadline = Atomic<Int64>(0)
-    /// Admitted connections whose threads have not started yet.
-    private let unstarted = Lock(StartQueue())
 
     static let bufferSize = 16 * 1024
 
@@ -113,43 +104,24 @@ private final class ClientThreads: Sendable {
         exits.close()
     }
 
-    /// Takes an admitted connection: counted and queued for a thread, which
-    /// `startWaiting` starts.
     func start(_ connection: Connection) {
         running.value.wrappingAdd(1, ordering: .relaxed)
         clients.withLock { $0[ObjectIdentifier(connection)] = connection }
-        unstarted.withLock { $0.push(connection) }
-    }
-
-    /// Starts threads for up to `count` queued connections, oldest first. A
-    /// connection whose thread cannot start is closed and the next one tried,
-    /// so none is left waiting. Each new thread starts two more before it
-    /// serves its own connection.
-    func startWaiting(_ count: Int) {
-        var started = 0
-        while started < count, let connection = unstarted.withLock({ $0.pop() }) {
-            do {
-                try Threads.spawn(name: "echochat-client", stackSize: threadStack, detached: true) { [self] in
-                    startWaiting(2)
-                    serve(connection)
-                }
-                started += 1
-            } catch {
-                layer.logger.warn("cannot start a thread for \(connection.socket): \(error)", limitedAs: "start-thread")
-                abandon(connection)
+        do {
+            try Threads.spawn(name: "echochat-client", stackSize: threadStack, detached: true) { [self] in
+                serve(connection)
             }
+        } catch {
+            layer.logger.warn("cannot start a thread for \(connection.socket): \(error)", limitedAs: "start-thread")
+            // Nobody serves it yet, but a sender may be flushing join
+            // notices to it: close it once that sender lets go.
+            while !connection.shared.withLock({ $0.take(asOwner: true) }) { Threads.yield() }
+            connection.forceClose()
+            connection.closeDescriptorLeftOpen()
+            clients.withLock { $0[ObjectIdentifier(connection)] = nil }
+            running.value.wrappingSubtract(1, ordering: .releasing)
+            exits.ring()  // shutdown may be waiting for it
         }
-    }
-
-    /// Closes a connection that will never have a thread. Nobody serves it
-    /// yet, but a sender may be flushing lines to it: wait for it to let go.
-    private func abandon(_ connection: Connection) {
-        while !connection.shared.withLock({ $0.take(asOwner: true) }) { Threads.yield() }
-        connection.forceClose()
-        connection.closeDescriptorLeftOpen()
-        clients.withLock { $0[ObjectIdentifier(connection)] = nil }
-        running.value.wrappingSubtract(1, ordering: .releasing)
-        exits.ring()  // shutdown may be waiting for it
     }
 
     /// Wakes the thread of every connection that got lines (the acceptor's
@@ -276,24 +248,5 @@ private final class ClientThreads: Sendable {
         }
         let remaining = running.value.load(ordering: .acquiring)
         if remaining > 0 { layer.logger.warn("\(remaining) client threads still busy at the shutdown deadline") }
-    }
-}
-
-/// The connections waiting for their threads, oldest first.
-private struct StartQueue {
-    private var waiting: [Connection] = []
-    private var head = 0
-
-    mutating func push(_ connection: Connection) { waiting.append(connection) }
-
-    mutating func pop() -> Connection? {
-        guard head < waiting.count else { return nil }
-        let connection = waiting[head]
-        head += 1
-        if head == waiting.count {
-            waiting.removeAll(keepingCapacity: true)
-            head = 0
-        }
-        return connection
     }
 }

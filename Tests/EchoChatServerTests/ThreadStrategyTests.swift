@@ -10,7 +10,8 @@ struct ThreadStrategyTests {
     /// A burst of clients whose threads cannot start (no room to map a
     /// stack): each is closed and logged, none is left waiting for a thread
     /// that will never come, and once threads can start again the server
-    /// serves the next client and stops at once, counting no thread still busy.
+    /// serves the next client and stops without waiting for threads that
+    /// never started.
     @Test func clientsWhoseThreadsCannotStartAreClosedNotLeftWaiting() throws {
         let server = try ServerProcess(["--mode", "echo", "--thread-stack", "64M", "--shutdown-timeout", "10"], strategy: .thread)
         // Room for the server's allocations, not for one 64 MiB stack.
