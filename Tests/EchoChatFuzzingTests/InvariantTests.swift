@@ -81,9 +81,9 @@ struct InvariantTests {
         let output = LineCollector()
         for id in 1...4 { core.connect(ConnectionID(id), output: output) }
         for (id, text) in [(1, "/nick Zed\n/join dev\n"), (2, "/nick alice\n/join DEV\n"), (3, "/nick bob\npartial")] {
-            Array(text.utf8).withUnsafeBytes { core.receive($0, from: ConnectionID(id), output: output) }
+            _ = Array(text.utf8).withUnsafeBytes { core.receive($0, from: ConnectionID(id), output: output) }
         }
-        Array("/who\n/rooms\n".utf8).withUnsafeBytes { core.receive($0, from: ConnectionID(1), output: output) }
+        _ = Array("/who\n/rooms\n".utf8).withUnsafeBytes { core.receive($0, from: ConnectionID(1), output: output) }
         return (core.registrySnapshot(), output)
     }
 
