@@ -34,10 +34,16 @@ public protocol ChatOutput: AnyObject {
     /// `ChatCore.subscribed(room:)`.
     func subscribe(room key: String)
     func unsubscribe(room key: String)
+    /// Cluster (§6) and files (§5): another server stored `name` (`size`
+    /// bytes) and this one does not list it. If the upload directory is
+    /// shared, the file is there too: the store looks, and calls
+    /// `ChatCore.fileFound` if so.
+    func lookForFile(_ name: String, size: Int)
 }
 
 extension ChatOutput {
     public func publish(_ event: ClusterEvent, room: String?) {}
+    public func lookForFile(_ name: String, size: Int) {}
     public func resume(_ id: ConnectionID) {}
     public func subscribe(room key: String) {}
     public func unsubscribe(room key: String) {}
@@ -585,6 +591,18 @@ public final class ChatCore {
         guard let client = clients[id] else { return }
         send(Replies.stored(name, size: size, sha256: sha256), to: id, output)
         broadcast(Replies.shared(nick: client.nick, name: name, size: size), in: client.room, except: id, output)
+        // Heard by every server, not only those with members in the room: one
+        // that shares the upload directory lists the file too. (One stream,
+        // so it still follows the sender's earlier lines.)
+        publish(.shared(remoteID(of: client), name: name, size: size), output)
+    }
+
+    /// The store found `name` (`size` bytes) in the upload directory, put
+    /// there by another server sharing it: `/files` lists it and `/download`
+    /// sends it from now on (unless a name taken here meanwhile holds it).
+    public func fileFound(_ name: String, size: Int) {
+        guard fileSharing != nil else { return }
+        catalog.found(name, size: size)
     }
 
     /// The store could not keep `id`'s upload of `size` bytes (a disk error):
@@ -905,6 +923,11 @@ public final class ChatCore {
         case .bye(let who, let suffix):
             guard who.node != node else { return }
             remoteLeft(who, suffix: suffix, output)
+        case .shared(let who, let name, let size):
+            guard who.node != node else { return }
+            if fileSharing != nil && catalog.size(of: name) == nil { output.lookForFile(name, size: size) }
+            guard let member = replica!.members[who], let room = rooms[member.roomKey] else { return }
+            broadcast(Replies.shared(nick: member.nick, name: name, size: size), in: room, except: ConnectionID(-1), output)
         }
     }
 

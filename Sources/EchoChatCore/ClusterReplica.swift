@@ -44,6 +44,10 @@ public enum ClusterEvent: Equatable, Sendable {
     case privateMessage(RemoteClientID, to: RemoteClientID, text: [UInt8])
     /// Left; `suffix` is what follows `* nick left #room` (` (reason)` or nothing).
     case bye(RemoteClientID, suffix: String)
+    /// Stored an upload as `name` (`size` bytes) on its server (§5): its room
+    /// hears `* nick shared`, and a server whose upload directory is the
+    /// same one lists it too.
+    case shared(RemoteClientID, name: String, size: Int)
     /// A server asks the others for their clients.
     case sync(node: String)
 
@@ -51,7 +55,8 @@ public enum ClusterEvent: Equatable, Sendable {
     public func isFrom(_ node: String) -> Bool {
         switch self {
         case .hello(let who, _, _, _), .here(let who, _, _, _), .join(let who, _), .nick(let who, _, _),
-            .rename(let who, _, _), .say(let who, _), .privateMessage(let who, _, _), .bye(let who, _):
+            .rename(let who, _, _), .say(let who, _), .privateMessage(let who, _, _), .bye(let who, _),
+            .shared(let who, _, _):
             who.node == node
         case .sync(let asker): asker == node
         }
@@ -73,6 +78,7 @@ public enum ClusterEvent: Equatable, Sendable {
         case .privateMessage(let who, let to, let text):
             return fields(["pm", who.node, String(who.id), to.node, String(to.id)], rest: text)
         case .bye(let who, let suffix): return fields(["bye", who.node, String(who.id)], rest: Array(suffix.utf8))
+        case .shared(let who, let name, let size): return Array("shared \(who.node) \(who.id) \(size) \(name)".utf8)
         case .sync(let node): return Array("sync \(node)".utf8)
         }
     }
@@ -117,6 +123,11 @@ public enum ClusterEvent: Equatable, Sendable {
         case "bye":
             guard let who = client() else { return nil }
             self = .bye(who, suffix: String(decoding: rest(), as: UTF8.self))
+        case "shared":
+            guard let who = client(), let size = word().flatMap({ Int($0) }), size >= 0, let name = word(), FileName.isValid(name),
+                index >= bytes.count
+            else { return nil }
+            self = .shared(who, name: name, size: size)
         case "sync":
             guard let node = word(), index >= bytes.count else { return nil }
             self = .sync(node: node)

@@ -112,6 +112,17 @@ public struct FileCatalog: Sendable, Equatable {
         }
     }
 
+    /// A file found in the directory that the catalog does not list (stored
+    /// there by another server sharing it): listed from now on. False if the
+    /// name is listed already (stored or claimed here).
+    @discardableResult
+    public mutating func found(_ name: String, size: Int) -> Bool {
+        guard FileName.isValid(name), size >= 0, sizes[name] == nil else { return false }
+        sizes[name] = size
+        storedBytes += size
+        return true
+    }
+
     /// A claimed name whose file could not be put in place after all: the
     /// name is free again and the bytes are promised again (the caller then
     /// claims another name or releases them).

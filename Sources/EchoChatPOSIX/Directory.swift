@@ -28,7 +28,9 @@ public final class Directory: Sendable {
 
     /// Opens the regular file `name` for reading.
     public func openForReading(_ name: String) throws(SystemError) -> StoredFile {
-        let fd = try syscallNoWait("open \(name)") { openat(descriptor, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        // O_NONBLOCK: a FIFO planted under a valid name must not block the
+        // opener until a writer comes (reads of a regular file ignore it).
+        let fd = try syscallNoWait("open \(name)") { openat(descriptor, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) }
         let file = StoredFile(descriptor: fd, name: name)
         guard try file.isRegular() else {
             file.close()

@@ -21,6 +21,12 @@ public enum System {
         return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Whether a process `pid` runs on this machine (kill(2) with signal 0:
+    /// EPERM means it runs as another user).
+    public static func processExists(_ pid: Int32) -> Bool {
+        pid > 0 && (Glibc.kill(pid, 0) == 0 || Errno.current == Errno(rawValue: EPERM))
+    }
+
     /// This machine's host name (gethostname(2)); "localhost" if it has none.
     public static var hostName: String {
         var buffer = [CChar](repeating: 0, count: 256)

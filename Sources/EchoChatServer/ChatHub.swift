@@ -31,7 +31,7 @@ final class ChatHub: Sendable {
         let core = ChatCore(
             maxLine: limits.maxLine, fileSharing: files?.sharing, catalog: files?.catalog ?? FileCatalog(), node: cluster?.node,
             clock: Clock.wallMilliseconds)
-        state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats, cluster: cluster))
+        state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats, cluster: cluster, files: files))
     }
 
     /// Whether owners should flush their deliveries before their batch ends.
@@ -94,6 +94,11 @@ final class ChatHub: Sendable {
             state.core.uploadStored(connection.id, name: name, size: size, sha256: sha256, output: state)
         }
         return deliveries
+    }
+
+    /// A file in the upload directory that another server put there.
+    func fileFound(_ name: String, size: Int) {
+        state.withLock { $0.core.fileFound(name, size: size) }
     }
 
     func uploadFailed(_ connection: Connection, size: Int, reason: String) -> Deliveries {
@@ -198,24 +203,27 @@ final class ChatHub: Sendable {
         let waiting: SharedCount
         let stats: @Sendable () -> TransportStats
         let cluster: ClusterLink?
+        let files: FileStore?
         var connections: [ConnectionID: Connection] = [:]
         var deliveries = Deliveries()
 
         init(
             core: ChatCore, maxOutput: Int, waiting: SharedCount, stats: @escaping @Sendable () -> TransportStats,
-            cluster: ClusterLink?
+            cluster: ClusterLink?, files: FileStore?
         ) {
             self.core = core
             self.maxOutput = maxOutput
             self.waiting = waiting
             self.stats = stats
             self.cluster = cluster
+            self.files = files
         }
 
         /// Queued on the link under the hub lock, so the events leave in the core's order.
         func publish(_ event: ClusterEvent, room: String?) { cluster?.publish(event, room: room) }
         func subscribe(room key: String) { cluster?.hear(room: key, true) }
         func unsubscribe(room key: String) { cluster?.hear(room: key, false) }
+        func lookForFile(_ name: String, size: Int) { files?.submit(.look(name, size: size)) }
 
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }

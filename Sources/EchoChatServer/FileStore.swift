@@ -17,7 +17,9 @@ import EchoChatPOSIX
 /// `.upload-…` file, is flushed (`fsync`), renamed without replacing
 /// (`renameat2(RENAME_NOREPLACE)`), and the directory is flushed. Partial
 /// files go when an upload fails or its connection ends, and any a crash left
-/// are removed at start.
+/// are removed at start: those of a process of this machine that no longer
+/// runs (a partial file's name says which host and process wrote it), so
+/// servers may share one directory (docs/cluster.md).
 public final class FileStore: Sendable {
     public let directory: Directory
     public let sharing: FileSharing
@@ -31,6 +33,30 @@ public final class FileStore: Sendable {
     private let thread = Lock<ThreadHandle?>(nil)
 
     static let partialPrefix = ".upload-"
+    /// This machine's name, in the names of the partial files it writes.
+    private static let host = System.hostName.filter { $0 != "/" }
+
+    /// `.upload-HOST-PID-N`: the `n`th partial file of process `pid` on `host`.
+    static func partialName(host: String = FileStore.host, pid: Int32 = System.processID, _ n: Int) -> String {
+        "\(partialPrefix)\(host)-\(pid)-\(n)"
+    }
+
+    /// Whether the partial file `name` was left by a process that no longer
+    /// runs: one of `host`'s (or of an older server, whose names had no host)
+    /// that `isRunning` denies, or that is this very process (a pid reused
+    /// since). Another machine's are left alone: their uploads may be under way.
+    static func isAbandoned(
+        _ name: String, host: String = FileStore.host, pid: Int32 = System.processID,
+        isRunning: (Int32) -> Bool = System.processExists
+    ) -> Bool {
+        let fields = name.dropFirst(partialPrefix.count).split(separator: "-", omittingEmptySubsequences: false)
+        guard name.hasPrefix(partialPrefix), fields.count >= 2, Int(fields[fields.count - 1]) != nil,
+            let writer = Int32(fields[fields.count - 2])
+        else { return true }  // not one of ours as we name them: a crash's leftover
+        let writerHost = fields.dropLast(2).joined(separator: "-")
+        guard writerHost.isEmpty || writerHost == host else { return false }
+        return writer == pid || !isRunning(writer)
+    }
 
     private struct Links {
         var hub: ChatHub?
@@ -45,6 +71,9 @@ public final class FileStore: Sendable {
         case downloadBegin(Connection, name: String)
         case downloadRead(Connection, max: Int)
         case downloadEnd(Connection)
+        /// Another server stored `name`: if this directory has it too
+        /// (shared), with `size` bytes (any size when nil), list it.
+        case look(String, size: Int?)
         case stop
     }
 
@@ -58,7 +87,7 @@ public final class FileStore: Sendable {
             throw SystemError("cannot use the upload directory \(path): \(error)", Errno(rawValue: 0))
         }
         // Writable: create and remove a probe.
-        let probe = "\(Self.partialPrefix)probe-\(System.processID)"
+        let probe = Self.partialName(0)
         directory.remove(probe)
         do {
             let file = try directory.createExclusive(probe)
@@ -71,6 +100,7 @@ public final class FileStore: Sendable {
         var removed = 0
         for entry in try directory.entries() {
             if entry.name.hasPrefix(Self.partialPrefix) {
+                guard Self.isAbandoned(entry.name) else { continue }
                 directory.remove(entry.name)
                 removed += 1
             } else if entry.regular && FileName.isValid(entry.name) {
@@ -151,6 +181,8 @@ public final class FileStore: Sendable {
                 read(max, for: connection, buffer: buffer, &state)
             case .downloadEnd(let connection):
                 state.downloads.removeValue(forKey: ObjectIdentifier(connection))?.file.close()
+            case .look(let name, let size):
+                look(name, size: size)
             }
         }
     }
@@ -167,7 +199,7 @@ public final class FileStore: Sendable {
 
     private func begin(_ connection: Connection, name: String, size: Int, _ state: inout Worker) {
         state.serial += 1
-        let temporary = "\(Self.partialPrefix)\(System.processID)-\(state.serial)"
+        let temporary = Self.partialName(state.serial)
         do {
             let file = try directory.createExclusive(temporary)
             state.uploads[ObjectIdentifier(connection)] = Upload(file: file, temporary: temporary, requested: name, size: size)
@@ -217,7 +249,8 @@ public final class FileStore: Sendable {
             } catch {
                 hub.unclaimUpload(connection, name: name)
                 if error.errno == .exists {
-                    taken.insert(name)  // put there by someone else: the next number
+                    taken.insert(name)  // put there by someone else: the next number,
+                    look(name, size: nil)  // and the file there is listed
                     continue
                 }
                 discard(upload)
@@ -253,6 +286,15 @@ public final class FileStore: Sendable {
             logger.info("download of \(name) failed: \(error)", limitedAs: "files-download")
             post(.downloadFailed, to: connection)
         }
+    }
+
+    /// Lists `name` if it is a file in the directory (of `size` bytes, when
+    /// given): one that another server sharing the directory stored.
+    private func look(_ name: String, size expected: Int?) {
+        guard FileName.isValid(name), let hub = links.withLock({ $0.hub }), let file = try? directory.openForReading(name) else { return }
+        defer { file.close() }
+        guard let size = try? file.size(), expected == nil || size == expected else { return }
+        hub.fileFound(name, size: size)
     }
 
     private func hash(_ file: StoredFile) throws(SystemError) -> String {

@@ -11,6 +11,8 @@ private final class NodeOutput: ChatOutput {
     var resumed: [ConnectionID] = []
     /// The rooms the core asked to hear (its link's list, kept while down).
     var rooms: Set<String> = []
+    /// The files the core asked the store to look for, as "name size".
+    var looked: [String] = []
 
     init(bus: Bus, node: String) {
         self.bus = bus
@@ -33,6 +35,7 @@ private final class NodeOutput: ChatOutput {
         rooms.remove(key)
         bus.queue.append(.unsubscribe(node: node, room: key))
     }
+    func lookForFile(_ name: String, size: Int) { looked.append("\(name) \(size)") }
 }
 
 /// Redis's part, in memory: one ordered queue of what the nodes sent.
@@ -67,9 +70,9 @@ private final class SimulatedCluster {
     /// Messages per node, for checking who heard what.
     var delivered: [String: Int] = [:]
 
-    init(_ nodes: [String]) {
+    init(_ nodes: [String], fileSharing: FileSharing? = nil) {
         for node in nodes {
-            cores[node] = ChatCore(maxLine: 4096, node: node, clock: { [unowned self] in time })
+            cores[node] = ChatCore(maxLine: 4096, fileSharing: fileSharing, node: node, clock: { [unowned self] in time })
             outputs[node] = NodeOutput(bus: bus, node: node)
             cores[node]!.clusterUp(output: outputs[node]!)
         }
@@ -174,12 +177,58 @@ struct ClusterCoreTests {
             .privateMessage(who, to: RemoteClientID(node: "w", id: 3), text: Array("psst".utf8)),
             .bye(who, suffix: " (quit text)"),
             .bye(who, suffix: ""),
+            .shared(who, name: "notes-2.txt", size: 1234),
             .sync(node: "w"),
         ]
         for event in events { #expect(ClusterEvent(decoding: event.encoded) == event, "\(event)") }
-        for garbage in ["", "hello", "hello a 1 2 bad! lobby", "join a x lobby", "nick a 1 x", "pm a 1 b", "sync", "sync a b", "frob a 1", "say a"] {
+        for garbage in ["", "hello", "hello a 1 2 bad! lobby", "join a x lobby", "nick a 1 x", "pm a 1 b", "sync", "sync a b", "frob a 1", "say a", "shared a 1 5", "shared a 1 x f", "shared a 1 5 ../f", "shared a 1 5 f g"] {
             #expect(ClusterEvent(decoding: Array(garbage.utf8)) == nil, "\(garbage)")
         }
+    }
+
+    @Test("an upload is told to its room on every node; a node whose directory has the file lists it")
+    func sharedFiles() {
+        let cluster = SimulatedCluster.settled(["a", "b", "c"], clients: [("a", 1), ("b", 1), ("c", 1)])
+        cluster.say("c", 1, "/join elsewhere\n")
+        cluster.pump()
+        _ = cluster.take("a", 1) + cluster.take("b", 1) + cluster.take("c", 1)
+        cluster.cores["a"]!.uploadStored(ConnectionID(1), name: "x.txt", size: 5, sha256: "ab", output: cluster.outputs["a"]!)
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["* stored x.txt (5 bytes, sha256 ab)"])
+        #expect(cluster.take("b", 1) == ["* guest1 shared x.txt (5 bytes)"])
+        #expect(cluster.take("c", 1) == [])  // another room
+        // No file sharing on these nodes: nobody looks.
+        #expect(cluster.outputs.values.allSatisfy { $0.looked.isEmpty })
+    }
+
+    @Test("with file sharing, the other nodes look for a stored file and list what they find")
+    func sharedDirectory() {
+        let cluster = SimulatedCluster(["a", "b"], fileSharing: FileSharing())
+        cluster.connect("a", 1)
+        cluster.pump()
+        cluster.connect("b", 1)
+        cluster.pump()
+        _ = cluster.take("a", 1) + cluster.take("b", 1)
+        let a = cluster.cores["a"]!
+        cluster.say("a", 1, "/upload x.txt 5\n")
+        #expect(a.claimUpload(ConnectionID(1), requested: "x.txt", size: 5) == "x.txt")
+        a.uploadStored(ConnectionID(1), name: "x.txt", size: 5, sha256: "ab", output: cluster.outputs["a"]!)
+        cluster.pump()
+        #expect(cluster.take("b", 1) == ["* guest1 shared x.txt (5 bytes)"])
+        #expect(cluster.outputs["b"]!.looked == ["x.txt 5"])
+        #expect(cluster.outputs["a"]!.looked == [])  // its own
+        // Not listed until the store finds it.
+        cluster.say("b", 1, "/files\n/download x.txt\n")
+        #expect(cluster.take("b", 1) == ["* files: none", "! no such file: x.txt"])
+        cluster.cores["b"]!.fileFound("x.txt", size: 5)
+        cluster.say("b", 1, "/files\n")
+        #expect(cluster.take("b", 1) == ["* files: x.txt (5)"])
+        // A name listed already is neither looked for again nor replaced.
+        cluster.cores["b"]!.fileFound("x.txt", size: 9)
+        cluster.cores["a"]!.apply(.shared(RemoteClientID(node: "b", id: 1), name: "x.txt", size: 7), output: cluster.outputs["a"]!)
+        #expect(cluster.outputs["a"]!.looked == [])
+        cluster.say("b", 1, "/files\n")
+        #expect(cluster.take("b", 1) == ["* files: x.txt (5)"])
     }
 
     @Test("rooms, counts, /who, /rooms and /msg across nodes")

@@ -408,4 +408,49 @@ extension ClusterChatTests {
         _ = try Self.ask(ann, "/who", replyPrefix: "* #dev: ", until: { $0 == "* #dev: ann (1)" })
         for node in cluster.nodes { #expect(try node.stop() == 0) }
     }
+
+    /// §5 across servers: the sender's room hears of an upload on every
+    /// server; a server whose upload directory is the same one lists the
+    /// file and sends it; one with its own directory does not (files stay
+    /// where they were stored).
+    @Test("an upload is told to its room everywhere; servers sharing the upload directory list and send it", arguments: Self.covering)
+    func filesAcrossServers(strategy: Strategy) throws {
+        let redis = try RedisProcess()
+        let shared = try TemporaryDirectory()
+        let own = try TemporaryDirectory()
+        let a = try ClusterTests.node("a", redis.url, strategy: strategy, extra: ["--upload-dir", shared.path])
+        let b = try ClusterTests.node("b", redis.url, strategy: ClusterTests.next(strategy, 1), extra: ["--upload-dir", shared.path])
+        let c = try ClusterTests.node("c", redis.url, strategy: ClusterTests.next(strategy, 2), extra: ["--upload-dir", own.path])
+        for node in [a, b, c] { try ClusterTests.waitForNodes(node, ["a", "b", "c"]) }
+        let (ann, annNick) = try a.joinChat()
+        let bob = try b.joinChat().client
+        let cat = try c.joinChat().client
+        for client in [bob, cat] {
+            _ = try Self.ask(client, "/who", replyPrefix: "* #lobby: ", until: { Set(Self.names(in: $0)).count == 3 })
+        }
+
+        let content = Array("one file, three servers\n".utf8)
+        try ann.send(Array("/upload notes.txt \(content.count)\n".utf8) + content)
+        let stored = try ann.readLines(until: { $0.hasPrefix("* stored ") }).last!
+        #expect(stored.hasPrefix("* stored notes.txt (\(content.count) bytes, sha256 "), "\(stored)")
+        for client in [bob, cat] {
+            #expect(try Self.nextMessage(client) == "* \(annNick) shared notes.txt (\(content.count) bytes)")
+        }
+
+        // b's store finds it in the shared directory a moment later.
+        #expect(try Self.ask(bob, "/files", replyPrefix: "* files: ", until: { $0 != "* files: none" }) == "* files: notes.txt (\(content.count))")
+        try bob.send("/download notes.txt\n")
+        #expect(try bob.readLine() == "* sending notes.txt \(content.count) sha256 \(stored.split(separator: " ").last!.dropLast())")
+        #expect(try bob.read(count: content.count) == content)
+        // The same name stored through b: numbered, as on one server.
+        try bob.send(Array("/upload notes.txt 3\nabc".utf8))
+        #expect(try bob.readLines(until: { $0.hasPrefix("* stored ") }).last!.hasPrefix("* stored notes-2.txt (3 bytes, "))
+        _ = try Self.ask(ann, "/files", replyPrefix: "* files: ", until: { $0.contains("notes-2.txt") })
+
+        // c stores files elsewhere: it heard of the upload, but has no such file.
+        try cat.send("/files\n/download notes.txt\n")
+        #expect(try cat.readLines(until: { $0.hasPrefix("* files: ") }).last == "* files: none")
+        #expect(try cat.readLine() == "! no such file: notes.txt")
+        for node in [a, b, c] { #expect(try node.stop() == 0) }
+    }
 }

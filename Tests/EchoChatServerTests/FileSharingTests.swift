@@ -190,17 +190,40 @@ struct FileSharingTests {
         #expect(directory.contents("a.txt") == content)
     }
 
+    /// A name found taken on disk when the upload is put in place (another
+    /// server sharing the directory, or anything else) gets the next number;
+    /// what is there is looked at without waiting on it, even a FIFO.
+    @Test func aNameTakenOnDiskGetsTheNextNumberWhateverIsThere() throws {
+        let directory = try TemporaryDirectory()
+        let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path])
+        let (client, _) = try server.joinChat(timeout: Self.timeout)
+        // Put there after the server read the directory: it does not list them.
+        #expect(mkfifo(directory.path + "/pipe", 0o644) == 0)
+        try Data("12345".utf8).write(to: URL(fileURLWithPath: directory.path + "/plain.txt"))
+        #expect(try upload(client, "pipe", Array("abc".utf8)).hasPrefix("* stored pipe-2 (3 bytes, sha256 "))
+        #expect(try upload(client, "plain.txt", Array("xyz".utf8)).hasPrefix("* stored plain-2.txt (3 bytes, sha256 "))
+        // The file found in the way is listed from then on; the FIFO is not a file.
+        try client.send("/files\n")
+        #expect(try client.readLine() == "* files: pipe-2 (3), plain-2.txt (3), plain.txt (5)")
+    }
+
     @Test func theDirectoryIsCreatedCleanedAndReadAtStart() throws {
         let directory = try TemporaryDirectory()
         let path = directory.path + "/new/sub"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         try Data("12345".utf8).write(to: URL(fileURLWithPath: path + "/kept.txt"))
-        try Data("partial".utf8).write(to: URL(fileURLWithPath: path + "/.upload-999-1"))
+        // Partial files: an older server's and this machine's from a process
+        // that no longer runs (no pid is this high) go; an upload under way
+        // (this test's own pid) or on another machine sharing the directory stays.
+        let gone = [".upload-2147483647-1", ".upload-\(System.hostName)-2147483647-3", ".upload-probe-2147483647"]
+        let kept = [".upload-\(System.hostName)-\(System.processID)-1", ".upload-elsewhere.example-1-2"]
+        for name in gone + kept { try Data("partial".utf8).write(to: URL(fileURLWithPath: path + "/" + name)) }
         let server = try ServerProcess(["--mode", "chat", "--upload-dir", path])
         let (client, _) = try server.joinChat(timeout: Self.timeout)
         try client.send("/files\n")
         #expect(try client.readLine() == "* files: kept.txt (5)")
-        #expect(!FileManager.default.fileExists(atPath: path + "/.upload-999-1"), "a crash's partial file is removed")
+        for name in gone { #expect(!FileManager.default.fileExists(atPath: path + "/" + name), "\(name): a crash's partial file is removed") }
+        for name in kept { #expect(FileManager.default.fileExists(atPath: path + "/" + name), "\(name): an upload under way stays") }
         // Created when missing.
         let fresh = directory.path + "/a/b/c"
         let second = try ServerProcess(["--mode", "chat", "--upload-dir", fresh])
