@@ -113,14 +113,12 @@ public struct FileCatalog: Sendable, Equatable {
     }
 
     /// A file found in the directory that the catalog does not list (stored
-    /// there by another server sharing it): listed from now on. False if the
+    /// there by another server sharing it): listed from now on, unless the
     /// name is listed already (stored or claimed here).
-    @discardableResult
-    public mutating func found(_ name: String, size: Int) -> Bool {
-        guard FileName.isValid(name), size >= 0, sizes[name] == nil else { return false }
+    public mutating func found(_ name: String, size: Int) {
+        guard FileName.isValid(name), size >= 0, sizes[name] == nil else { return }
         sizes[name] = size
         storedBytes += size
-        return true
     }
 
     /// A claimed name whose file could not be put in place after all: the

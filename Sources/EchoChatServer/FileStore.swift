@@ -36,26 +36,21 @@ public final class FileStore: Sendable {
     /// This machine's name, in the names of the partial files it writes.
     private static let host = System.hostName.filter { $0 != "/" }
 
-    /// `.upload-HOST-PID-N`: the `n`th partial file of process `pid` on `host`.
-    static func partialName(host: String = FileStore.host, pid: Int32 = System.processID, _ n: Int) -> String {
-        "\(partialPrefix)\(host)-\(pid)-\(n)"
-    }
+    /// `.upload-HOST-PID-N`: this process's `n`th partial file.
+    static func partialName(_ n: Int) -> String { "\(partialPrefix)\(host)-\(System.processID)-\(n)" }
 
     /// Whether the partial file `name` was left by a process that no longer
-    /// runs: one of `host`'s (or of an older server, whose names had no host)
-    /// that `isRunning` denies, or that is this very process (a pid reused
+    /// runs: one of this machine's (or of an older server, whose names had no
+    /// host) that does not exist, or that is this very process (a pid reused
     /// since). Another machine's are left alone: their uploads may be under way.
-    static func isAbandoned(
-        _ name: String, host: String = FileStore.host, pid: Int32 = System.processID,
-        isRunning: (Int32) -> Bool = System.processExists
-    ) -> Bool {
+    static func isAbandoned(_ name: String) -> Bool {
         let fields = name.dropFirst(partialPrefix.count).split(separator: "-", omittingEmptySubsequences: false)
         guard name.hasPrefix(partialPrefix), fields.count >= 2, Int(fields[fields.count - 1]) != nil,
             let writer = Int32(fields[fields.count - 2])
         else { return true }  // not one of ours as we name them: a crash's leftover
         let writerHost = fields.dropLast(2).joined(separator: "-")
         guard writerHost.isEmpty || writerHost == host else { return false }
-        return writer == pid || !isRunning(writer)
+        return writer == System.processID || !System.processExists(writer)
     }
 
     private struct Links {
