@@ -39,11 +39,17 @@ public protocol ChatOutput: AnyObject {
     /// shared, the file is there too: the store looks, and calls
     /// `ChatCore.fileFound` if so.
     func lookForFile(_ name: String, size: Int)
+    /// Cluster (§6) and files (§5): files may have been stored that this
+    /// server was not told of (the link, this server's or another's, was
+    /// down meanwhile). The store lists every file in the directory, and
+    /// calls `ChatCore.fileFound` for each.
+    func lookForFiles()
 }
 
 extension ChatOutput {
     public func publish(_ event: ClusterEvent, room: String?) {}
     public func lookForFile(_ name: String, size: Int) {}
+    public func lookForFiles() {}
     public func resume(_ id: ConnectionID) {}
     public func subscribe(room key: String) {}
     public func unsubscribe(room key: String) {}
@@ -598,11 +604,13 @@ public final class ChatCore {
     }
 
     /// The store found `name` (`size` bytes) in the upload directory, put
-    /// there by another server sharing it: `/files` lists it and `/download`
-    /// sends it from now on (unless a name taken here meanwhile holds it).
-    public func fileFound(_ name: String, size: Int) {
-        guard fileSharing != nil else { return }
-        catalog.found(name, size: size)
+    /// there by another server sharing it or by hand: `/files` lists it and
+    /// `/download` sends it from now on (unless a name taken here meanwhile
+    /// holds it). Returns whether it is listed now and was not before.
+    @discardableResult
+    public func fileFound(_ name: String, size: Int) -> Bool {
+        guard fileSharing != nil else { return false }
+        return catalog.found(name, size: size)
     }
 
     /// The store could not keep `id`'s upload of `size` bytes (a disk error):
@@ -756,6 +764,8 @@ public final class ChatCore {
         subscribedRooms = Set(rooms.keys.filter { $0 != Self.lobby })
         output.publish(.sync(node: replica.node), room: nil)
         announceClients(output)
+        // Uploads told while this link was down were not heard.
+        if fileSharing != nil { output.lookForFiles() }
     }
 
     /// The link is down: only this server's clients can be heard. The
@@ -871,7 +881,11 @@ public final class ChatCore {
         }
         switch event {
         case .sync(let asker):
-            if asker != node { announceClients(output) }
+            guard asker != node else { return }
+            announceClients(output)
+            // The asker is new or back: it may have stored files that this
+            // server was not told of.
+            if fileSharing != nil { output.lookForFiles() }
         case .hello(let who, let since, let nick, let room), .here(let who, let since, let nick, let room):
             guard who.node != node else { return }
             // A guest claim that came after another's: refused everywhere

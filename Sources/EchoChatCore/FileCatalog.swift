@@ -113,12 +113,15 @@ public struct FileCatalog: Sendable, Equatable {
     }
 
     /// A file found in the directory that the catalog does not list (stored
-    /// there by another server sharing it): listed from now on, unless the
-    /// name is listed already (stored or claimed here).
-    public mutating func found(_ name: String, size: Int) {
-        guard FileName.isValid(name), size >= 0, sizes[name] == nil else { return }
+    /// there by another server sharing it, or by hand): listed from now on,
+    /// unless the name is listed already (stored or claimed here). Returns
+    /// whether it is listed now and was not before.
+    @discardableResult
+    public mutating func found(_ name: String, size: Int) -> Bool {
+        guard FileName.isValid(name), size >= 0, sizes[name] == nil else { return false }
         sizes[name] = size
         storedBytes += size
+        return true
     }
 
     /// A claimed name whose file could not be put in place after all: the

@@ -96,9 +96,10 @@ final class ChatHub: Sendable {
         return deliveries
     }
 
-    /// A file in the upload directory that another server put there.
-    func fileFound(_ name: String, size: Int) {
-        state.withLock { $0.core.fileFound(name, size: size) }
+    /// Files in the upload directory that another server (or a person) put
+    /// there; returns how many were not listed before.
+    func filesFound(_ files: [FileCatalog.Entry]) -> Int {
+        state.withLock { state in files.count { state.core.fileFound($0.name, size: $0.size) } }
     }
 
     func uploadFailed(_ connection: Connection, size: Int, reason: String) -> Deliveries {
@@ -224,6 +225,7 @@ final class ChatHub: Sendable {
         func subscribe(room key: String) { cluster?.hear(room: key, true) }
         func unsubscribe(room key: String) { cluster?.hear(room: key, false) }
         func lookForFile(_ name: String, size: Int) { files?.submit(.look(name, size: size)) }
+        func lookForFiles() { files?.lookForFiles() }
 
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }

@@ -1,5 +1,6 @@
 import EchoChatCore
 import EchoChatPOSIX
+import Synchronization
 
 /// The disk side of file sharing (docs/PROTOCOL.md §5), for every strategy.
 ///
@@ -31,6 +32,7 @@ public final class FileStore: Sendable {
     private let jobs = WorkQueue<Job>()
     private let links = Lock(Links())
     private let thread = Lock<ThreadHandle?>(nil)
+    private let lookForAllQueued = Atomic<Bool>(false)
 
     static let partialPrefix = ".upload-"
     /// This machine's name, in the names of the partial files it writes.
@@ -53,6 +55,12 @@ public final class FileStore: Sendable {
         return writer == System.processID || !System.processExists(writer)
     }
 
+    /// A directory entry that `/files` lists: a regular file with a valid
+    /// name (which a partial file's, starting with a dot, is not).
+    private static func listable(_ entry: (name: String, size: Int, regular: Bool)) -> FileCatalog.Entry? {
+        entry.regular && FileName.isValid(entry.name) ? FileCatalog.Entry(name: entry.name, size: entry.size) : nil
+    }
+
     private struct Links {
         var hub: ChatHub?
         var wake: (@Sendable (Connection) -> Void)?
@@ -69,6 +77,8 @@ public final class FileStore: Sendable {
         /// Another server stored `name`: if this directory has it too
         /// (shared), with `size` bytes (any size when nil), list it.
         case look(String, size: Int?)
+        /// List every file in the directory that is not listed yet.
+        case lookForAll
         case stop
     }
 
@@ -98,8 +108,8 @@ public final class FileStore: Sendable {
                 guard Self.isAbandoned(entry.name) else { continue }
                 directory.remove(entry.name)
                 removed += 1
-            } else if entry.regular && FileName.isValid(entry.name) {
-                entries.append(FileCatalog.Entry(name: entry.name, size: entry.size))
+            } else if let file = Self.listable(entry) {
+                entries.append(file)
             }
         }
         self.sharing = sharing
@@ -135,6 +145,14 @@ public final class FileStore: Sendable {
     }
 
     func submit(_ job: Job) { jobs.push(job) }
+
+    /// Lists, on the I/O thread, every file in the directory that `/files`
+    /// does not list yet: stored by a server sharing the directory while
+    /// this one was not told (a cluster link down), or put there by hand
+    /// (SIGHUP). Asks that come while one is queued add nothing.
+    public func lookForFiles() {
+        if !lookForAllQueued.exchange(true, ordering: .acquiringAndReleasing) { jobs.push(.lookForAll) }
+    }
 
     // MARK: - The I/O thread
 
@@ -178,6 +196,9 @@ public final class FileStore: Sendable {
                 state.downloads.removeValue(forKey: ObjectIdentifier(connection))?.file.close()
             case .look(let name, let size):
                 look(name, size: size)
+            case .lookForAll:
+                lookForAllQueued.store(false, ordering: .releasing)  // an ask from now on looks again
+                lookForAll()
             }
         }
     }
@@ -289,7 +310,17 @@ public final class FileStore: Sendable {
         guard FileName.isValid(name), let hub = links.withLock({ $0.hub }), let file = try? directory.openForReading(name) else { return }
         defer { file.close() }
         guard let size = try? file.size(), expected == nil || size == expected else { return }
-        hub.fileFound(name, size: size)
+        _ = hub.filesFound([FileCatalog.Entry(name: name, size: size)])
+    }
+
+    private func lookForAll() {
+        guard let hub = links.withLock({ $0.hub }) else { return }
+        do {
+            let listed = hub.filesFound(try directory.entries().compactMap(Self.listable))
+            if listed > 0 { logger.info("files: listed \(listed) found in the upload directory") }
+        } catch {
+            logger.warn("cannot look for files in the upload directory: \(error)", limitedAs: "files-look")
+        }
     }
 
     private func hash(_ file: StoredFile) throws(SystemError) -> String {

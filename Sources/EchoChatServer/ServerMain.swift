@@ -274,6 +274,8 @@ final class Reloader: Sendable {
                 logger.error("SIGHUP: cannot reopen the log file: \(error)")
             }
         }
+        // Files put in the upload directory by hand are listed from now on.
+        context.files?.lookForFiles()
         guard context.configuration.configFile != nil else {
             logger.info("SIGHUP: no config file to re-read")
             return

@@ -13,6 +13,8 @@ private final class NodeOutput: ChatOutput {
     var rooms: Set<String> = []
     /// The files the core asked the store to look for, as "name size".
     var looked: [String] = []
+    /// How many times the core asked the store to look for every file.
+    var lookedForAll = 0
 
     init(bus: Bus, node: String) {
         self.bus = bus
@@ -36,6 +38,7 @@ private final class NodeOutput: ChatOutput {
         bus.queue.append(.unsubscribe(node: node, room: key))
     }
     func lookForFile(_ name: String, size: Int) { looked.append("\(name) \(size)") }
+    func lookForFiles() { lookedForAll += 1 }
 }
 
 /// Redis's part, in memory: one ordered queue of what the nodes sent.
@@ -198,7 +201,43 @@ struct ClusterCoreTests {
         #expect(cluster.take("b", 1) == ["* guest1 shared x.txt (5 bytes)"])
         #expect(cluster.take("c", 1) == [])  // another room
         // No file sharing on these nodes: nobody looks.
-        #expect(cluster.outputs.values.allSatisfy { $0.looked.isEmpty })
+        #expect(cluster.outputs.values.allSatisfy { $0.looked.isEmpty && $0.lookedForAll == 0 })
+    }
+
+    /// Uploads told while a link was down are heard by nobody: when it is
+    /// back, the node whose link it was and every node that hears its
+    /// `sync` look through the directory for what they missed.
+    @Test("with file sharing, a link that comes back has it and the nodes that hear it look for every file")
+    func lookingForFilesAfterAnOutage() {
+        let cluster = SimulatedCluster(["a", "b", "c"], fileSharing: FileSharing())
+        // Starting, each node looks once for its own link and once for each
+        // other node's sync (a new node may bring files).
+        #expect(cluster.outputs.values.map(\.lookedForAll) == [3, 3, 3])
+        cluster.connect("a", 1)
+        cluster.pump()
+        cluster.linkDown("b")
+        cluster.pump()
+        #expect(cluster.outputs.values.map(\.lookedForAll) == [3, 3, 3])
+        cluster.linkUp("b")
+        cluster.pump()
+        #expect(["a", "b", "c"].map { cluster.outputs[$0]!.lookedForAll } == [4, 4, 4])
+        // What the store finds is listed, once.
+        let b = cluster.cores["b"]!
+        #expect(b.fileFound("late.txt", size: 4))
+        #expect(!b.fileFound("late.txt", size: 4))
+        _ = cluster.take("a", 1)
+        cluster.connect("b", 1)
+        cluster.pump()
+        _ = cluster.take("b", 1)
+        cluster.say("b", 1, "/files\n")
+        #expect(cluster.take("b", 1) == ["* files: late.txt (4)"])
+
+        // Without file sharing, nobody looks.
+        let plain = SimulatedCluster(["a", "b"])
+        plain.linkDown("b")
+        plain.linkUp("b")
+        plain.pump()
+        #expect(plain.outputs.values.allSatisfy { $0.lookedForAll == 0 })
     }
 
     @Test("with file sharing, the other nodes look for a stored file and list what they find")

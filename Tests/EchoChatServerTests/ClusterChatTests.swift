@@ -411,8 +411,8 @@ extension ClusterChatTests {
 
     /// §5 across servers: the sender's room hears of an upload on every
     /// server; a server whose upload directory is the same one lists the
-    /// file and sends it; one with its own directory does not (files stay
-    /// where they were stored).
+    /// file and sends it, also one stored while the link was down; one with
+    /// its own directory does not (files stay where they were stored).
     @Test("an upload is told to its room everywhere; servers sharing the upload directory list and send it", arguments: Self.covering)
     func filesAcrossServers(strategy: Strategy) throws {
         let redis = try RedisProcess()
@@ -451,6 +451,18 @@ extension ClusterChatTests {
         try cat.send("/files\n/download notes.txt\n")
         #expect(try cat.readLines(until: { $0.hasPrefix("* files: ") }).last == "* files: none")
         #expect(try cat.readLine() == "! no such file: notes.txt")
+
+        // Stored while Redis was down: nobody else was told, but once the
+        // links are back b looks through the directory and lists it.
+        try redis.kill()
+        for client in [ann, bob] {
+            #expect(try client.readLines(until: { $0.hasPrefix("* cluster link") }).last?.hasPrefix("* cluster link lost") == true)
+        }
+        try ann.send(Array("/upload later.txt 5\nlater".utf8))
+        #expect(try ann.readLines(until: { $0.hasPrefix("* stored ") }).last!.hasPrefix("* stored later.txt (5 bytes, "))
+        try redis.restart()
+        #expect(try bob.readLines(until: { $0.hasPrefix("* cluster link") }).last == "* cluster link restored")
+        _ = try Self.ask(bob, "/files", replyPrefix: "* files: ", until: { $0.contains("later.txt (5)") })
         for node in [a, b, c] { #expect(try node.stop() == 0) }
     }
 }

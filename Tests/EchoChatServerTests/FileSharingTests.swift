@@ -207,6 +207,27 @@ struct FileSharingTests {
         #expect(try client.readLine() == "* files: pipe-2 (3), plain-2.txt (3), plain.txt (5)")
     }
 
+    /// A file an operator copies into the directory is listed after a
+    /// SIGHUP (docs/server.md); what is not a file with a valid name is not.
+    @Test func aReloadListsFilesPutThereByHand() throws {
+        let directory = try TemporaryDirectory()
+        let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path])
+        let (client, _) = try server.joinChat(timeout: Self.timeout)
+        let content = Array("by hand\n".utf8)
+        try Data(content).write(to: URL(fileURLWithPath: directory.path + "/manual.txt"))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: directory.path + "/.hidden"))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: directory.path + "/bad name"))
+        #expect(mkfifo(directory.path + "/pipe", 0o644) == 0)
+        try client.send("/files\n")
+        #expect(try client.readLine() == "* files: none")
+        server.signal(.hangup)
+        #expect(server.log.waitFor({ $0.contains("files: listed 1 found in the upload directory") }, timeout: 10) != nil)
+        try client.send("/files\n/download manual.txt\n")
+        #expect(try client.readLine() == "* files: manual.txt (\(content.count))")
+        #expect(try client.readLine() == "* sending manual.txt \(content.count) sha256 \(Self.hex(content))")
+        #expect(try client.read(count: content.count) == content)
+    }
+
     @Test func theDirectoryIsCreatedCleanedAndReadAtStart() throws {
         let directory = try TemporaryDirectory()
         let path = directory.path + "/new/sub"
