@@ -315,6 +315,9 @@ public struct ConnectionMachine {
         let taken = waiting.withReadableBytes { feedChat($0, now: now, io: &io) }
         waiting.consume(taken)
         swap(&waiting, &input)
+        // Not idle while its lines waited (paused, held, its turn to come):
+        // the idle clock starts again when they are taken (§3.5, §3.6).
+        if taken > 0 { lastInput = now }
         if phase != .open { input.removeAll() }
     }
 

@@ -139,6 +139,32 @@ struct RateLimitTests {
         #expect(machine.phase == .open)
     }
 
+    /// §3.6: a paused client is not idle. Its idle clock starts again when
+    /// the server takes its last waiting lines, not from when they arrived.
+    @Test func aPausedClientsIdleClockStartsWhenItsLinesAreTaken() {
+        var io = FakeIO(chat: true)
+        var settings = chatSettings(rate: 1, burst: 1)
+        settings.limits.idleTimeoutNanoseconds = 2 * second
+        var machine = ConnectionMachine(mode: .chat, settings: settings, now: 0)
+        nickLines(7).withUnsafeBytes { machine.received($0, now: 0, io: &io) }
+        machine.flush(now: 0, io: &io)
+        var now: Int64 = 0
+        while !machine.input.isEmpty && now < 20 * second {
+            now = machine.nextDeadline ?? now + 10 * millisecond
+            machine.tick(now: now, io: &io)
+            machine.takeTurn(now: now, io: &io)
+            machine.flush(now: now, io: &io)
+        }
+        #expect(renames(in: io) == Array(0..<7))
+        #expect(now == 6 * second)
+        #expect(io.expiries.isEmpty)
+        #expect(machine.nextDeadline == 8 * second)  // idle from the last line taken
+        machine.tick(now: 8 * second - 1, io: &io)
+        #expect(io.expiries.isEmpty)
+        machine.tick(now: 8 * second, io: &io)
+        #expect(io.expiries == [.idleTimeout])
+    }
+
     @Test func turningTheLimitOffByReloadReleasesAPausedClient() {
         var io = FakeIO(chat: true)
         var machine = ConnectionMachine(mode: .chat, settings: chatSettings(rate: 1, burst: 1), now: 0)
