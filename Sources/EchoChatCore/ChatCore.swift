@@ -44,12 +44,18 @@ public protocol ChatOutput: AnyObject {
     /// down meanwhile). The store lists every file in the directory, and
     /// calls `ChatCore.fileFound` for each.
     func lookForFiles()
+    /// Cluster (§6): whether events have reached this server that it has
+    /// not applied yet (its link has them unread). If so, the core holds the
+    /// asking client's command, and the link calls `ChatCore.eventsApplied`
+    /// once it has applied what it had.
+    func eventsPending() -> Bool
 }
 
 extension ChatOutput {
     public func publish(_ event: ClusterEvent, room: String?) {}
     public func lookForFile(_ name: String, size: Int) {}
     public func lookForFiles() {}
+    public func eventsPending() -> Bool { false }
     public func resume(_ id: ConnectionID) {}
     public func subscribe(room key: String) {}
     public func unsubscribe(room key: String) {}
@@ -82,7 +88,8 @@ public final class ChatCore {
     private var rawFollows: UploadStart?
     private var downloadFollows: String?
     /// Set by a `/nick` whose claim went to the cluster, or a `/join` that
-    /// waits for its room's channel: the client's next lines wait.
+    /// waits for its room's channel or for its event: the client's next
+    /// lines wait.
     private var holdFollows = false
     /// Cluster (§6): the other servers' clients; nil when standalone.
     private var replica: ClusterReplica?
@@ -90,6 +97,27 @@ public final class ChatCore {
     private let clock: () -> Int64
     /// Cluster: the link is up, so events go out and come back in order.
     private var linked = false
+    /// Cluster: what was sent to clients whose join waits for its event
+    /// (`Client.joinUnconfirmed`), in order, given to them after the reply.
+    private var heldOutput: [ConnectionID: HeldOutput] = [:]
+    private struct HeldOutput {
+        var lines: [[UInt8]] = []
+        var bytes = 0
+    }
+    /// Past this much held for one client (a busy room while Redis is slow
+    /// to carry its join back), it is told at once instead: what it is sent
+    /// then counts against `max-output` like everything else.
+    static let maxHeldOutput = 256 * 1024
+    /// Cluster: clients that left (`/quit`, end of input) and whose
+    /// connection closes once their `bye` comes back through the stream, so
+    /// that after the close no server lists them and their nick is free
+    /// everywhere. A connection that ends first is closed then.
+    private var closingAfterBye: Set<ConnectionID> = []
+    /// Cluster: clients whose command reads the cluster's state (`/who`,
+    /// `/rooms`, `/msg`, `/nick`, `/join`) waits until the events that had
+    /// reached this server are applied (`ChatOutput.eventsPending`), so it
+    /// answers with everything another server had told its clients by then.
+    private var eventWaiters: [ConnectionID] = []
     /// Cluster: nicks (lower-cased) claimed by a client here and not yet
     /// decided: nobody else here may take them meanwhile.
     private var claims: [String: ConnectionID] = [:]
@@ -131,7 +159,15 @@ public final class ChatCore {
         /// Cluster: the room (as spelled) it asked to join, while this
         /// server subscribes to the room's channel (its input waits).
         var pendingJoin: String?
-        var isHeld: Bool { claim != nil || pendingJoin != nil }
+        /// Cluster: it is in `room` now, but hears `* you joined` only once
+        /// its `join` event comes back through the stream, so that every
+        /// server counts it by then (its input waits; what is sent to it
+        /// meanwhile waits in `heldOutput`, to follow the reply).
+        var joinUnconfirmed = false
+        /// Cluster: the command that waits for the events this server has
+        /// not applied yet (`eventWaiters`; its input waits too).
+        var commandWaiting: [UInt8]?
+        var isHeld: Bool { claim != nil || pendingJoin != nil || joinUnconfirmed || commandWaiting != nil }
         var room: Room
         var framer: LineFramer
         /// Quota promised to this client's uploads under way.
@@ -231,11 +267,18 @@ public final class ChatCore {
 
     /// A connection not yet welcomed goes (its guest claim in flight): its
     /// claim is dropped, and the servers that saw the claim win hear it leave.
+    /// (Or one whose client left already ends before its `bye` came back.)
     private func abandonWelcome(_ id: ConnectionID, reason: DisconnectReason, _ output: some ChatOutput) {
+        closeAfterBye(id, output)
         guard let pending = takeWelcome(id) else { return }
         releaseGuestNumber(pending.nick)
         publish(.bye(RemoteClientID(node: replica?.node ?? "", id: id.rawValue), suffix: reason.suffix), output)
         output.close(id)
+    }
+
+    /// The connection of a client that left is closed now, if it waits.
+    private func closeAfterBye(_ id: ConnectionID, _ output: some ChatOutput) {
+        if !closingAfterBye.isEmpty && closingAfterBye.remove(id) != nil { output.close(id) }
     }
 
     /// `id`'s guest claim in flight, if any, taken off the lists (it is
@@ -354,10 +397,15 @@ public final class ChatCore {
     /// Server shutdown (§4): everyone gets `* server shutting down`, nobody gets
     /// left notices, every connection is closed after its output.
     public func shutdown(output: some ChatOutput) {
+        for id in heldOutput.keys.sorted() {
+            if let client = clients[id] { confirmJoin(client, resume: false, output) }
+        }
         for id in (Array(clients.keys) + Array(welcoming.keys)).sorted() {
             send(Replies.shuttingDown, to: id, output)
             output.close(id)
         }
+        for id in closingAfterBye.sorted() { output.close(id) }
+        closingAfterBye = []
         for client in clients.values { catalog.release(client.reserved) }
         clients = [:]
         welcoming = [:]
@@ -400,13 +448,20 @@ public final class ChatCore {
         return clients[client.id] != nil
     }
 
-    private func command(_ line: [UInt8], from client: Client, _ output: some ChatOutput) {
+    private func command(_ line: [UInt8], from client: Client, _ output: some ChatOutput, eventsApplied: Bool = false) {
         let space = line.firstIndex(of: 0x20) ?? line.count
         let word = String(decoding: line[0..<space], as: UTF8.self)
+        let name = word.asciiLowercased
+        if linked && !eventsApplied && Self.readsTheCluster.contains(name) && output.eventsPending() {
+            client.commandWaiting = line
+            eventWaiters.append(client.id)
+            holdFollows = true
+            return
+        }
         let rest = line[space...]
         let arguments = rest.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
         let id = client.id
-        switch word.asciiLowercased {
+        switch name {
         case "/nick":
             guard arguments.count == 1 else { return send(Replies.usageNick, to: id, output) }
             changeNick(of: client, to: arguments[0], output)
@@ -499,20 +554,46 @@ public final class ChatCore {
             holdFollows = true
             return
         }
-        enter(client, key: key, spelling: spelling, output)
+        if !enter(client, key: key, spelling: spelling, output) { holdFollows = true }
     }
 
     /// Moves `client` to room `key` (which this server hears), telling
-    /// it, both rooms and the other servers.
-    private func enter(_ client: Client, key: String, spelling: String, _ output: some ChatOutput) {
+    /// it, both rooms and the other servers. In a cluster, the client is
+    /// told once its event has come back (`confirmJoin`): a `/who` or
+    /// `/rooms` on another server after `* you joined` counts it. Returns
+    /// whether it was told now.
+    @discardableResult
+    private func enter(_ client: Client, key: String, spelling: String, _ output: some ChatOutput) -> Bool {
         leaveRoom(client, reason: nil, output)
         let room = findOrCreateRoom(key: key, spelling: spelling)
         roomList = nil
         room.members.append(client.id)
         client.room = room
         broadcast(Replies.joined(nick: client.nick, room: room.name), in: room, except: client.id, output)
-        send(Replies.youJoined(room.name, count: count(of: room)), to: client.id, output)
+        guard replica != nil && linked else {
+            send(Replies.youJoined(room.name, count: count(of: room)), to: client.id, output)
+            return true
+        }
+        client.joinUnconfirmed = true
+        heldOutput[client.id] = HeldOutput()
         publish(.join(remoteID(of: client), room: roomSpelling(of: room)), output)
+        return false
+    }
+
+    /// `client`'s join came back through the stream (or the link went
+    /// down, or it leaves): it hears `* you joined #room (K here)`, K
+    /// counting everyone in the room by the join's place in the stream
+    /// (not the clients here whose own joins came after it), then what was
+    /// held for it, and its input is handled again unless it leaves.
+    private func confirmJoin(_ client: Client, resume: Bool, _ output: some ChatOutput) {
+        guard client.joinUnconfirmed else { return }
+        client.joinUnconfirmed = false
+        let held = heldOutput.removeValue(forKey: client.id)?.lines ?? []
+        let room = client.room
+        let here = room.members.count { $0 == client.id || clients[$0]?.joinUnconfirmed != true }
+        send(Replies.youJoined(room.name, count: here + (replica?.count(in: room.key) ?? 0)), to: client.id, output)
+        for line in held { output.send(line, to: client.id) }
+        if resume { output.resume(client.id) }
     }
 
     /// `/msg NICK text`: the text is every byte after the spaces that follow
@@ -652,6 +733,8 @@ public final class ChatCore {
     // MARK: - Registry
 
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
+        confirmJoin(client, resume: false, output)  // what was held for it goes out before the close
+        if client.commandWaiting != nil { eventWaiters.removeAll { $0 == client.id } }
         if let claim = client.claim { claims[claim.nick.asciiLowercased] = nil }
         if let spelling = client.pendingJoin {
             let key = spelling.asciiLowercased
@@ -666,7 +749,11 @@ public final class ChatCore {
         releaseGuestNumber(key)
         clients[client.id] = nil
         catalog.release(client.reserved)
-        output.close(client.id)
+        if reason.isTheClients && replica != nil && linked {
+            closingAfterBye.insert(client.id)
+        } else {
+            output.close(client.id)
+        }
     }
 
     /// Takes the client out of its room; the room disappears when empty,
@@ -750,8 +837,25 @@ public final class ChatCore {
         for id in waiting {
             guard let client = clients[id], let spelling = client.pendingJoin else { continue }
             client.pendingJoin = nil
-            enter(client, key: key, spelling: spelling, output)
-            output.resume(id)
+            if enter(client, key: key, spelling: spelling, output) { output.resume(id) }
+        }
+    }
+
+    /// The commands whose answer depends on what the other servers did.
+    private static let readsTheCluster: Set<String> = ["/who", "/rooms", "/msg", "/nick", "/join"]
+
+    /// The link applied the events that had reached this server: the
+    /// commands waiting for them run now (without waiting again), in the
+    /// order they came, and their clients' input is handled again.
+    public func eventsApplied(output: some ChatOutput) {
+        let waiting = eventWaiters
+        eventWaiters = []
+        for id in waiting {
+            guard let client = clients[id], let line = client.commandWaiting else { continue }
+            client.commandWaiting = nil
+            command(line, from: client, output, eventsApplied: true)
+            holdFollows = false  // (a claim or a join holds the client by its own state)
+            if clients[id]?.isHeld == false { output.resume(id) }
         }
     }
 
@@ -788,6 +892,13 @@ public final class ChatCore {
             if pending.held { output.resume(id) }
         }
         claims = [:]
+        for id in closingAfterBye.sorted() { output.close(id) }
+        closingAfterBye = []
+        // Joins waiting for their event are told here, as a standalone
+        // server would.
+        for id in heldOutput.keys.sorted() {
+            if let client = clients[id] { confirmJoin(client, resume: true, output) }
+        }
         // Joins waiting for a room's channel are made here. (Each room's
         // waiters stay listed until their turn, so a room emptied by one of
         // them is not let go while others still wait to join it.)
@@ -799,9 +910,12 @@ public final class ChatCore {
                 output.resume(id)
             }
         }
-        guard !replica!.isEmpty else { return }
-        replica!.removeAll()
-        listsChanged()
+        if !replica!.isEmpty {
+            replica!.removeAll()
+            listsChanged()
+        }
+        // Commands waiting for events run now, answered as alone.
+        eventsApplied(output: output)
     }
 
     /// A claim of this server's client is decided: it takes the nick or
@@ -847,6 +961,11 @@ public final class ChatCore {
         case .rename(let who, let since, let nick):
             guard let client = clients[ConnectionID(who.id)], client.nick == nick, client.since == since else { return }
             client.confirmedKey = nick.asciiLowercased
+        case .join(let who, let room):
+            guard let client = clients[ConnectionID(who.id)], client.room.key == room.asciiLowercased else { return }
+            confirmJoin(client, resume: true, output)
+        case .bye(let who, _):
+            closeAfterBye(ConnectionID(who.id), output)
         case .hello(let who, let since, let nick, _):
             let id = ConnectionID(who.id)
             guard let pending = welcoming[id], pending.nick == nick, pending.since == since else { return }
@@ -993,10 +1112,20 @@ public final class ChatCore {
     @inline(__always)
     private func send(_ line: [UInt8], to id: ConnectionID, _ output: some ChatOutput) {
         messagesOut += 1
+        if !heldOutput.isEmpty && heldOutput[id] != nil {
+            heldOutput[id]!.lines.append(line)
+            heldOutput[id]!.bytes += line.count
+            if heldOutput[id]!.bytes > Self.maxHeldOutput, let client = clients[id] { confirmJoin(client, resume: true, output) }
+            return
+        }
         output.send(line, to: id)
     }
 
     private func broadcast(_ line: [UInt8], in room: Room, except sender: ConnectionID, _ output: some ChatOutput) {
+        guard heldOutput.isEmpty else {
+            for member in room.members where member != sender { send(line, to: member, output) }
+            return
+        }
         for member in room.members where member != sender {
             messagesOut += 1
             output.send(line, to: member)

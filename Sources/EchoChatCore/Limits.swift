@@ -119,6 +119,14 @@ public enum DisconnectReason: Sendable, Equatable {
     /// Output waited `send-timeout` with none of it taken (§3.6).
     case sendTimeout
 
+    /// The client ended it (`/quit`, end of input), not the server.
+    public var isTheClients: Bool {
+        switch self {
+        case .endOfInput, .quit: true
+        default: false
+        }
+    }
+
     /// What follows `* nick left #room`.
     public var suffix: String {
         switch self {

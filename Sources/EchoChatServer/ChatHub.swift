@@ -175,6 +175,14 @@ final class ChatHub: Sendable {
         return deliveries
     }
 
+    /// The link applied what had reached this server: the commands waiting
+    /// for it run. The connections to wake.
+    func eventsApplied() -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in state.core.eventsApplied(output: state) }
+        return deliveries
+    }
+
     func nodeGone(_ node: String, suffix: String) -> Deliveries {
         var deliveries = Deliveries()
         run(&deliveries) { state in state.core.nodeGone(node, suffix: suffix, output: state) }
@@ -226,6 +234,7 @@ final class ChatHub: Sendable {
         func unsubscribe(room key: String) { cluster?.hear(room: key, false) }
         func lookForFile(_ name: String, size: Int) { files?.submit(.look(name, size: size)) }
         func lookForFiles() { files?.lookForFiles() }
+        func eventsPending() -> Bool { cluster?.eventsPending() ?? false }
 
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }

@@ -39,6 +39,9 @@ private final class NodeOutput: ChatOutput {
     }
     func lookForFile(_ name: String, size: Int) { looked.append("\(name) \(size)") }
     func lookForFiles() { lookedForAll += 1 }
+    /// What the link would say: events reached the node and are not applied yet.
+    var eventsUnapplied = false
+    func eventsPending() -> Bool { eventsUnapplied }
 }
 
 /// Redis's part, in memory: one ordered queue of what the nodes sent.
@@ -268,6 +271,122 @@ struct ClusterCoreTests {
         #expect(cluster.outputs["a"]!.looked == [])
         cluster.say("b", 1, "/files\n")
         #expect(cluster.take("b", 1) == ["* files: x.txt (5)"])
+    }
+
+    /// A `/join` is told once its event is back from the stream, so a
+    /// `/who` or `/rooms` on any server after `* you joined` counts the
+    /// newcomer; what the room says meanwhile follows the reply.
+    @Test("a join is told once every server has it; lines meanwhile follow the reply; a link going down tells it at once")
+    func joinToldOnceEveryServerHasIt() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("a", 2), ("b", 1)])
+        cluster.say("a", 2, "/join dev\n")
+        cluster.pump()
+        #expect(cluster.take("a", 2) == ["* you joined #dev (1 here)"])
+        _ = cluster.take("a", 1) + cluster.take("b", 1)
+
+        cluster.say("a", 1, "/join DEV\n/who\n")
+        // In the room here at once, but not told, and its input waits.
+        #expect(cluster.take("a", 1) == [])
+        #expect(cluster.isHeld("a", 1))
+        #expect(cluster.take("a", 2) == ["* guest1 joined #dev"])
+        cluster.say("a", 2, "hello\n")
+        cluster.say("b", 1, "/join dev\n")  // after a's join in the stream
+        cluster.pump()
+        #expect(cluster.take("a", 1) == [
+            "* you joined #dev (2 here)", "<guest2> hello", "* #dev: guest1, guest2 (2)", "* guest3 joined #dev",
+        ])
+        #expect(cluster.take("b", 1) == ["* guest1 left #lobby", "* you joined #dev (3 here)"])
+
+        // The link goes down while a join waits: told at once, as alone.
+        cluster.say("a", 1, "/join lobby\n")
+        #expect(cluster.take("a", 1) == [])
+        cluster.linkDown("a")
+        #expect(cluster.take("a", 1) == ["* you joined #lobby (1 here)"])
+        #expect(!cluster.isHeld("a", 1))
+
+        // A busy room while a join travels: past 256 KiB held, it is told at once.
+        cluster.linkUp("a")
+        cluster.pump()
+        for (node, id) in [("a", 1), ("a", 2), ("b", 1)] { _ = cluster.take(node, id) }
+        let long = String(repeating: "x", count: 4000)
+        cluster.say("a", 1, "/join dev\n")
+        cluster.say("a", 2, String(repeating: "\(long)\n", count: 65))
+        #expect(cluster.take("a", 1).isEmpty)
+        cluster.say("a", 2, "\(long)\n")
+        let told = cluster.take("a", 1)
+        #expect(told.first == "* you joined #dev (3 here)")
+        #expect(told.count == 67 && told.dropFirst().allSatisfy { $0 == "<guest2> \(long)" }, "\(told.count) lines")
+        #expect(cluster.outputs["a"]!.resumed == [ConnectionID(1)])  // its input is handled again
+        cluster.pump()
+        #expect(!cluster.take("a", 1).contains { $0.hasPrefix("* you joined") })
+    }
+
+    /// A command that reads the cluster's state waits while events that
+    /// reached its server are not applied, then runs once (not waiting
+    /// again), and the client's next lines after it.
+    @Test("/who, /rooms, /msg, /nick and /join wait for events that reached the node; other lines do not")
+    func readingCommandsWaitForEventsThatArrived() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
+        let (b, output) = (cluster.cores["b"]!, cluster.outputs["b"]!)
+        output.eventsUnapplied = true
+        cluster.say("b", 1, "hi\n/help\n")
+        #expect(cluster.take("b", 1).count == Replies.help.count)  // not waiting
+        cluster.say("a", 1, "/nick Ann\n")  // its event not yet delivered to b
+        cluster.say("b", 1, "/who\n/rooms\n")
+        #expect(cluster.take("b", 1) == [])
+        #expect(cluster.isHeld("b", 1))
+        // The link applies what it had, then tells the core; it runs /who
+        // even though more is pending now, then the held /rooms waits again.
+        cluster.pump()
+        _ = cluster.take("b", 1)
+        b.eventsApplied(output: output)
+        cluster.resumeHeld("b")
+        #expect(cluster.take("b", 1) == ["* #lobby: Ann, guest2 (2)"])
+        output.eventsUnapplied = false
+        b.eventsApplied(output: output)
+        cluster.resumeHeld("b")
+        #expect(cluster.take("b", 1) == ["* rooms: #lobby (2)"])
+        #expect(!cluster.isHeld("b", 1))
+        // The link goes down: waiting commands are answered as alone.
+        output.eventsUnapplied = true
+        cluster.say("b", 1, "/msg ann hello\n")
+        #expect(cluster.take("b", 1) == [])
+        cluster.linkDown("b")
+        #expect(cluster.take("b", 1) == ["! no such nick: ann"])
+        #expect(!cluster.isHeld("b", 1))
+    }
+
+    /// A client that leaves (`/quit`, end of input) has its connection
+    /// closed once its `bye` is back from the stream: after the close, no
+    /// server lists it and its nick is free everywhere.
+    @Test("a client that leaves is closed once every server has its bye; one the server drops is closed at once")
+    func leaverClosedOnceEveryServerHasIt() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1)])
+        let (a, output) = (cluster.cores["a"]!, cluster.outputs["a"]!)
+        cluster.say("a", 1, "/quit later\n")
+        #expect(cluster.take("a", 1) == ["* bye"])
+        a.endOfInput(from: ConnectionID(2), output: output)
+        #expect(output.closed == [])
+        cluster.pump()
+        #expect(output.closed == [ConnectionID(1), ConnectionID(2)])
+        #expect(cluster.take("b", 1) == ["* guest1 left #lobby (later)", "* guest2 left #lobby"])
+
+        // Dropped by the server (a timeout, an error): closed at once.
+        a.disconnect(ConnectionID(3), reason: .idleTimeout, output: output)
+        #expect(output.closed.last == ConnectionID(3))
+        // A connection that ends while its bye travels is closed then, once.
+        cluster.say("a", 4, "/quit\n")
+        a.disconnect(ConnectionID(4), reason: .connectionError, output: output)
+        #expect(output.closed.last == ConnectionID(4))
+        cluster.pump()
+        #expect(output.closed == [ConnectionID(1), ConnectionID(2), ConnectionID(3), ConnectionID(4)])
+
+        // The link goes down while a bye travels: closed at once.
+        cluster.connect("a", 5)
+        cluster.pump()
+        cluster.say("a", 5, "/quit\n")
+        cluster.linkDown("a")
+        #expect(output.closed.last == ConnectionID(5))
     }
 
     @Test("rooms, counts, /who, /rooms and /msg across nodes")

@@ -1,5 +1,6 @@
 import EchoChatCore
 import EchoChatPOSIX
+import Synchronization
 
 /// `--cluster redis://…`: this server's link to the cluster's Redis
 /// (docs/cluster.md).
@@ -34,6 +35,12 @@ public final class ClusterLink: Sendable {
     /// Events the hub queued, in its order, for the link's thread to publish.
     private let outbox = Lock(Outbox())
     private let mailBell: Wakeup
+    /// The subscriber's descriptor while a session is up (-1 otherwise), the
+    /// link's thread reading and applying what it heard, and a serving
+    /// thread waiting for that: `eventsPending`.
+    private let subscriberDescriptor = Atomic<Int32>(-1)
+    private let reading = Atomic<Bool>(false)
+    private let appliedWanted = Atomic<Bool>(false)
 
     private struct Outbox {
         /// Off while the link is down: the events would be stale when it is
@@ -113,6 +120,24 @@ public final class ClusterLink: Sendable {
         if let handle = thread.withLock({ handle in defer { handle = nil }; return handle }) { handle.join() }
         stopBell.close()
         mailBell.close()
+    }
+
+    /// Whether events have reached this server that the link has not
+    /// applied yet: unread on the subscriber, or read and being applied.
+    /// If so, the link's thread reads and applies them, then tells the hub
+    /// (`ChatHub.eventsApplied`). Called by the core (under the hub lock)
+    /// before a command that reads the cluster's state, so that it answers
+    /// with everything another server had told its clients by then.
+    func eventsPending() -> Bool {
+        let descriptor = subscriberDescriptor.load(ordering: .acquiring)
+        guard descriptor >= 0 else { return false }
+        // The socket first: once the thread took the bytes, `reading` says so until they are applied.
+        let pending = (try? Poll.readable([descriptor], timeoutMilliseconds: 0).first) == true || reading.load(ordering: .acquiring)
+        if pending {
+            appliedWanted.store(true, ordering: .releasing)
+            mailBell.ring()
+        }
+        return pending
     }
 
     /// Queues `event` to be published (the hub calls it under its lock, so
@@ -233,7 +258,9 @@ public final class ClusterLink: Sendable {
             var now = Clock.monotonicNanoseconds()
             if session == nil && now >= retryAt {
                 do {
-                    session = try open(now: now)
+                    let opened = try open(now: now)
+                    session = opened
+                    subscriberDescriptor.store(opened.subscriber.socket.descriptor, ordering: .releasing)
                 } catch {
                     failures += 1
                     if failures == 1 || failures % 20 == 0 {
@@ -260,6 +287,7 @@ public final class ClusterLink: Sendable {
                 if let session, session.up { sendOutbox(session, now: now) }
                 if let session {
                     if session.up { goodbye(session, buffer: buffer) }
+                    subscriberDescriptor.store(-1, ordering: .releasing)
                     session.close()
                 }
                 setDown(reason: nil)
@@ -270,7 +298,14 @@ public final class ClusterLink: Sendable {
                 if !ready.isEmpty {
                     if ready[1].readable { mailBell.drain() }
                     try current.commands.handle(ready[2], buffer: buffer)
-                    try current.subscriber.handle(ready[3], buffer: buffer)
+                    // Asked before this read: what had arrived by then is applied below.
+                    let wanted = appliedWanted.exchange(false, ordering: .acquiringAndReleasing)
+                    reading.store(true, ordering: .releasing)
+                    defer { reading.store(false, ordering: .releasing) }
+                    var subscriber = ready[3]
+                    if wanted { subscriber.readable = true }  // it may have come after poll looked
+                    try current.subscriber.handle(subscriber, buffer: buffer)
+                    if wanted { deliver { $0.eventsApplied() } }
                 }
                 // Commands are answered in order, a subscriber's only sign of
                 // life is its pong, and a subscription unconfirmed is a stall too.
@@ -297,6 +332,7 @@ public final class ClusterLink: Sendable {
                 try current.commands.flush()
                 try current.subscriber.flush()
             } catch {
+                subscriberDescriptor.store(-1, ordering: .releasing)
                 current.close()
                 session = nil
                 retryAt = now + backoff
