@@ -191,6 +191,7 @@ final class ConnectionLayer: Sendable {
     /// Chat: everyone gets `* server shutting down` (queued in `deliveries`).
     func beginShutdown(deliveries: inout Deliveries) {
         hub?.shutdown(deliveries: &deliveries)
+        context.cluster?.leave()  // the goodbye goes now, while the connections drain
     }
 
     func serverStats() -> ServerStats {

@@ -113,6 +113,13 @@ public final class ClusterLink: Sendable {
         thread.withLock { $0 = handle }
     }
 
+    /// The server began to shut down: the link's thread publishes what is
+    /// queued, says goodbye (so the other servers let this one's clients go
+    /// now, not once its connections have lingered) and ends. Returns at once.
+    func leave() {
+        stopBell.ring()
+    }
+
     /// Says goodbye (if Redis is there to hear it, waiting a second at
     /// most) and stops the thread.
     public func stop() {
