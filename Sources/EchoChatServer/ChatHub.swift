@@ -25,13 +25,17 @@ final class ChatHub: Sendable {
     /// which can hold it, instead of piling up here.
     static let backlogBudget = 16 * 1024 * 1024
 
+    /// `pacesSenders`: a sender waits for recipients that another thread
+    /// has not yet taken half of `max-output` from (`receive`).
     init(
-        limits: Limits, files: FileStore? = nil, cluster: ClusterLink? = nil, stats: @escaping @Sendable () -> TransportStats
+        limits: Limits, files: FileStore? = nil, cluster: ClusterLink? = nil, pacesSenders: Bool = false,
+        stats: @escaping @Sendable () -> TransportStats
     ) {
         let core = ChatCore(
             maxLine: limits.maxLine, fileSharing: files?.sharing, catalog: files?.catalog ?? FileCatalog(), node: cluster?.node,
             clock: Clock.wallMilliseconds)
         state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats, cluster: cluster, files: files))
+        state.withLock { $0.pacesSenders = pacesSenders }
     }
 
     /// Whether owners should flush their deliveries before their batch ends.
@@ -60,13 +64,32 @@ final class ChatHub: Sendable {
     ) -> ChatIntake {
         run(&deliveries) { state in
             let limits = Limits(maxOutput: state.maxOutput)
+            state.sender = connection
+            defer {
+                state.sender = nil
+                state.backlogged = []
+            }
             let intake = state.core.receive(bytes, from: connection.id, output: state, maxLines: maxLines) {
+                guard state.backlogged.isEmpty else { return false }
                 let (pending, aborted) = connection.shared.withLock { ($0.pending.count, $0.abort != nil) }
                 return !aborted && !limits.chatInputBlocked(queuedBytes: queuedBytes + pending)
             }
+            // A recipient these lines filled past half of max-output, which
+            // its owner has not taken yet: the sender waits until it has (or
+            // the lines are dropped), as a sender in one event loop waits
+            // while the loop writes to the others.
+            var waits = false
+            for recipient in state.backlogged {
+                let registered = recipient.shared.withLock { other in
+                    guard !other.closed, other.abort == nil, limits.chatInputBlocked(queuedBytes: other.pending.count) else { return false }
+                    other.blockedSenders.append(connection)
+                    return true
+                }
+                waits = waits || registered
+            }
             return ChatIntake(
                 consumed: intake.consumed, lines: intake.lines, partialLine: state.core.hasPartialLine(connection.id),
-                upload: intake.upload, download: intake.download, held: intake.held)
+                upload: intake.upload, download: intake.download, held: intake.held || waits)
         }
     }
 
@@ -215,6 +238,11 @@ final class ChatHub: Sendable {
         let files: FileStore?
         var connections: [ConnectionID: Connection] = [:]
         var deliveries = Deliveries()
+        /// During `receive`: whose lines these are, and the recipients they
+        /// filled past half of `max-output` (not yet collected).
+        var sender: Connection?
+        var backlogged: [Connection] = []
+        var pacesSenders = false
 
         init(
             core: ChatCore, maxOutput: Int, waiting: SharedCount, stats: @escaping @Sendable () -> TransportStats,
@@ -239,14 +267,19 @@ final class ChatHub: Sendable {
         func send(_ line: [UInt8], to id: ConnectionID) {
             guard let connection = connections[id] else { return }
             let maxOutput = self.maxOutput
+            var released: [Connection] = []
+            var backlogging = false
             let (wake, urgent, added) = connection.shared.withLock { state -> (Bool, Bool, Int) in
                 guard !state.closed, state.abort == nil, !state.peerGone else { return (false, false, 0) }
                 let before = state.pending.count
                 if state.ownerQueued + before + line.count > maxOutput {
                     state.abort = .slowConsumer
                     state.pending.removeAll()
+                    released = state.blockedSenders
+                    state.blockedSenders = []
                 } else {
                     state.pending.append(line)
+                    backlogging = pacesSenders && state.pending.count > maxOutput / 2
                 }
                 let wake = !state.mailWaiting
                 state.mailWaiting = true
@@ -256,6 +289,10 @@ final class ChatHub: Sendable {
             if added != 0 { waiting.value.wrappingAdd(added, ordering: .relaxed) }
             if wake { deliveries.woken.append(connection) }
             if urgent { deliveries.urgent.append(connection) }
+            for blocked in released where blocked.resume() { deliveries.woken.append(blocked) }
+            if backlogging, let sender, sender !== connection, !backlogged.contains(where: { $0 === connection }) {
+                backlogged.append(connection)
+            }
         }
 
         func resume(_ id: ConnectionID) {

@@ -63,8 +63,14 @@ final class Connection: @unchecked Sendable {
         var abort: DisconnectReason?
         /// What the file store did for this connection, not yet collected.
         var files: [FileEvent] = []
-        /// The engine decided the client's nick claim or join (cluster): its input flows again.
+        /// The engine decided the client's nick claim or join (cluster), or
+        /// a recipient it waited for took its lines: its input flows again.
         var resumed = false
+        /// Senders whose lines filled `pending` past half of `max-output`:
+        /// held until the owner takes them (or they are dropped), so that a
+        /// sender does not outrun a recipient served by another thread
+        /// (`ChatHub.receive`).
+        var blockedSenders: [Connection] = []
         /// Lines or a request arrived since the owner last collected: the
         /// owner has been (or is being) woken; later deliveries need not wake it again.
         var mailWaiting = false
@@ -145,6 +151,17 @@ final class Connection: @unchecked Sendable {
     /// every member, would otherwise pile up for peers that are gone).
     /// Any thread; strategies call it as soon as they see the event.
     func peerGone() { shared.withLock { $0.peerGone = true } }
+
+    /// Lets its input flow again (`Mail.resumed`); returns whether its
+    /// owner must be woken for it (nobody has mail waiting for it yet).
+    func resume() -> Bool {
+        shared.withLock { state in
+            guard !state.closed else { return false }
+            state.resumed = true
+            defer { state.mailWaiting = true }
+            return !state.mailWaiting
+        }
+    }
     /// When the owner must serve it again even if nothing happens (the owner only).
     var nextDeadline: Int64? { owned.pointee.status.nextDeadline }
 
@@ -250,13 +267,17 @@ final class Connection: @unchecked Sendable {
     /// owner that is about to exit), then closes the descriptor, which no
     /// other thread ever touches.
     fileprivate func closeDescriptor(leaveOpen: Bool) {
-        let dropped = shared.withLock { state in
-            defer { state.pending.removeAll() }
+        let (dropped, blocked) = shared.withLock { state in
+            defer {
+                state.pending.removeAll()
+                state.blockedSenders = []
+            }
             state.closed = true
             state.descriptorLeftOpen = leaveOpen
-            return state.pending.count
+            return (state.pending.count, state.blockedSenders)
         }
         if dropped > 0 { layer.hub?.waiting.value.wrappingSubtract(dropped, ordering: .relaxed) }
+        for sender in blocked where sender.resume() { layer.wake(sender) }
         if !leaveOpen { closeSocket() }
     }
 
@@ -395,8 +416,10 @@ struct SocketIO: ConnectionIO {
     }
 
     mutating func collect(into output: inout ByteQueue) -> Mail {
-        let (mail, moved) = connection.shared.withLock { state -> (Mail, Int) in
+        let (mail, moved, blocked) = connection.shared.withLock { state -> (Mail, Int, [Connection]) in
             let moved = state.pending.count
+            let blocked = state.blockedSenders
+            if !blocked.isEmpty { state.blockedSenders = [] }
             if output.isEmpty {
                 swap(&output, &state.pending)
                 state.pending = ByteQueue()  // not the old queue's capacity: most connections are idle
@@ -411,9 +434,10 @@ struct SocketIO: ConnectionIO {
                 state.files.removeAll()
                 state.resumed = false
             }
-            return (Mail(closeRequested: state.closeRequested, abort: state.abort, files: state.files, resumed: state.resumed), moved)
+            return (Mail(closeRequested: state.closeRequested, abort: state.abort, files: state.files, resumed: state.resumed), moved, blocked)
         }
         if moved > 0 { layer.hub?.waiting.value.wrappingSubtract(moved, ordering: .relaxed) }
+        for sender in blocked where sender.resume() { layer.wake(sender) }
         return mail
     }
 }

@@ -51,7 +51,10 @@ final class ConnectionLayer: Sendable {
         self.extraStats = extraStats
         let counters = counters
         hub = context.configuration.mode == .chat
-            ? ChatHub(limits: context.configuration.limits, files: context.files, cluster: context.cluster) {
+            ? ChatHub(
+                limits: context.configuration.limits, files: context.files, cluster: context.cluster,
+                pacesSenders: strategy.recipientsTakenElsewhere
+            ) {
                 counters.transport(
                     strategy: strategy, uptimeSeconds: context.uptimeSeconds, extra: extraStats(), cluster: context.cluster)
             } : nil

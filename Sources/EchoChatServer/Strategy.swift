@@ -12,3 +12,12 @@ public enum Strategy: String, Sendable, CaseIterable {
     /// One Swift task per client, all on one epoll reactor thread (its executor).
     case async
 }
+
+extension Strategy {
+    /// Whether a chat line's recipients take it on threads of their own,
+    /// later than the sender's thread goes on (another event loop, another
+    /// worker), rather than at once in the sender's own (one loop; the
+    /// thread strategy's sender writes to them itself). Then a sender is
+    /// paced by them (`ChatHub`), as one loop paces it by serving them.
+    var recipientsTakenElsewhere: Bool { self == .reactors || self == .pool }
+}

@@ -151,7 +151,8 @@ private final class ClientThreads: Sendable {
                 let before = (recipient.interest, recipient.nextDeadline)
                 recipient.serve([], now: now, settings: settings, buffer: buffer, deliveries: &more, leaveDescriptorOpen: true)
                 let closed = recipient.isClosed
-                let changed = closed || before != (recipient.interest, recipient.nextDeadline)
+                // (Lines it read earlier may be handled again now: a turn its thread must take.)
+                let changed = closed || before != (recipient.interest, recipient.nextDeadline) || recipient.wantsTurn
                 rounds += 1
                 // Lines that came meanwhile are flushed now (a few rounds at
                 // most), else its thread is woken for them.

@@ -96,6 +96,42 @@ struct LimitsTests {
         #expect(try watcher.readLine() == "* \(nick) left #lobby (line timeout)")
     }
 
+    /// A burst of lines in one write, far more than max-output, reaches a
+    /// client that reads all the while, whichever thread serves it: a
+    /// sender waits while a recipient that another thread serves has not
+    /// taken its lines yet. (Before, reactors dropped such a reader as a
+    /// slow consumer: its loop had not collected what the sender's loop
+    /// kept queuing.)
+    @Test(arguments: Strategy.tested)
+    func aReaderThatKeepsUpGetsAWholeBurst(strategy: Strategy) throws {
+        let server = try ServerProcess(["--mode", "chat", "--max-output", "64K"], strategy: strategy)
+        let (sender, senderNick) = try server.joinChat()
+        let (reader, _) = try server.joinChat()
+        _ = try sender.readLine()  // the reader joined
+        let count = 3000
+        let text = String(repeating: "z", count: 1000)
+        let burst = Array((0..<count).map { "\($0) \(text)\n" }.joined().utf8)
+        let writer = Sending(sender)
+        let written = DispatchSemaphore(value: 0)
+        Thread {
+            writer.failure = Result { try writer.client.send(burst) }.failure
+            written.signal()
+        }.start()
+        var received = 0
+        while received < count {
+            let line = try reader.readLine()
+            guard line == "<\(senderNick)> \(received) \(text)" else {
+                Issue.record("line \(received): \(line.prefix(80))")
+                break
+            }
+            received += 1
+        }
+        #expect(written.wait(timeout: .now() + 30) == .success)
+        #expect(writer.failure == nil)
+        #expect(received == count)
+        #expect(try sender.syncWho() == "* #lobby: guest1, guest2 (2)")
+    }
+
     /// A chat client that never reads is dropped once its queue passes
     /// max-output; the sender and the rest of the room are not held up.
     @Test(arguments: Strategy.tested)
@@ -165,5 +201,19 @@ struct CloseTimeoutTests {
         #expect(gaveUp != nil, "log:\n\(server.log.text.suffix(2000))")
         // The server still serves everyone else.
         #expect(try watcher.syncWho() == "* #lobby: guest1 (1)")
+    }
+}
+
+/// A client written to from another thread while the test reads elsewhere.
+private final class Sending: @unchecked Sendable {
+    let client: TestClient
+    var failure: (any Error)?
+    init(_ client: TestClient) { self.client = client }
+}
+
+extension Result {
+    fileprivate var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
     }
 }
