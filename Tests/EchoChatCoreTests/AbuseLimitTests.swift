@@ -12,6 +12,19 @@ private func chatSettings(
         maxOutput: maxOutput, lineTimeoutNanoseconds: line, sendTimeoutNanoseconds: send, rateLimit: rate, rateBurst: burst))
 }
 
+/// Runs a paused machine's timers and turns, from one deadline to the next,
+/// until the lines it read wait no more (or `limit`); returns the time then.
+private func drainWaitingLines(_ machine: inout ConnectionMachine, _ io: inout FakeIO, within limit: Int64) -> Int64 {
+    var now: Int64 = 0
+    while !machine.input.isEmpty && now < limit {
+        now = machine.nextDeadline ?? now + 10 * millisecond
+        machine.tick(now: now, io: &io)
+        machine.takeTurn(now: now, io: &io)
+        machine.flush(now: now, io: &io)
+    }
+    return now
+}
+
 /// `count` numbered lines `/nick nK` (each gets a reply), as one read.
 private func nickLines(_ count: Int, from first: Int = 0) -> [UInt8] {
     (first..<first + count).flatMap { bytes("/nick n\($0)\n") }
@@ -119,13 +132,7 @@ struct RateLimitTests {
         #expect(io.rateLimits == [true])
         #expect(!machine.wantsRead && !machine.wantsTurn)
         #expect(machine.nextDeadline == 100 * millisecond)
-        var now: Int64 = 0
-        while !machine.input.isEmpty && now < 10 * second {
-            now = machine.nextDeadline ?? now + 10 * millisecond
-            machine.tick(now: now, io: &io)
-            machine.takeTurn(now: now, io: &io)
-            machine.flush(now: now, io: &io)
-        }
+        let now = drainWaitingLines(&machine, &io, within: 10 * second)
         #expect(renames(in: io) == Array(0..<12))  // every line, in order
         #expect(now == 700 * millisecond)  // one line per 100 ms after the burst
         #expect(io.lines.filter { $0.hasPrefix("* slow down") }.count == 1)  // one flood, one notice
@@ -148,13 +155,7 @@ struct RateLimitTests {
         var machine = ConnectionMachine(mode: .chat, settings: settings, now: 0)
         nickLines(7).withUnsafeBytes { machine.received($0, now: 0, io: &io) }
         machine.flush(now: 0, io: &io)
-        var now: Int64 = 0
-        while !machine.input.isEmpty && now < 20 * second {
-            now = machine.nextDeadline ?? now + 10 * millisecond
-            machine.tick(now: now, io: &io)
-            machine.takeTurn(now: now, io: &io)
-            machine.flush(now: now, io: &io)
-        }
+        let now = drainWaitingLines(&machine, &io, within: 20 * second)
         #expect(renames(in: io) == Array(0..<7))
         #expect(now == 6 * second)
         #expect(io.expiries.isEmpty)
