@@ -34,8 +34,10 @@ final class ChatHub: Sendable {
         let core = ChatCore(
             maxLine: limits.maxLine, fileSharing: files?.sharing, catalog: files?.catalog ?? FileCatalog(), node: cluster?.node,
             clock: Clock.wallMilliseconds)
-        state = Lock(State(core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats, cluster: cluster, files: files))
-        state.withLock { $0.pacesSenders = pacesSenders }
+        state = Lock(
+            State(
+                core: core, maxOutput: limits.maxOutput, waiting: waiting, stats: stats, cluster: cluster, files: files,
+                pacesSenders: pacesSenders))
     }
 
     /// Whether owners should flush their deliveries before their batch ends.
@@ -242,13 +244,14 @@ final class ChatHub: Sendable {
         /// filled past half of `max-output` (not yet collected).
         var sender: Connection?
         var backlogged: [Connection] = []
-        var pacesSenders = false
+        let pacesSenders: Bool
 
         init(
             core: ChatCore, maxOutput: Int, waiting: SharedCount, stats: @escaping @Sendable () -> TransportStats,
-            cluster: ClusterLink?, files: FileStore?
+            cluster: ClusterLink?, files: FileStore?, pacesSenders: Bool
         ) {
             self.core = core
+            self.pacesSenders = pacesSenders
             self.maxOutput = maxOutput
             self.waiting = waiting
             self.stats = stats
