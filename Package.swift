@@ -27,9 +27,13 @@ func fuzzing(_ sanitizers: String, _ settings: [SwiftSetting] = []) -> [SwiftSet
 // because at -O a test's variables end at their last use (a server stopped
 // before its clients closed) and its collectors drew reports from TSan
 // through copy-on-write inside the uninstrumented runtime.
+// Whole-module (-wmo), as a release build optimizes: here the build took
+// 230 s instead of 255 s, and two TSan suites ran in 117 s instead of 133 s.
+// -num-threads makes it emit one object per source file, as SwiftPM's debug
+// build expects (without it, the link fails for want of them).
 let optimized = Context.environment["ECHOCHAT_OPTIMIZED"] == "1"
 func program(_ settings: [SwiftSetting] = []) -> [SwiftSetting] {
-    (optimized ? [.unsafeFlags(["-O", "-assert-config", "Debug"])] : []) + settings
+    (optimized ? [.unsafeFlags(["-O", "-wmo", "-num-threads", "2", "-assert-config", "Debug"])] : []) + settings
 }
 
 let package = Package(
