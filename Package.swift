@@ -30,7 +30,7 @@ func fuzzing(_ sanitizers: String, _ settings: [SwiftSetting] = []) -> [SwiftSet
 // Whole-module (-wmo), as a release build optimizes: here the build took
 // 230 s instead of 255 s, and two TSan suites ran in 117 s instead of 133 s.
 // -num-threads makes it emit one object per source file, as SwiftPM's debug
-// build expects (without it, the link fails for want of them).
+// build expects (without it, the build fails looking for them).
 let optimized = Context.environment["ECHOCHAT_OPTIMIZED"] == "1"
 func program(_ settings: [SwiftSetting] = []) -> [SwiftSetting] {
     (optimized ? [.unsafeFlags(["-O", "-wmo", "-num-threads", "2", "-assert-config", "Debug"])] : []) + settings
