@@ -694,6 +694,24 @@ public final class ChatCore {
         return catalog.found(name, size: size)
     }
 
+    /// The store listed the whole upload directory (a SIGHUP, or the
+    /// cluster link back): the files there that `/files` does not list are
+    /// listed from now on, and listed ones no longer there (deleted by hand)
+    /// are not. Returns how many of each.
+    public func directoryListed(_ entries: [FileCatalog.Entry]) -> (listed: Int, unlisted: Int) {
+        guard fileSharing != nil else { return (0, 0) }
+        let unlisted = catalog.keep(only: Set(entries.map(\.name)))
+        return (entries.count { catalog.found($0.name, size: $0.size) }, unlisted)
+    }
+
+    /// A `/download` found `name` gone from the upload directory (deleted by
+    /// hand): it is no longer listed, and its bytes no longer count against
+    /// the quota. (The client hears `! no such file`.)
+    @discardableResult
+    public func fileMissing(_ name: String) -> Bool {
+        catalog.forget(name)
+    }
+
     /// The store could not keep `id`'s upload of `size` bytes (a disk error):
     /// the quota it held is free again and the client hears why.
     public func uploadFailed(_ id: ConnectionID, size: Int, reason: String, output: some ChatOutput) {

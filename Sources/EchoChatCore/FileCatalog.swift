@@ -124,6 +124,25 @@ public struct FileCatalog: Sendable, Equatable {
         return true
     }
 
+    /// A listed file that is no longer in the directory (deleted by hand):
+    /// unlisted, and its bytes no longer count against the quota. Returns
+    /// whether it was listed.
+    @discardableResult
+    public mutating func forget(_ name: String) -> Bool {
+        guard let size = sizes.removeValue(forKey: name) else { return false }
+        storedBytes -= size
+        return true
+    }
+
+    /// The directory holds exactly `present` (its listable files): listed
+    /// names not among them are forgotten. Returns how many.
+    @discardableResult
+    public mutating func keep(only present: Set<String>) -> Int {
+        let gone = sizes.keys.filter { !present.contains($0) }
+        for name in gone { forget(name) }
+        return gone.count
+    }
+
     /// A claimed name whose file could not be put in place after all: the
     /// name is free again and the bytes are promised again (the caller then
     /// claims another name or releases them).

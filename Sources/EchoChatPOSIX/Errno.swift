@@ -26,6 +26,7 @@ public struct Errno: Hashable, Sendable, CustomStringConvertible {
     public static let inProgress = Errno(rawValue: EINPROGRESS)
     public static let exists = Errno(rawValue: EEXIST)
     public static let noSpace = Errno(rawValue: ENOSPC)
+    public static let noSuchEntry = Errno(rawValue: ENOENT)
 
     /// Out of descriptors, for this process or the whole system: accept(2) can
     /// fail this way while the listener stays readable.

@@ -127,6 +127,16 @@ final class ChatHub: Sendable {
         state.withLock { state in files.count { state.core.fileFound($0.name, size: $0.size) } }
     }
 
+    /// Every file in the upload directory: `ChatCore.directoryListed`.
+    func directoryListed(_ files: [FileCatalog.Entry]) -> (listed: Int, unlisted: Int) {
+        state.withLock { $0.core.directoryListed(files) }
+    }
+
+    /// A download found `name` gone from the directory: `ChatCore.fileMissing`.
+    func fileMissing(_ name: String) -> Bool {
+        state.withLock { $0.core.fileMissing(name) }
+    }
+
     func uploadFailed(_ connection: Connection, size: Int, reason: String) -> Deliveries {
         var deliveries = Deliveries()
         run(&deliveries) { state in

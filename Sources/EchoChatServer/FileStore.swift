@@ -149,7 +149,8 @@ public final class FileStore: Sendable {
     /// Lists, on the I/O thread, every file in the directory that `/files`
     /// does not list yet: stored by a server sharing the directory while
     /// this one was not told (a cluster link down), or put there by hand
-    /// (SIGHUP). Asks that come while one is queued add nothing.
+    /// (SIGHUP); and unlists the listed ones that are gone (deleted by
+    /// hand). Asks that come while one is queued add nothing.
     public func lookForFiles() {
         if !lookForAllQueued.exchange(true, ordering: .acquiringAndReleasing) { jobs.push(.lookForAll) }
     }
@@ -299,7 +300,11 @@ public final class FileStore: Sendable {
             state.downloads[ObjectIdentifier(connection)] = Download(file: file)
             post(.downloadOpened(size: size, sha256: digest!), to: connection)
         } catch {
-            logger.info("download of \(name) failed: \(error)", limitedAs: "files-download")
+            if error.errno == .noSuchEntry, links.withLock({ $0.hub })?.fileMissing(name) == true {
+                logger.info("files: unlisted \(name), gone from the upload directory")
+            } else {
+                logger.info("download of \(name) failed: \(error)", limitedAs: "files-download")
+            }
             post(.downloadFailed, to: connection)
         }
     }
@@ -316,8 +321,9 @@ public final class FileStore: Sendable {
     private func lookForAll() {
         guard let hub = links.withLock({ $0.hub }) else { return }
         do {
-            let listed = hub.filesFound(try directory.entries().compactMap(Self.listable))
+            let (listed, unlisted) = hub.directoryListed(try directory.entries().compactMap(Self.listable))
             if listed > 0 { logger.info("files: listed \(listed) found in the upload directory") }
+            if unlisted > 0 { logger.info("files: unlisted \(unlisted) gone from the upload directory") }
         } catch {
             logger.warn("cannot look for files in the upload directory: \(error)", limitedAs: "files-look")
         }

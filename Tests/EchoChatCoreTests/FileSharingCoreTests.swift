@@ -94,6 +94,21 @@ struct FileCatalogTests {
         #expect(catalog.storedBytes == 40 && catalog.reservedBytes == 30 && catalog.size(of: "a-4.txt") == nil)
     }
 
+    /// Files deleted from the directory by hand: unlisted, their bytes free
+    /// for the quota again; what is promised to uploads under way stays.
+    @Test func filesGoneFromTheDirectoryAreForgotten() {
+        var catalog = FileCatalog([.init(name: "a", size: 10), .init(name: "b", size: 20), .init(name: "c", size: 30)])
+        let reserved = catalog.reserve(5, quota: 100)
+        let forgotten = [catalog.forget("b"), catalog.forget("b"), catalog.forget("never")]
+        #expect(reserved && forgotten == [true, false, false])
+        #expect(catalog.sorted.map(\.name) == ["a", "c"] && catalog.storedBytes == 40)
+        let gone = catalog.keep(only: ["c", "new"])
+        #expect(gone == 1)
+        #expect(catalog.sorted.map(\.name) == ["c"] && catalog.storedBytes == 30 && catalog.reservedBytes == 5)
+        let fits = [catalog.reserve(65, quota: 100), catalog.reserve(1, quota: 100)]
+        #expect(fits == [true, false])
+    }
+
     @Test func listsAreSortedIgnoringCase() {
         let catalog = FileCatalog([.init(name: "b", size: 1), .init(name: "A", size: 2), .init(name: "a", size: 3)])
         #expect(catalog.sorted.map(\.name) == ["A", "a", "b"])

@@ -228,6 +228,31 @@ struct FileSharingTests {
         #expect(try client.read(count: content.count) == content)
     }
 
+    /// A file deleted from the directory by hand: a `/download` of it says
+    /// `! no such file` and unlists it, and its bytes no longer count
+    /// against the quota; a SIGHUP unlists every file that is gone.
+    @Test func filesDeletedByHandAreUnlisted() throws {
+        let directory = try TemporaryDirectory()
+        let server = try ServerProcess(["--mode", "chat", "--upload-dir", directory.path, "--upload-quota", "30"])
+        let (client, _) = try server.joinChat(timeout: Self.timeout)
+        let content = Array("0123456789".utf8)
+        for name in ["a", "b", "c"] { #expect(try upload(client, name, content).hasPrefix("* stored \(name) (10 bytes, sha256 ")) }
+        #expect(try upload(client, "d", content) == "! server storage full")
+        try FileManager.default.removeItem(atPath: directory.path + "/a")
+        try client.send("/download a\n/files\n")
+        #expect(try client.readLine() == "! no such file: a")
+        #expect(try client.readLine() == "* files: b (10), c (10)")
+        #expect(server.log.waitFor({ $0.contains("files: unlisted a, gone from the upload directory") }, timeout: 10) != nil)
+        #expect(try upload(client, "d", content).hasPrefix("* stored d (10 bytes, sha256 "))
+        for name in ["b", "c"] { try FileManager.default.removeItem(atPath: directory.path + "/" + name) }
+        server.signal(.hangup)
+        #expect(server.log.waitFor({ $0.contains("files: unlisted 2 gone from the upload directory") }, timeout: 10) != nil)
+        try client.send("/files\n/stats\n")
+        #expect(try client.readLine() == "* files: d (10)")
+        let stats = try client.readLine().split(separator: " ")
+        #expect(stats.contains("files=1") && stats.contains("files_bytes=10"), "\(stats)")
+    }
+
     @Test func theDirectoryIsCreatedCleanedAndReadAtStart() throws {
         let directory = try TemporaryDirectory()
         let path = directory.path + "/new/sub"
