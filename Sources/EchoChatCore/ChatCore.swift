@@ -49,6 +49,10 @@ public protocol ChatOutput: AnyObject {
     /// asking client's command, and the link calls `ChatCore.eventsApplied`
     /// once it has applied what it had.
     func eventsPending() -> Bool
+    /// Cluster (§6): this server's client no longer holds the nick `key`
+    /// (lower-cased) that it held as `holder` (`NickKey.value`): its key in
+    /// Redis goes, if it still says so, after everything published before.
+    func releaseNick(_ key: String, holder: String)
 }
 
 extension ChatOutput {
@@ -59,6 +63,7 @@ extension ChatOutput {
     public func resume(_ id: ConnectionID) {}
     public func subscribe(room key: String) {}
     public func unsubscribe(room key: String) {}
+    public func releaseNick(_ key: String, holder: String) {}
 }
 
 /// Chat mode (docs/PROTOCOL.md §3) as a state machine: bytes in, actions out.
@@ -273,6 +278,7 @@ public final class ChatCore {
         guard let pending = takeWelcome(id) else { return }
         releaseGuestNumber(pending.nick)
         publish(.bye(RemoteClientID(node: replica?.node ?? "", id: id.rawValue), suffix: reason.suffix), output)
+        releaseKey(pending.nick, id: id, since: pending.since, output)
         output.close(id)
     }
 
@@ -526,6 +532,7 @@ public final class ChatCore {
     ) {
         let old = client.nick
         let oldKey = old.asciiLowercased
+        let oldSince = client.since
         nicks[oldKey] = nil
         releaseGuestNumber(oldKey)
         nicks[nick.asciiLowercased] = client.id
@@ -538,6 +545,7 @@ public final class ChatCore {
         send(reply, to: client.id, output)
         if nick != old { broadcast(Replies.renamed(from: old, to: nick), in: client.room, except: client.id, output) }
         if publishing { publish(.rename(remoteID(of: client), since: client.since, nick: nick), output) }
+        if oldKey != nick.asciiLowercased { releaseKey(oldKey, id: client.id, since: oldSince, output) }
     }
 
     private func join(_ client: Client, _ argument: String, _ output: some ChatOutput) {
@@ -763,6 +771,9 @@ public final class ChatCore {
         leaveRoom(client, reason: reason, output)
         publish(.bye(remoteID(of: client), suffix: reason.suffix), output)
         let key = client.nick.asciiLowercased
+        releaseKey(key, id: client.id, since: client.since, output)
+        // A claim in flight may take its key yet: released after it.
+        if let claim = client.claim { releaseKey(claim.nick.asciiLowercased, id: client.id, since: claim.since, output) }
         nicks[key] = nil
         releaseGuestNumber(key)
         clients[client.id] = nil
@@ -836,6 +847,44 @@ public final class ChatCore {
 
     private func publish(_ event: @autoclosure () -> ClusterEvent, room: String? = nil, _ output: some ChatOutput) {
         if replica != nil && linked { output.publish(event(), room: room) }
+    }
+
+    /// `key`, held by this server's `id` since `since`, is free again: its
+    /// Redis key goes (after the event that freed it, published before).
+    private func releaseKey(_ key: String, id: ConnectionID, since: Int64, _ output: some ChatOutput) {
+        guard let replica, linked else { return }
+        output.releaseNick(key, holder: NickKey.value(RemoteClientID(node: replica.node, id: id.rawValue), since: since))
+    }
+
+    /// Cluster (§6): every nick this server's clients hold, lower-cased, with
+    /// its holder (`NickKey.value`): what the link keeps in Redis and renews
+    /// every heartbeat.
+    public func ownNickKeys() -> [(key: String, holder: String)] {
+        guard let replica else { return [] }
+        return clients.values.map { client in
+            (client.nick.asciiLowercased, NickKey.value(RemoteClientID(node: replica.node, id: client.id.rawValue), since: client.since))
+        }
+    }
+
+    /// Cluster (§6): Redis refused one of this server's claims (a `nick` or
+    /// a `hello`): the nick's key is held by another client, so the event
+    /// was not published. Decided as a claim that lost in the stream: the
+    /// client hears `! nick taken`, or the next free guest number is claimed.
+    public func claimRefused(_ event: ClusterEvent, output: some ChatOutput) {
+        guard replica != nil, linked else { return }  // (the link went down meanwhile: decided then)
+        switch event {
+        case .nick(let who, let since, let nick):
+            guard let client = clients[ConnectionID(who.id)], let claim = client.claim, claim.nick == nick, claim.since == since
+            else { return }
+            decide(client, claim: claim, taken: true, output)
+        case .hello(let who, let since, let nick, _):
+            let id = ConnectionID(who.id)
+            guard let pending = welcoming[id], pending.nick == nick, pending.since == since else { return }
+            _ = takeWelcome(id)
+            claimGuestNick(for: id, held: pending.held, output)
+        default:
+            break
+        }
     }
 
     /// This server no longer has anyone in room `key` (nor waiting to
@@ -974,7 +1023,10 @@ public final class ChatCore {
         case .nick(let who, let since, let nick):
             guard let client = clients[ConnectionID(who.id)] else { return }
             if let claim = client.claim, claim.nick == nick, claim.since == since {
-                decide(client, claim: claim, taken: claimLoses(nick.asciiLowercased, by: who), output)
+                let loses = claimLoses(nick.asciiLowercased, by: who)
+                decide(client, claim: claim, taken: loses, output)
+                // (Its key was free, so the holder this server knew of had left.)
+                if loses { releaseKey(nick.asciiLowercased, id: client.id, since: since, output) }
             }
         case .rename(let who, let since, let nick):
             guard let client = clients[ConnectionID(who.id)], client.nick == nick, client.since == since else { return }
@@ -989,7 +1041,10 @@ public final class ChatCore {
             guard let pending = welcoming[id], pending.nick == nick, pending.since == since else { return }
             // A guest claim: welcomed with it, or the next free one is claimed.
             _ = takeWelcome(id)
-            if claimLoses(nick, by: who) { return claimGuestNick(for: id, held: pending.held, output) }
+            if claimLoses(nick, by: who) {
+                releaseKey(nick, id: id, since: since, output)
+                return claimGuestNick(for: id, held: pending.held, output)
+            }
             welcome(id, nick: nick, since: since, output)
             clients[id]!.confirmedKey = nick
             if pending.held { output.resume(id) }

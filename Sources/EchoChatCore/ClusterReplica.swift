@@ -256,3 +256,21 @@ struct ClusterReplica {
         if rooms[roomKey]!.members.isEmpty { rooms[roomKey] = nil }
     }
 }
+
+/// Nick ownership in Redis (§6): `echochat:nick:NICK` (lower-cased) holds
+/// its holder, `NODE ID SINCE`; a claim (`nick`, `hello`) is published only
+/// if it takes the key (`SET … NX`, in one script with the `PUBLISH`).
+public enum NickKey {
+    /// What the key of a nick held by `who` since `since` says.
+    public static func value(_ who: RemoteClientID, since: Int64) -> String { "\(who.node) \(who.id) \(since)" }
+
+    /// The nick a claim event takes, lower-cased (nil: not a claim).
+    public static func claimed(by event: ClusterEvent) -> (key: String, holder: String)? {
+        switch event {
+        case .nick(let who, let since, let nick), .hello(let who, let since, let nick, _):
+            return (nick.asciiLowercased, value(who, since: since))
+        default:
+            return nil
+        }
+    }
+}

@@ -218,6 +218,18 @@ final class ChatHub: Sendable {
         return deliveries
     }
 
+    /// Redis refused one of this server's claims: the connections to wake.
+    func claimRefused(_ event: ClusterEvent) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in state.core.claimRefused(event, output: state) }
+        return deliveries
+    }
+
+    /// This server's clients' nicks and holders, for their keys in Redis.
+    func ownNickKeys() -> [(key: String, holder: String)] {
+        state.withLock { $0.core.ownNickKeys() }
+    }
+
     func nodeGone(_ node: String, suffix: String) -> Deliveries {
         var deliveries = Deliveries()
         run(&deliveries) { state in state.core.nodeGone(node, suffix: suffix, output: state) }
@@ -273,6 +285,7 @@ final class ChatHub: Sendable {
         func publish(_ event: ClusterEvent, room: String?) { cluster?.publish(event, room: room) }
         func subscribe(room key: String) { cluster?.hear(room: key, true) }
         func unsubscribe(room key: String) { cluster?.hear(room: key, false) }
+        func releaseNick(_ key: String, holder: String) { cluster?.releaseNick(key, holder: holder) }
         func lookForFile(_ name: String, size: Int) { files?.submit(.look(name, size: size)) }
         func lookForFiles() { files?.lookForFiles() }
         func eventsPending() -> Bool { cluster?.eventsPending() ?? false }

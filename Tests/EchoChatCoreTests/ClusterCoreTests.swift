@@ -27,8 +27,13 @@ private final class NodeOutput: ChatOutput {
     func transportStats() -> TransportStats { TransportStats(strategy: "test") }
     func publish(_ event: ClusterEvent, room: String?) {
         // What Redis would carry: the encoded bytes, decoded on arrival.
-        bus.queue.append(.publish(channel: room ?? "events", event.encoded))
+        if let (key, holder) = NickKey.claimed(by: event) {
+            bus.queue.append(.claim(node: node, channel: room ?? "events", event.encoded, key: key, holder: holder))
+        } else {
+            bus.queue.append(.publish(channel: room ?? "events", event.encoded))
+        }
     }
+    func releaseNick(_ key: String, holder: String) { bus.queue.append(.release(key: key, holder: holder)) }
     func subscribe(room key: String) {
         rooms.insert(key)
         bus.queue.append(.subscribe(node: node, room: key))
@@ -46,15 +51,23 @@ private final class NodeOutput: ChatOutput {
 
 /// Redis's part, in memory: one ordered queue of what the nodes sent.
 /// Every node hears the events channel and #lobby's, its own messages
-/// included, and a room's channel from its subscription on.
+/// included, and a room's channel from its subscription on. Nick keys as
+/// the link's scripts keep them: a claim is published only if it takes its
+/// key, a release deletes a key that still names its holder.
 private final class Bus {
     enum Item {
         case publish(channel: String, [UInt8])
+        case claim(node: String, channel: String, [UInt8], key: String, holder: String)
+        case release(key: String, holder: String)
         case subscribe(node: String, room: String)
         case unsubscribe(node: String, room: String)
     }
     var queue: [Item] = []
     var heard: [String: Set<String>] = [:]
+    /// Lower-cased nick -> holder (`NickKey.value`).
+    var keys: [String: String] = [:]
+    /// Claims refused because their key was held.
+    var refused = 0
 
     func hears(_ node: String, _ channel: String) -> Bool {
         channel == "events" || channel == ChatCore.lobby || heard[node, default: []].contains(channel)
@@ -89,15 +102,19 @@ private final class SimulatedCluster {
         while !bus.queue.isEmpty {
             switch bus.queue.removeFirst() {
             case .publish(let channel, let payload):
-                guard let event = ClusterEvent(decoding: payload) else {
-                    Issue.record("undecodable event \(text(payload))")
-                    continue
-                }
-                for node in cores.keys.sorted() where bus.hears(node, channel) {
-                    delivered[node, default: 0] += 1
-                    cores[node]!.apply(event, output: outputs[node]!)
+                deliver(payload, on: channel)
+            case .claim(let node, let channel, let payload, let key, let holder):
+                if bus.keys[key] == nil {
+                    bus.keys[key] = holder
+                    renewed[node, default: [:]][key] = holder
+                    deliver(payload, on: channel)
+                } else {
+                    bus.refused += 1
+                    cores[node]!.claimRefused(ClusterEvent(decoding: payload)!, output: outputs[node]!)
                     resumeHeld(node)
                 }
+            case .release(let key, let holder):
+                if bus.keys[key] == holder { bus.keys[key] = nil }
             case .subscribe(let node, let room):
                 bus.heard[node, default: []].insert(room)
                 cores[node]!.subscribed(room: room, output: outputs[node]!)
@@ -106,6 +123,43 @@ private final class SimulatedCluster {
                 bus.heard[node, default: []].remove(room)
             }
         }
+    }
+
+    private func deliver(_ payload: [UInt8], on channel: String) {
+        guard let event = ClusterEvent(decoding: payload) else {
+            Issue.record("undecodable event \(text(payload))")
+            return
+        }
+        for node in cores.keys.sorted() where bus.hears(node, channel) {
+            delivered[node, default: 0] += 1
+            cores[node]!.apply(event, output: outputs[node]!)
+            resumeHeld(node)
+        }
+    }
+
+    /// The keys each node set: its last heartbeat's, and claims it won since.
+    var renewed: [String: [String: String]] = [:]
+
+    /// The link's heartbeat: deletes the keys it set that its clients no
+    /// longer hold (freed while the link was down), and renews
+    /// (sets, if nobody holds them) those of its clients' nicks.
+    func refreshKeys(_ node: String) {
+        let current = Dictionary(cores[node]!.ownNickKeys().map { ($0.key, $0.holder) }, uniquingKeysWith: { a, _ in a })
+        for (key, holder) in renewed[node, default: [:]] where current[key] != holder && bus.keys[key] == holder { bus.keys[key] = nil }
+        renewed[node] = current
+        for (key, holder) in current where bus.keys[key] == nil { bus.keys[key] = holder }
+    }
+
+    /// `node`'s keys expire with its presence (it died, or was lost).
+    func expireKeys(_ node: String) {
+        bus.keys = bus.keys.filter { !$0.value.hasPrefix(node + " ") }
+    }
+
+    /// Every key names the client of some node that holds that nick.
+    func keysMatchTheClients() -> Bool {
+        var held: [String: String] = [:]
+        for core in cores.values { for (key, holder) in core.ownNickKeys() { held[key] = holder } }
+        return bus.keys.allSatisfy { held[$0.key] == $0.value }
     }
 
     /// Clients the core resumed read on.
@@ -742,6 +796,7 @@ struct ClusterCoreTests {
         cluster.say("b", 1, "/nick bob\n")
         cluster.pump()
         _ = cluster.take("a", 1)
+        cluster.expireKeys("b")  // (with its presence, before it is found lost)
         cluster.cores["a"]!.nodeGone("b", suffix: " (server lost)", output: cluster.outputs["a"]!)
         cluster.say("a", 1, "/who\n/nick bob\n")
         cluster.pump()
@@ -764,6 +819,48 @@ struct ClusterCoreTests {
         #expect(cluster.take("a", 1) == ["* you are now guest1 (nick taken elsewhere)"])
         cluster.say("b", 1, "/who\n")
         #expect(cluster.take("b", 1) == ["* Ann is now guest1", "* #lobby: ann, guest1 (2)"])
+        // The keys follow at the next heartbeats: the guest nicks given up
+        // during the outage go, ann's is b's client's, guest1's a's.
+        cluster.pump()
+        for node in ["a", "b"] { cluster.refreshKeys(node) }
+        #expect(cluster.keysMatchTheClients())
+        #expect(cluster.bus.keys.keys.sorted() == ["ann", "guest1"])
+        #expect(cluster.bus.keys["ann"]?.hasPrefix("b ") == true && cluster.bus.keys["guest1"]?.hasPrefix("a ") == true)
+    }
+
+    @Test("Redis decides: a claim of a nick whose key is held is refused, a held guest number skipped")
+    func keysDecideClaims() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
+        for node in ["a", "b"] { cluster.refreshKeys(node) }
+        #expect(cluster.bus.keys.keys.sorted() == ["guest1", "guest2"])
+        // Held by a client no server has heard of (a node that just died,
+        // say): refused, and the lines after the claim are handled then.
+        cluster.bus.keys["dave"] = "gone 7 1"
+        let refused = cluster.bus.refused
+        cluster.say("a", 1, "/nick dave\n/who\n")
+        #expect(cluster.isHeld("a", 1))
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["! nick taken: dave", "* #lobby: guest1, guest2 (2)"])
+        #expect(cluster.bus.refused == refused + 1 && !cluster.isHeld("a", 1))
+        // Free again: taken, and the guest nick's key goes.
+        cluster.bus.keys["dave"] = nil
+        cluster.say("a", 1, "/nick dave\n")
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["* you are now dave"])
+        #expect(cluster.bus.keys.keys.sorted() == ["dave", "guest2"])
+        // guest1 is free in every replica, but its key is held: the welcome takes guest3.
+        cluster.bus.keys["guest1"] = "gone 8 1"
+        cluster.connect("b", 2)
+        cluster.pump()
+        #expect(cluster.take("b", 2) == ["* welcome guest3, you are in #lobby (3 here); /help lists commands"])
+        cluster.bus.keys["guest1"] = nil
+        // Leaving, renaming, and leaving with a claim in flight all free their keys.
+        cluster.say("b", 1, "/nick erin\n")
+        cluster.say("b", 2, "/nick fay\n")
+        cluster.cores["b"]!.disconnect(ConnectionID(2), reason: .connectionError, output: cluster.outputs["b"]!)
+        cluster.pump()
+        #expect(cluster.bus.keys.keys.sorted() == ["dave", "erin"])
+        #expect(cluster.keysMatchTheClients())
     }
 
     @Test("when the holder of a nick two servers claimed lets it go, the other claim holds it until its server settles")

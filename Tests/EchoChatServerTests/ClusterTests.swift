@@ -76,6 +76,71 @@ struct ClusterTests {
         #expect(try a.stop() == 0)
     }
 
+    /// Nick ownership lives in Redis keys (`echochat:nick:NICK` = `NODE ID
+    /// SINCE`), and Redis decides claims: a key planted by hand refuses a
+    /// nick no server knows of, and a guest number.
+    @Test("nick keys: Redis holds each nick's holder, refuses a claim of a held one, frees them", arguments: Strategy.tested)
+    func nickKeys(strategy: Strategy) throws {
+        let redis = try RedisProcess()
+        let timeout: Double = isSanitized ? 8 : 3
+        let a = try Self.node("a", redis.url, strategy: strategy, timeout: timeout)
+        let b = try Self.node("b", redis.url, strategy: Self.next(strategy, 1), timeout: timeout)
+        for server in [a, b] { try Self.waitForNodes(server, ["a", "b"]) }
+        let keys = try redis.client()
+        func holder(_ nick: String) throws -> String? { try keys.command(["GET", "echochat:nick:" + nick]).text }
+        /// A freed key goes just after the client hears of it (the link deletes it next).
+        func freed(_ nick: String) throws -> Bool {
+            let deadline = Clock.monotonicNanoseconds() + 5_000_000_000
+            while try holder(nick) != nil {
+                guard Clock.monotonicNanoseconds() < deadline else { return false }
+                Clock.sleep(nanoseconds: 10_000_000)
+            }
+            return true
+        }
+
+        let (alice, guest) = try a.joinChat()
+        #expect(try holder(guest)?.hasPrefix("a ") == true, "a welcome takes its guest nick's key")
+        try alice.send("/nick Alice\n")
+        #expect(try alice.readLines(until: { $0.hasPrefix("* you are now") }).last == "* you are now Alice")
+        #expect(try holder("alice")?.hasPrefix("a ") == true)
+        #expect(try freed(guest), "the guest nick's key goes with it")
+        // It expires with the node's presence unless renewed.
+        let ttl = try keys.command(["PTTL", "echochat:nick:alice"]).integer ?? -1
+        #expect(ttl > 0 && ttl <= Int(timeout * 2 / 3 * 1000), "PTTL \(ttl)")
+
+        // A key nobody's server knows of: the claim is refused all the same.
+        #expect(try keys.command(["SET", "echochat:nick:dave", "elsewhere 1 1"]) == .simple("OK"))
+        let (bob, _) = try b.joinChat()
+        try bob.send("/nick dave\n")
+        #expect(try bob.readLines(until: { $0.hasPrefix("* you are now") || $0.hasPrefix("! ") }).last == "! nick taken: dave")
+        #expect(try keys.command(["DEL", "echochat:nick:dave"]) == .integer(1))
+        try bob.send("/nick dave\n")
+        #expect(try bob.readLines(until: { $0.hasPrefix("* you are now") || $0.hasPrefix("! ") }).last == "* you are now dave")
+        #expect(try holder("dave")?.hasPrefix("b ") == true)
+
+        // A guest number held in Redis is skipped: the welcome takes the next.
+        let next = try bob.syncWho().contains("guest1") ? 2 : 1
+        #expect(try keys.command(["SET", "echochat:nick:guest\(next)", "elsewhere 2 2"]) == .simple("OK"))
+        let (carol, carolNick) = try a.joinChat()
+        #expect(carolNick == "guest\(next + 1)")
+        #expect(try holder(carolNick)?.hasPrefix("a ") == true)
+
+        // A client that leaves frees its key; a clean stop frees its clients'.
+        try carol.send("/quit\n")
+        _ = try carol.readLines(until: { $0 == "* bye" })
+        #expect(try freed(carolNick))
+        #expect(try b.stop() == 0)
+        #expect(try holder("dave") == nil)
+        // A killed node's keys expire with its presence: gone by the time it is lost.
+        #expect(a.signal(.kill))
+        _ = try? a.waitForExit(timeout: 10)
+        // (Both read at one instant: a script.)
+        let both = "return {redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2])}"
+        let ttls = try keys.command(["EVAL", both, "2", "echochat:nick:alice", "echochat:node:a"]).elements?.compactMap(\.integer) ?? []
+        #expect(ttls.count == 2 && ttls[0] > 0 && ttls[0] <= ttls[1], "nick and node PTTL: \(ttls)")
+        _ = bob
+    }
+
     @Test("Redis down: clients are told, local chat goes on, the link comes back", arguments: Strategy.tested)
     func outage(strategy: Strategy) throws {
         let redis = try RedisProcess()

@@ -41,14 +41,16 @@ public final class ClusterLink: Sendable {
     private let subscriberDescriptor = Atomic<Int32>(-1)
     private let reading = Atomic<Bool>(false)
     private let appliedWanted = Atomic<Bool>(false)
+    /// The nick keys this server set, and their holders: the last
+    /// heartbeat's, and claims won since (the link's thread alone uses it).
+    private let nickKeysSet = Lock<[String: String]>([:])
 
     private struct Outbox {
         /// Off while the link is down: the events would be stale when it is
         /// back, and the servers exchange their whole state then instead.
         var accepting = false
-        /// Events in order, each run of consecutive events for one channel
-        /// one LF-separated message (one PUBLISH).
-        var runs: [(channel: String, events: [UInt8])] = []
+        /// What goes to Redis, in the hub's order.
+        var items: [Outgoing] = []
         var count = 0
         /// The rooms this server has members in (besides `#lobby`): the
         /// channels a new session subscribes to.
@@ -59,6 +61,58 @@ public final class ClusterLink: Sendable {
     }
     /// Random per start: tells this instance's presence key from a stale one.
     private let token: String
+
+    private enum Outgoing {
+        /// Consecutive events for one channel: one LF-separated message (one PUBLISH).
+        case run(channel: String, events: [UInt8])
+        /// A nick claim (`nick`, `hello`): published only if it takes the
+        /// nick's key (`claimScript`).
+        case claim(channel: String, event: ClusterEvent, key: String, holder: String)
+        /// Nick keys to delete where they still name these holders (`releaseScript`).
+        case release(keys: [String], holders: [String])
+    }
+
+    /// `echochat:nick:NICK` (lower-cased): who holds NICK (`NickKey.value`).
+    static func nickKey(_ key: String) -> String { prefix + "nick:" + key }
+
+    /// KEYS: the nick's key, this node's presence key; ARGV: holder, TTL (ms),
+    /// channel, event. Takes the nick if nobody holds it (SET NX), expiring
+    /// with this node's presence (so a lost node's nicks are free by the time
+    /// it is found lost), and only then publishes the claim: 1, or 0 if taken.
+    static let claimScript = """
+        local ttl = redis.call('PTTL', KEYS[2])
+        if ttl <= 0 then ttl = tonumber(ARGV[2]) end
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl) then return 0 end
+        redis.call('PUBLISH', ARGV[3], ARGV[4])
+        return 1
+        """
+    /// KEYS: nick keys; ARGV: their holders. Deletes each that still names
+    /// its holder (a nick freed; a key taken since by another stays).
+    static let releaseScript = """
+        local freed = 0
+        for i, key in ipairs(KEYS) do
+          if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key); freed = freed + 1 end
+        end
+        return freed
+        """
+    /// KEYS: this node's clients' nick keys; ARGV: TTL (ms), then their
+    /// holders. Renews each key that names its holder, and sets each that
+    /// nobody holds (a nick given after an outage, or by a `rename`); one
+    /// held by another client is left to the clash rule (§6). Returns how
+    /// many are held by others.
+    static let refreshScript = """
+        local others = 0
+        for i, key in ipairs(KEYS) do
+          local held = redis.call('GET', key)
+          if held == ARGV[i + 1] then redis.call('PEXPIRE', key, ARGV[1])
+          elseif not held then redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+          else others = others + 1 end
+        end
+        return others
+        """
+    /// Keys per script call: a heartbeat for 10,000 clients is ten calls,
+    /// none holding Redis for long.
+    static let keysPerCall = 1000
 
     static let prefix = "echochat:"
     static let nodesKey = prefix + "nodes"
@@ -154,14 +208,37 @@ public final class ClusterLink: Sendable {
         let channel = room.map(Self.roomChannel) ?? Self.events
         let ring = outbox.withLock { box -> Bool in
             guard box.accepting else { return false }
-            let wasEmpty = box.runs.isEmpty
-            if let last = box.runs.indices.last, box.runs[last].channel == channel {
-                box.runs[last].events.append(0x0A)
-                box.runs[last].events += event.encoded
+            let wasEmpty = box.items.isEmpty
+            if let (key, holder) = NickKey.claimed(by: event) {
+                box.items.append(.claim(channel: channel, event: event, key: key, holder: holder))
+            } else if case .run(channel, var events)? = box.items.last {
+                box.items.removeLast()  // (so the bytes are not copied on append)
+                events.append(0x0A)
+                events += event.encoded
+                box.items.append(.run(channel: channel, events: events))
             } else {
-                box.runs.append((channel, event.encoded))
+                box.items.append(.run(channel: channel, events: event.encoded))
             }
             box.count += 1
+            return wasEmpty
+        }
+        if ring { mailBell.ring() }
+    }
+
+    /// From the hub, under its lock: a client of this server no longer
+    /// holds nick `key` (as `holder`): its key goes, after what was queued before.
+    func releaseNick(_ key: String, holder: String) {
+        let ring = outbox.withLock { box -> Bool in
+            guard box.accepting else { return false }
+            let wasEmpty = box.items.isEmpty
+            if case .release(var keys, var holders)? = box.items.last {
+                box.items.removeLast()
+                keys.append(key)
+                holders.append(holder)
+                box.items.append(.release(keys: keys, holders: holders))
+            } else {
+                box.items.append(.release(keys: [key], holders: [holder]))
+            }
             return wasEmpty
         }
         if ring { mailBell.ring() }
@@ -183,7 +260,7 @@ public final class ClusterLink: Sendable {
         outbox.withLock { box in
             box.accepting = accepting
             if !accepting {
-                box.runs = []
+                box.items = []
                 box.count = 0
             }
         }
@@ -407,6 +484,7 @@ public final class ClusterLink: Sendable {
     /// take lost ones off the list (announcing each exactly once).
     private func beat(_ session: Session, now: Int64) {
         session.nextBeat = now + timeout / 4
+        refreshNicks(session, now: now)
         let sent = now
         session.commands.send(presence(), now: now) { [self] reply in
             let roundTrip = (Clock.monotonicNanoseconds() - sent) / 1000
@@ -513,6 +591,8 @@ public final class ClusterLink: Sendable {
     /// goodbye at once. Waits a second at most for Redis to take it.
     private func goodbye(_ session: Session, buffer: UnsafeMutableRawBufferPointer) {
         let now = Clock.monotonicNanoseconds()
+        let held = shared.withLock { $0.hub }?.ownNickKeys() ?? []
+        release(keys: held.map(\.key), holders: held.map(\.holder), session: session, now: now)
         session.commands.send(["DEL", Self.nodeKey(node)], now: now)
         session.commands.send(["SREM", Self.nodesKey, node], now: now)
         session.commands.send(["PUBLISH", Self.channel, "bye " + node], now: now)
@@ -570,22 +650,79 @@ public final class ClusterLink: Sendable {
         for connection in body(hub).woken { wake(connection) }
     }
 
-    /// Publishes what the hub queued: one PUBLISH for all of it (events are
-    /// one per line), so a burst of lines costs one command.
+    /// Sends what the hub queued, in its order: one PUBLISH per run of
+    /// events for one channel (events are one per line), so a burst of
+    /// lines costs one command; a nick claim in the script that takes its key.
     private func sendOutbox(_ session: Session, now: Int64) {
-        let (runs, count) = outbox.withLock { box -> ([(channel: String, events: [UInt8])], Int) in
+        let (items, count) = outbox.withLock { box -> ([Outgoing], Int) in
             defer {
-                box.runs = []
+                box.items = []
                 box.count = 0
             }
-            return (box.runs, box.count)
+            return (box.items, box.count)
         }
-        guard !runs.isEmpty else { return }
+        guard !items.isEmpty else { return }
+        var publishes = 0
+        for item in items {
+            switch item {
+            case .run(let channel, let events):
+                publishes += 1
+                session.commands.send([Array("PUBLISH".utf8), Array(channel.utf8), events], now: now)
+            case .claim(let channel, let event, let key, let holder):
+                publishes += 1
+                let arguments = [Self.claimScript, "2", Self.nickKey(key), Self.nodeKey(node), holder, keyLifetime, channel]
+                session.commands.send([Array("EVAL".utf8)] + arguments.map { Array($0.utf8) } + [event.encoded], now: now) { [self] reply in
+                    // Taken: the next heartbeat deletes it if no client here holds it then.
+                    guard reply.integer != 1 else { return nickKeysSet.withLock { $0[key] = holder } }
+                    if reply.integer != 0 { logger.warn("cluster: a nick claim got \(reply)", limitedAs: "cluster-claim") }
+                    deliver { $0.claimRefused(event) }
+                }
+            case .release(let keys, let holders):
+                release(keys: keys, holders: holders, session: session, now: now)
+            }
+        }
         shared.withLock {
             $0.eventsPublished += count
-            $0.publishes += runs.count
+            $0.publishes += publishes
         }
-        for run in runs { session.commands.send([Array("PUBLISH".utf8), Array(run.channel.utf8), run.events], now: now) }
+    }
+
+    /// `releaseScript` over `keys` (their holders), a thousand at a time.
+    private func release(keys: [String], holders: [String], session: Session, now: Int64) {
+        for start in stride(from: 0, to: keys.count, by: Self.keysPerCall) {
+            let end = min(start + Self.keysPerCall, keys.count)
+            session.commands.send(
+                ["EVAL", Self.releaseScript, String(end - start)] + keys[start..<end].map(Self.nickKey) + holders[start..<end], now: now)
+        }
+    }
+
+    /// How long a nick key lives unless renewed: as long as the presence key.
+    private var keyLifetime: String { String(max(1, timeout * 2 / 3 / 1_000_000)) }
+
+    /// The heartbeat's part for nicks: renews the keys of this server's
+    /// clients' nicks (sets those nobody holds) and deletes those it set for
+    /// nicks its clients no longer hold that were not deleted when they
+    /// were freed (the link was down then). Sent before the presence key is
+    /// renewed, so no nick key outlives it.
+    private func refreshNicks(_ session: Session, now: Int64) {
+        guard let hub = shared.withLock({ $0.hub }) else { return }
+        let held = hub.ownNickKeys()
+        var current: [String: String] = [:]
+        for (key, holder) in held { current[key] = holder }
+        let stale = nickKeysSet.withLock { last in
+            defer { last = current }
+            return last.filter { current[$0.key] != $0.value }
+        }
+        if !stale.isEmpty { release(keys: stale.map(\.key), holders: stale.map(\.value), session: session, now: now) }
+        for start in stride(from: 0, to: held.count, by: Self.keysPerCall) {
+            let batch = held[start..<min(start + Self.keysPerCall, held.count)]
+            session.commands.send(
+                ["EVAL", Self.refreshScript, String(batch.count)] + batch.map { Self.nickKey($0.key) } + [keyLifetime]
+                    + batch.map(\.holder), now: now
+            ) { [logger] reply in
+                if reply.integer == nil { logger.warn("cluster: renewing nick keys got \(reply)", limitedAs: "cluster-nicks") }
+            }
+        }
     }
 
     /// Rooms gained or left since the session last looked: SUBSCRIBE or
