@@ -19,6 +19,11 @@ import Synchronization
 ///   live ones; a listed node whose key has expired is lost, and the one
 ///   survivor whose SREM removes it from the set announces it on
 ///   `echochat:cluster` (exactly once). A clean stop says goodbye there.
+/// - Nicks: `echochat:nick:NICK` names its holder (`NickKey`). A claim is
+///   one script, SET NX then PUBLISH (`claimScript`): refused, it is never
+///   published and the core hears `claimRefused`. Freed nicks are deleted
+///   after the event that freed them; the heartbeat renews the rest just
+///   before the presence key, so none outlives it.
 /// - Failure: a lost connection, a stall, or bytes that are not RESP2 close
 ///   both connections; the server carries on standalone, its clients are
 ///   told, and the link tries again with backoff (0.1 s doubling to 5 s).
@@ -591,11 +596,16 @@ public final class ClusterLink: Sendable {
     /// goodbye at once. Waits a second at most for Redis to take it.
     private func goodbye(_ session: Session, buffer: UnsafeMutableRawBufferPointer) {
         let now = Clock.monotonicNanoseconds()
-        let held = shared.withLock { $0.hub }?.ownNickKeys() ?? []
-        release(keys: held.map(\.key), holders: held.map(\.holder), session: session, now: now)
         session.commands.send(["DEL", Self.nodeKey(node)], now: now)
         session.commands.send(["SREM", Self.nodesKey, node], now: now)
         session.commands.send(["PUBLISH", Self.channel, "bye " + node], now: now)
+        // Then its clients' nicks are free (the others have had its goodbye):
+        // every key it set, whether or not its clients are still listed (the
+        // hub lets them all go as shutdown begins).
+        var held = nickKeysSet.withLock { $0 }
+        for (key, holder) in shared.withLock({ $0.hub })?.ownNickKeys() ?? [] { held[key] = holder }
+        let keys = Array(held.keys)
+        release(keys: keys, holders: keys.map { held[$0]! }, session: session, now: now)
         let deadline = now + 1_000_000_000
         while session.commands.unanswered > 0 {
             let left = deadline - Clock.monotonicNanoseconds()
