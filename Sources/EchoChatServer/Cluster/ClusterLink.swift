@@ -482,7 +482,7 @@ public final class ClusterLink: Sendable {
     /// This instance's presence key, expiring after two thirds of the timeout:
     /// renewed every quarter, so a lost node is noticed within the timeout.
     private func presence() -> [String] {
-        ["SET", Self.nodeKey(node), token, "PX", String(max(1, timeout * 2 / 3 / 1_000_000))]
+        ["SET", Self.nodeKey(node), token, "PX", keyLifetime]
     }
 
     /// The heartbeat: renew the presence key, then count the live nodes and
@@ -706,7 +706,7 @@ public final class ClusterLink: Sendable {
         }
     }
 
-    /// How long a nick key lives unless renewed: as long as the presence key.
+    /// How long the presence key and nick keys live unless renewed (ms).
     private var keyLifetime: String { String(max(1, timeout * 2 / 3 / 1_000_000)) }
 
     /// The heartbeat's part for nicks: renews the keys of this server's
