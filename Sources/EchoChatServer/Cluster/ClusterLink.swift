@@ -71,8 +71,8 @@ public final class ClusterLink: Sendable {
         /// Consecutive events for one channel: one LF-separated message (one PUBLISH).
         case run(channel: String, events: [UInt8])
         /// A nick claim (`nick`, `hello`): published only if it takes the
-        /// nick's key (`claimScript`).
-        case claim(channel: String, event: ClusterEvent, key: String, holder: String)
+        /// nick's key (`claimScript`); counted then.
+        case claim(channel: String, event: ClusterEvent)
         /// Nick keys to delete where they still name these holders (`releaseScript`).
         case release(keys: [String], holders: [String])
     }
@@ -214,9 +214,11 @@ public final class ClusterLink: Sendable {
         let ring = outbox.withLock { box -> Bool in
             guard box.accepting else { return false }
             let wasEmpty = box.items.isEmpty
-            if let (key, holder) = NickKey.claimed(by: event) {
-                box.items.append(.claim(channel: channel, event: event, key: key, holder: holder))
-            } else if case .run(channel, var events)? = box.items.last {
+            if NickKey.claimed(by: event) != nil {
+                box.items.append(.claim(channel: channel, event: event))
+                return wasEmpty
+            }
+            if case .run(channel, var events)? = box.items.last {
                 box.items.removeLast()  // (so the bytes are not copied on append)
                 events.append(0x0A)
                 events += event.encoded
@@ -604,8 +606,7 @@ public final class ClusterLink: Sendable {
         // hub lets them all go as shutdown begins).
         var held = nickKeysSet.withLock { $0 }
         for (key, holder) in shared.withLock({ $0.hub })?.ownNickKeys() ?? [] { held[key] = holder }
-        let keys = Array(held.keys)
-        release(keys: keys, holders: keys.map { held[$0]! }, session: session, now: now)
+        release(keys: held.map(\.key), holders: held.map(\.value), session: session, now: now)
         let deadline = now + 1_000_000_000
         while session.commands.unanswered > 0 {
             let left = deadline - Clock.monotonicNanoseconds()
@@ -678,12 +679,19 @@ public final class ClusterLink: Sendable {
             case .run(let channel, let events):
                 publishes += 1
                 session.commands.send([Array("PUBLISH".utf8), Array(channel.utf8), events], now: now)
-            case .claim(let channel, let event, let key, let holder):
-                publishes += 1
+            case .claim(let channel, let event):
+                guard let (key, holder) = NickKey.claimed(by: event) else { continue }
                 let arguments = [Self.claimScript, "2", Self.nickKey(key), Self.nodeKey(node), holder, keyLifetime, channel]
                 session.commands.send([Array("EVAL".utf8)] + arguments.map { Array($0.utf8) } + [event.encoded], now: now) { [self] reply in
-                    // Taken: the next heartbeat deletes it if no client here holds it then.
-                    guard reply.integer != 1 else { return nickKeysSet.withLock { $0[key] = holder } }
+                    if reply.integer == 1 {
+                        // Taken (the next heartbeat deletes it if no client here holds it then) and published.
+                        nickKeysSet.withLock { $0[key] = holder }
+                        shared.withLock {
+                            $0.eventsPublished += 1
+                            $0.publishes += 1
+                        }
+                        return
+                    }
                     if reply.integer != 0 { logger.warn("cluster: a nick claim got \(reply)", limitedAs: "cluster-claim") }
                     deliver { $0.claimRefused(event) }
                 }
