@@ -55,4 +55,15 @@ public struct Lock<Value>: @unchecked Sendable {
             return try body(&value.pointee)
         }
     }
+
+    /// `withLock` if the mutex is free now (pthread_mutex_trylock); nil,
+    /// without waiting, if another thread holds it.
+    @inline(__always)
+    public func withLockIfAvailable<Result>(_ body: (inout Value) -> Result) -> Result? {
+        storage.withUnsafeMutablePointers { (value, mutex) -> Result? in
+            guard pthread_mutex_trylock(mutex) == 0 else { return nil }
+            defer { pthread_mutex_unlock(mutex) }
+            return body(&value.pointee)
+        }
+    }
 }

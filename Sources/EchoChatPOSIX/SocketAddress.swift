@@ -73,12 +73,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
     }
 
     /// Resolves `host` and `port` to stream-socket addresses with getaddrinfo(3).
-    /// `passive` is for binding. Numeric hosts never touch DNS.
-    public static func resolve(host: String, port: Int, passive: Bool) throws(SystemError) -> [SocketAddress] {
+    /// `passive` is for binding. Numeric hosts never touch DNS;
+    /// `numericOnly` refuses the others (so it never blocks).
+    public static func resolve(host: String, port: Int, passive: Bool, numericOnly: Bool = false) throws(SystemError) -> [SocketAddress] {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)
+        hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0) | (numericOnly ? AI_NUMERICHOST : 0)
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &list)
         guard status == 0, let first = list else {

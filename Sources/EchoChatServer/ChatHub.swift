@@ -161,15 +161,15 @@ final class ChatHub: Sendable {
         run(&deliveries) { state in state.core.disconnect(connection.id, reason: reason, output: state) }
     }
 
-    /// A line to every client, from a thread that serves none (the cluster
-    /// link's): the connections to wake.
+    /// A line to every client (the cluster link's notices), queued for
+    /// their owners: the connections to wake.
     func tellEveryone(_ line: [UInt8]) -> Deliveries {
         var deliveries = Deliveries()
         run(&deliveries) { state in state.core.tellEveryone(line, output: state) }
         return deliveries
     }
 
-    // MARK: - The cluster (from the link's thread)
+    // MARK: - The cluster (from the link, on the thread servicing it)
 
     /// The link is up: from now on events go out; the other servers are
     /// asked for their clients and told ours.

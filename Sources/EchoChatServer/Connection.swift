@@ -306,6 +306,8 @@ struct PollTokens {
     static let control = UInt64(UInt32.max) - 1
     /// The pool's job queue.
     static let jobs = UInt64(UInt32.max) - 2
+    /// The cluster link (`ClusterLink.descriptor`).
+    static let cluster = UInt64(UInt32.max) - 3
     private var generation: UInt32 = 0
 
     mutating func next(for socket: Socket) -> UInt64 {

@@ -27,6 +27,12 @@ import EchoChatPOSIX
 ///   before anything has served it.
 /// - Blocking: only in epoll_wait(2), and not at all while the driver has
 ///   jobs to run; sockets are non-blocking, reads go into one 64 KiB buffer.
+/// - Cluster: the primary loop hosts the link to Redis (`ClusterLink`): it
+///   watches the link's descriptor with its connections, wakes by the
+///   link's deadlines too, and services the link once a batch's events
+///   are handled. At shutdown it stops only once the link has said
+///   goodbye (a second at most), even with no connection of its own left
+///   (reactors: the others may still be draining theirs).
 ///   Interest follows the connection: EPOLLOUT only while output waits,
 ///   EPOLLIN only while the connection reads.
 /// - Fairness: a connection that still has lines to handle after its turn
@@ -62,6 +68,9 @@ final class EventLoop<Driver: LoopDriver> {
     @exclusivity(unchecked) private var acceptor: Acceptor?
     /// Queues the chat shutdown notice and logs SIGUSR1's stats line.
     private let primary: Bool
+    /// The primary loop's: the cluster link it drives.
+    private let cluster: ClusterLink?
+    @exclusivity(unchecked) private var clusterReady = false
     /// Reactors: every loop's inbox, by loop number; empty when this is the only loop.
     private let peers: [ControlRequests]
     /// More than one loop: recipients may belong to another.
@@ -134,6 +143,8 @@ final class EventLoop<Driver: LoopDriver> {
         events = PollEvents(capacity: capacity)
         harvest = PollEvents(capacity: capacity)
         try poller.register(inbox.wakeup.descriptor, for: .readable, data: PollTokens.control)
+        cluster = primary ? layer.context.cluster : nil
+        if let cluster { try poller.register(cluster.descriptor, for: .readable, data: PollTokens.cluster) }
     }
 
     deinit {
@@ -149,6 +160,7 @@ final class EventLoop<Driver: LoopDriver> {
         while true {
             var timeout = openCount > 0 || acceptor?.pausedUntil != nil ? Int32(max(1, (nextSweep - now) / 1_000_000 + 1)) : -1
             if !turns.isEmpty || driver.hasJobs { timeout = 0 }
+            if let cluster { timeout = cluster.waitTimeout(timeout, now: now) }
             let count = try poller.wait(into: &events, timeoutMilliseconds: timeout)
             now = Clock.monotonicNanoseconds()
             live.refresh()
@@ -158,14 +170,23 @@ final class EventLoop<Driver: LoopDriver> {
                 switch events.data(at: index) {
                 case PollTokens.listener: if listening { driver.listenerReady(in: self) }
                 case PollTokens.control: handleControl()
+                case PollTokens.cluster: clusterReady = true
                 case let token: ready(token, events.events(at: index))
                 }
+            }
+            if let cluster {
+                cluster.service(ready: clusterReady, now: now)
+                clusterReady = false
             }
             flushDeliveries()  // the batch is over: each connection that got lines, once
             takeTurns()
             if now >= nextSweep { sweep() }
             driver.runJobs(in: self)
-            if let deadline = shutdownDeadline, openCount == 0 || now >= deadline, driver.mayStop(in: self) { break }
+            if let deadline = shutdownDeadline, openCount == 0 || now >= deadline, driver.mayStop(in: self),
+                cluster?.hasLeft ?? true
+            {
+                break
+            }
         }
     }
 

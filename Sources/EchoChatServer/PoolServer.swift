@@ -33,6 +33,9 @@ import Synchronization
 /// - The listener is one-shot too: the worker that gets it accepts a batch,
 ///   queues each new connection's welcome, and re-arms it.
 /// - Timers: whichever worker finds the sweep due first (an atomic) sweeps.
+/// - Cluster: the link to Redis is in the poller too, one-shot: the worker
+///   that gets it, or finds its deadline passed, services it
+///   (`ClusterLink.service`, one at a time) and re-arms it.
 /// - Shutdown: the worker that sees the request closes the listener, has
 ///   the hub queue the chat notice, and queues every connection; workers
 ///   serve until all are closed or `shutdown-timeout` passes; then the one
@@ -103,6 +106,9 @@ private final class Workers: Sendable {
         accepting = Lock(Accepting(try Acceptor(listener: listener, layer: layer, poller: poller, oneShot: true)))
         try poller.register(control.wakeup.descriptor, for: .readable, data: PollTokens.control)
         try poller.register(jobs.doorbell.descriptor, for: .readable, data: PollTokens.jobs)
+        if let cluster = context.cluster {
+            try poller.register(cluster.descriptor, for: [.readable, .oneShot], data: PollTokens.cluster)
+        }
         layer.setWaker { [weak self] connection in self?.schedule(connection) }
     }
 
@@ -147,6 +153,7 @@ private final class Workers: Sendable {
                 switch events.data(at: index) {
                 case PollTokens.listener: acceptConnections(live: live, deliveries: &deliveries)
                 case PollTokens.control: handleControl(live: live)
+                case PollTokens.cluster: serviceCluster(ready: true)
                 case PollTokens.jobs:
                     if let connection = jobs.take() { serve(connection, [], live: &live, deliveries: &deliveries, worker: &worker) }
                 case let token:
@@ -159,19 +166,29 @@ private final class Workers: Sendable {
                 }
             }
             let now = Clock.monotonicNanoseconds()
+            serviceCluster(ready: false, now: now)
             sweepIfDue(now: now)
             let deadline = shutdownDeadline.load(ordering: .acquiring)
             if deadline > 0 && (now >= deadline || openCount.load(ordering: .acquiring) == 0) { stop() }
         }
     }
 
-    /// Until the next sweep while there is anything to time; for ever otherwise.
+    /// Until the next sweep while there is anything to time (or the cluster
+    /// link's next deadline); for ever otherwise.
     private func waitTimeout() -> Int32 {
         let timed =
             shutdownDeadline.load(ordering: .relaxed) > 0 || openCount.load(ordering: .relaxed) > 0
             || acceptPaused.load(ordering: .relaxed)
-        guard timed else { return -1 }
-        return Int32(max(1, (nextSweep.load(ordering: .relaxed) - Clock.monotonicNanoseconds()) / 1_000_000 + 1))
+        let now = Clock.monotonicNanoseconds()
+        let timeout = timed ? Int32(max(1, (nextSweep.load(ordering: .relaxed) - now) / 1_000_000 + 1)) : -1
+        return layer.context.cluster?.waitTimeout(timeout, now: now) ?? timeout
+    }
+
+    /// The cluster link, if it was ready or is due and no other worker
+    /// services it now; the worker that did re-arms it.
+    private func serviceCluster(ready: Bool, now: Int64 = Clock.monotonicNanoseconds()) {
+        guard let cluster = layer.context.cluster, cluster.service(ready: ready, now: now) else { return }
+        try? poller.modify(cluster.descriptor, for: [.readable, .oneShot], data: PollTokens.cluster)
     }
 
     /// What one worker keeps between connections.

@@ -162,7 +162,7 @@ public enum ServerMain {
                     control.requestShutdown()
                 }
             }
-            try cluster?.start()
+            cluster?.start()
             if let metrics {
                 let stats = StatsReader(server: server)
                 try metrics.start { let stats = stats.server.serverStats(); return stats.pairs + stats.transport.detail }

@@ -18,7 +18,8 @@ import Synchronization
 ///   something else. The acceptor only wakes, once per burst.
 /// - Blocking: a client thread blocks only in ppoll(2) on its own socket,
 ///   with SIGUSR2 unblocked only there, so a wake-up is never lost; the
-///   acceptor in poll(2) on the listener and `control`.
+///   acceptor in poll(2) on the listener, `control` and the cluster link,
+///   which it services (`ClusterLink.service`), until shutdown is over.
 /// - Capacity: one thread, one stack and one 16 KiB buffer per connection;
 ///   `--max-clients` should stay below what memory and RLIMIT_NOFILE allow.
 /// - Shutdown: the acceptor closes the listener, has the hub queue the chat
@@ -45,16 +46,22 @@ public final class ThreadServer: ServerStrategy {
     public func run() throws(SystemError) {
         var live = LiveSettings(threads.layer.context.settings)
         var deliveries = Deliveries()
+        let cluster = threads.layer.context.cluster
         while !control.shutdownRequested {
             let paused = acceptor.resumeIfDue(now: Clock.monotonicNanoseconds())
-            let watched = paused ? [control.wakeup.descriptor] : [control.wakeup.descriptor, acceptor.listener.descriptor]
-            let ready = try Poll.readable(watched, timeoutMilliseconds: paused ? Int32(Acceptor.pause / 1_000_000) : -1)
+            var watched = [control.wakeup.descriptor, paused ? -1 : acceptor.listener.descriptor]
+            if let cluster { watched.append(cluster.descriptor) }
+            let timeout = paused ? Int32(Acceptor.pause / 1_000_000) : -1
+            var ready = try Poll.readable(
+                watched, timeoutMilliseconds: cluster?.waitTimeout(timeout, now: Clock.monotonicNanoseconds()) ?? timeout)
+            if ready.isEmpty { ready = Array(repeating: false, count: watched.count) }  // the timeout
             live.refresh()  // a SIGHUP may have changed max-clients while we waited
-            if ready.first == true {
+            if ready[0] {
                 control.wakeup.drain()
                 if control.takeStatsRequest() { threads.layer.logger.info("stats: \(serverStats().keyValues)") }
             }
-            guard ready.count > 1, ready[1] else { continue }
+            cluster?.service(ready: ready.count > 2 && ready[2], now: Clock.monotonicNanoseconds())
+            guard ready[1] else { continue }
             let now = Clock.monotonicNanoseconds()
             // The acceptor serves no client, so it can take a whole burst
             // (the listen backlog) and wake each room member once for it.
@@ -241,11 +248,18 @@ private final class ClientThreads: Sendable {
         wake(&deliveries)
         stopping.store(true, ordering: .releasing)
         for connection in clients.withLock({ Array($0.values) }) { wakeOwner(connection) }
+        // The cluster link is still driven from here: its goodbye goes now.
+        let cluster = layer.context.cluster
         while running.value.load(ordering: .acquiring) > 0 {
-            let left = (deadline - Clock.monotonicNanoseconds()) / 1_000_000
+            let now = Clock.monotonicNanoseconds()
+            let left = (deadline - now) / 1_000_000
             if left <= 0 { break }
-            _ = try? Poll.readable([exits.descriptor], timeoutMilliseconds: Int32(min(left + 1, 1000)))
+            let timeout = Int32(min(left + 1, 1000))
+            let ready = try? Poll.readable(
+                [exits.descriptor] + (cluster.map { [$0.descriptor] } ?? []),
+                timeoutMilliseconds: cluster?.waitTimeout(timeout, now: now) ?? timeout)
             exits.drain()
+            cluster?.service(ready: (ready?.count ?? 0) > 1 && ready![1], now: Clock.monotonicNanoseconds())
         }
         let remaining = running.value.load(ordering: .acquiring)
         if remaining > 0 { layer.logger.warn("\(remaining) client threads still busy at the shutdown deadline") }

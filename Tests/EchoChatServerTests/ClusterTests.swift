@@ -1,3 +1,4 @@
+import Foundation
 import EchoChatCore
 import EchoChatPOSIX
 import EchoChatServer
@@ -274,6 +275,30 @@ struct ClusterTests {
         let client = try server.joinChat().client
         #expect(try Self.stats(client)["nodes"] == "1")
         #expect(try server.stop() == 0)
+    }
+
+    /// The link has no thread of its own: the strategy's loop drives it
+    /// (a standalone server and a joined one run the same threads), and a
+    /// Redis given by host name is found without blocking that loop.
+    @Test("the link runs on the server's own threads, and finds Redis by host name", arguments: Strategy.tested)
+    func drivenByTheServersLoop(strategy: Strategy) throws {
+        let redis = try RedisProcess()
+        let alone = try ServerProcess(["--mode", "chat"], strategy: strategy)
+        let joined = try Self.node("a", "redis://localhost:\(redis.port)", strategy: strategy)
+        // Up: registered, subscribed, and the first heartbeat counted the nodes.
+        try Self.waitForNodes(joined, ["a"])
+        #expect(try redis.client().command(["EXISTS", "echochat:node:a"]) == .integer(1))
+        #expect(try Self.threadNames(joined) == Self.threadNames(alone))
+        #expect(try alone.stop() == 0)
+        #expect(try joined.stop() == 0)
+    }
+
+    /// The names of a process's threads, sorted.
+    static func threadNames(_ server: ServerProcess) throws -> [String] {
+        let tasks = "/proc/\(server.pid)/task"
+        return try FileManager.default.contentsOfDirectory(atPath: tasks).map { task in
+            try String(contentsOfFile: "\(tasks)/\(task)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }.sorted()
     }
 
     @Test("echo mode serves alone, saying so")

@@ -5,14 +5,21 @@ import Synchronization
 /// `--cluster redis://…`: this server's link to the cluster's Redis
 /// (docs/cluster.md).
 ///
-/// - Thread: one of its own, whatever the strategy, which alone owns the
-///   two Redis connections (commands, pipelined; and a subscriber). It
-///   reaches clients only through the chat hub and the strategy's waker,
-///   as the file store's thread does, so every strategy gets the cluster
-///   from this one file, and no serving loop ever waits for Redis.
-/// - Blocking: only in poll(2), over the stop eventfd and the two
-///   connections; every request has a deadline (`cluster-timeout`): Redis
-///   silent that long counts as down.
+/// - Threads: none of its own. The strategy's own loop drives it: the loop
+///   watches `descriptor` (the link's epoll instance, readable when one of
+///   its two Redis connections or its mail bell is ready) and wakes by
+///   `waitTimeout` (the next heartbeat or reply deadline), then calls
+///   `service`, which does what is ready and returns. The host is the loop
+///   of epoll and async, reactors' first loop, any pool worker (one shot,
+///   one at a time), and the thread strategy's acceptor. The two
+///   connections (commands, pipelined; and a subscriber) belong to whoever
+///   is servicing (`engine`'s lock). The link reaches clients only through
+///   the chat hub and the strategy's waker, so every strategy gets the
+///   cluster from this one file.
+/// - Blocking: never. Sockets are non-blocking, and a Redis host given by
+///   name (not an address) is resolved on a short thread of its own, as
+///   getaddrinfo(3) may wait on DNS. Every request has a deadline
+///   (`cluster-timeout`): Redis silent that long counts as down.
 /// - Presence: the key `echochat:node:ID` (this instance's token, expiring
 ///   after two thirds of `cluster-timeout`) is renewed every quarter of it,
 ///   and the set `echochat:nodes` lists the nodes. Each beat also counts the
@@ -34,20 +41,31 @@ public final class ClusterLink: Sendable {
     /// `cluster-timeout`, in nanoseconds.
     let timeout: Int64
     private let logger: Logger
-    private let stopBell: Wakeup
-    private let thread = Lock<ThreadHandle?>(nil)
+    /// The link's epoll instance (level-triggered): the mail bell and both
+    /// connections. A host loop watches its descriptor.
+    private let poller: Poller
+    /// What the servicing thread keeps between calls, under its lock.
+    private let engine: Lock<Engine>
+    /// When the link must be serviced even if nothing is ready (monotonic
+    /// nanoseconds; `.max`: never).
+    private let due = Atomic<Int64>(.max)
+    /// Shutdown began: the next service says goodbye.
+    private let leaving = Atomic<Bool>(false)
+    /// The goodbye is done (or there was nobody to say it to): the link
+    /// does nothing more, and its host may stop.
+    private let left = Atomic<Bool>(false)
     private let shared = Lock(Shared())
-    /// Events the hub queued, in its order, for the link's thread to publish.
+    /// Events the hub queued, in its order, for the link to publish.
     private let outbox = Lock(Outbox())
     private let mailBell: Wakeup
     /// The subscriber's descriptor while a session is up (-1 otherwise), the
-    /// link's thread reading and applying what it heard, and a serving
-    /// thread waiting for that: `eventsPending`.
+    /// link reading and applying what it heard, and a serving thread
+    /// waiting for that: `eventsPending`.
     private let subscriberDescriptor = Atomic<Int32>(-1)
     private let reading = Atomic<Bool>(false)
     private let appliedWanted = Atomic<Bool>(false)
     /// The nick keys this server set, and their holders: the last
-    /// heartbeat's, and claims won since (the link's thread alone uses it).
+    /// heartbeat's, and claims won since (only the servicing thread uses it).
     private let nickKeysSet = Lock<[String: String]>([:])
 
     private struct Outbox {
@@ -149,11 +167,21 @@ public final class ClusterLink: Sendable {
         self.node = node
         timeout = Int64(timeoutSeconds * 1e9)
         self.logger = logger
-        stopBell = try Wakeup()
-        do { mailBell = try Wakeup() } catch {
-            stopBell.close()
+        mailBell = try Wakeup()
+        do {
+            poller = try Poller()
+        } catch {
+            mailBell.close()
             throw error
         }
+        do {
+            try poller.register(mailBell.descriptor, for: .readable, data: Self.mailToken)
+        } catch {
+            poller.close()
+            mailBell.close()
+            throw error
+        }
+        engine = Lock(Engine())
         token = String(UInt64.random(in: 1...UInt64.max), radix: 16)
     }
 
@@ -165,39 +193,78 @@ public final class ClusterLink: Sendable {
         }
     }
 
-    /// Starts the link's thread (after the daemon forked). Returns at once:
-    /// Redis may be down, and the server serves meanwhile.
-    public func start() throws(SystemError) {
-        let handle = try Threads.spawn(name: "echochat-cluster") { [self] in run() }
-        thread.withLock { $0 = handle }
+    /// The link may connect: its host services it at once (it does
+    /// nothing before). Redis may be down, and the server serves meanwhile.
+    public func start() {
+        due.store(0, ordering: .releasing)
+        mailBell.ring()
     }
 
-    /// The server began to shut down: the link's thread publishes what is
-    /// queued, says goodbye (so the other servers let this one's clients go
-    /// now, not once its connections have lingered) and ends. Returns at once.
+    /// The server began to shut down: the link publishes what is queued and
+    /// says goodbye (so the other servers let this one's clients go now,
+    /// not once its connections have lingered). Returns at once; the host's
+    /// next service does it.
     func leave() {
-        stopBell.ring()
+        leaving.store(true, ordering: .releasing)
+        mailBell.ring()
     }
 
-    /// Says goodbye (if Redis is there to hear it, waiting a second at
-    /// most) and stops the thread.
+    /// Once no host services the link any more (the strategy has returned):
+    /// finishes the goodbye here (if Redis is there to hear it, waiting a
+    /// second at most) and closes the link.
     public func stop() {
-        stopBell.ring()
-        if let handle = thread.withLock({ handle in defer { handle = nil }; return handle }) { handle.join() }
-        stopBell.close()
+        leaving.store(true, ordering: .releasing)
+        var events = PollEvents(capacity: 4)
+        while !engine.withLock({ engine in
+            step(engine)
+            return engine.finished
+        }) {
+            _ = try? poller.wait(into: &events, timeoutMilliseconds: waitTimeout(1000, now: Clock.monotonicNanoseconds()))
+        }
+        // A resolver still asking DNS rings the bell when it is done.
+        engine.withLock { $0.resolving?.thread.join() }
+        poller.close()
         mailBell.close()
+    }
+
+    // MARK: - Hosting
+
+    /// Whether the link has said goodbye and done (shutdown).
+    var hasLeft: Bool { left.load(ordering: .acquiring) }
+
+    /// What a host loop watches for reading: readable when the link has
+    /// something to do.
+    var descriptor: Int32 { poller.descriptor }
+
+    /// A host's poll timeout (ms): `timeout` (-1: none) cut short to the
+    /// link's next deadline.
+    func waitTimeout(_ timeout: Int32, now: Int64) -> Int32 {
+        let due = due.load(ordering: .acquiring)
+        guard due != .max else { return timeout }
+        let until = Int32(clamping: max(0, (due - now + 999_999) / 1_000_000))
+        return timeout < 0 ? until : min(timeout, until)
+    }
+
+    /// After a host's wait: does what is ready if `descriptor` was `ready`
+    /// or a deadline has passed. Never blocks. True if it did; false if it
+    /// had nothing to do, or another thread is servicing the link (a pool
+    /// worker, which then re-arms the link's one-shot registration itself).
+    @discardableResult
+    func service(ready: Bool, now: Int64) -> Bool {
+        guard ready || now >= due.load(ordering: .acquiring) else { return false }
+        return engine.withLockIfAvailable { step($0) } != nil
     }
 
     /// Whether events have reached this server that the link has not
     /// applied yet: unread on the subscriber, or read and being applied.
-    /// If so, the link's thread reads and applies them, then tells the hub
+    /// If so, the link's host is rung: the link reads and applies them, then tells the hub
     /// (`ChatHub.eventsApplied`). Called by the core (under the hub lock)
     /// before a command that reads the cluster's state, so that it answers
     /// with everything another server had told its clients by then.
     func eventsPending() -> Bool {
         let descriptor = subscriberDescriptor.load(ordering: .acquiring)
         guard descriptor >= 0 else { return false }
-        // The socket first: once the thread took the bytes, `reading` says so until they are applied.
+        // The socket first: once the link took the bytes, `reading` says so until they are applied.
         let pending = (try? Poll.readable([descriptor], timeoutMilliseconds: 0).first) == true || reading.load(ordering: .acquiring)
         if pending {
             appliedWanted.store(true, ordering: .releasing)
@@ -207,7 +274,7 @@ public final class ClusterLink: Sendable {
     }
 
     /// Queues `event` to be published (the hub calls it under its lock, so
-    /// events leave in the core's order). The link's thread is rung only
+    /// events leave in the core's order). The link's host is rung only
     /// when the outbox was empty.
     func publish(_ event: ClusterEvent, room: String?) {
         let channel = room.map(Self.roomChannel) ?? Self.events
@@ -296,12 +363,46 @@ public final class ClusterLink: Sendable {
         } + [TransportStats.Pair("cluster_room_channels", String(roomChannels))]
     }
 
-    // MARK: - The link's thread
+    // MARK: - Servicing
+
+    /// The link's poller's tokens.
+    static let mailToken: UInt64 = 0
+    static let commandsToken: UInt64 = 1
+    static let subscriberToken: UInt64 = 2
+
+    /// What the servicing thread keeps between calls.
+    private final class Engine {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+        var events = PollEvents(capacity: 4)
+        var session: Session?
+        var retryAt: Int64 = 0
+        var backoff: Int64 = 100_000_000
+        /// Tries that failed since the link was last up.
+        var failures = 0
+        /// Redis's host name being resolved.
+        var resolving: Resolving?
+        /// Shutting down: the goodbye is sent, and waited for until then.
+        var goodbyeBy: Int64?
+        /// Shut down: the link does nothing more.
+        var finished = false
+
+        deinit { buffer.deallocate() }
+    }
+
+    /// getaddrinfo(3) on a thread of its own, which rings the mail bell when
+    /// the answer is in.
+    private struct Resolving {
+        let answer: Lock<Result<[SocketAddress], RedisFailure>?>
+        let thread: ThreadHandle
+    }
 
     /// Two connections to Redis while they last.
     private final class Session {
         let commands: RedisConnection
         let subscriber: RedisConnection
+        /// What the link's poller watches each for (nil: not registered).
+        var commandsWatched: Poller.Events?
+        var subscriberWatched: Poller.Events?
         /// Registered and subscribed to every channel of the first
         /// SUBSCRIBE: the link is up.
         var registered = false
@@ -319,10 +420,10 @@ public final class ClusterLink: Sendable {
         var early: [RESPValue] = []
         var announced = false
 
-        init(url: RedisURL) throws(RedisFailure) {
-            commands = try RedisConnection(url: url)
+        init(address: SocketAddress, url: RedisURL) throws(RedisFailure) {
+            commands = try RedisConnection(address: address, url: url)
             do {
-                subscriber = try RedisConnection(url: url)
+                subscriber = try RedisConnection(address: address, url: url)
             } catch {
                 commands.close()
                 throw error
@@ -338,109 +439,226 @@ public final class ClusterLink: Sendable {
         }
     }
 
-    private func run() {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-        defer { buffer.deallocate() }
-        var session: Session?
-        var retryAt: Int64 = 0
-        var backoff: Int64 = 100_000_000
-        var failures = 0
-        while true {
-            var now = Clock.monotonicNanoseconds()
-            if session == nil && now >= retryAt {
-                do {
-                    let opened = try open(now: now)
-                    session = opened
-                    subscriberDescriptor.store(opened.subscriber.socket.descriptor, ordering: .releasing)
-                } catch {
-                    failures += 1
-                    if failures == 1 || failures % 20 == 0 {
-                        logger.warn("cluster: cannot reach Redis at \(url): \(error) (trying again)")
-                    }
-                    retryAt = now + backoff
-                    backoff = min(backoff * 2, 5_000_000_000)
-                }
+    /// One service: what the link's poller reports ready, then the link's
+    /// state (connect, read, apply, beat, publish, or say goodbye), then
+    /// what to watch and when to come back.
+    private func step(_ engine: Engine) {
+        let count = (try? poller.wait(into: &engine.events, timeoutMilliseconds: 0)) ?? 0
+        var commands = Poll.Readiness()
+        var subscriber = Poll.Readiness()
+        for index in 0..<count {
+            let events = engine.events.events(at: index)
+            let readiness = Poll.Readiness(
+                readable: events.contains(.readable), writable: events.contains(.writable),
+                failed: !events.isDisjoint(with: [.error, .hangup]))
+            switch engine.events.data(at: index) {
+            case Self.mailToken: mailBell.drain()
+            case Self.commandsToken: commands = readiness
+            case Self.subscriberToken: subscriber = readiness
+            default: break
             }
-            var interests = [Poll.Interest(stopBell.descriptor), Poll.Interest(mailBell.descriptor)]
-            if let session { interests += [session.commands.interest, session.subscriber.interest] }
-            // Deadlines are checked at least every 100 ms while Redis owes an answer.
-            let wake = session.map { min($0.nextBeat, now + 100_000_000) } ?? retryAt
-            let timeout = Int32(clamping: max(0, (wake - now) / 1_000_000 + 1))
-            let ready: [Poll.Readiness]
+        }
+        guard !engine.finished else { return }
+        let now = Clock.monotonicNanoseconds()
+        if leaving.load(ordering: .acquiring) {
+            sayGoodbye(engine, commands: commands, now: now)
+        } else {
+            serve(engine, commands: commands, subscriber: subscriber, now: now)
+        }
+        due.store(engine.finished ? .max : nextDeadline(engine), ordering: .releasing)
+    }
+
+    private func serve(_ engine: Engine, commands: Poll.Readiness, subscriber: Poll.Readiness, now: Int64) {
+        if engine.session == nil && now >= engine.retryAt { connect(engine, now: now) }
+        guard let current = engine.session else { return }
+        do throws(RedisFailure) {
+            try current.commands.handle(commands, buffer: engine.buffer)
             do {
-                ready = try Poll.wait(interests, timeoutMilliseconds: timeout)
-            } catch {
-                logger.error("cluster: \(error); the cluster link stops")
-                break
+                // Asked before this read: what had arrived by then is applied below.
+                let wanted = appliedWanted.exchange(false, ordering: .acquiringAndReleasing)
+                reading.store(true, ordering: .releasing)
+                defer { reading.store(false, ordering: .releasing) }
+                var subscriber = subscriber
+                if wanted { subscriber.readable = true }  // it may have come after the poller looked
+                try current.subscriber.handle(subscriber, buffer: engine.buffer)
+                if wanted { deliver { $0.eventsApplied() } }
             }
-            now = Clock.monotonicNanoseconds()
-            if ready.first?.readable == true {
-                if let session, session.up { sendOutbox(session, now: now) }
-                if let session {
-                    if session.up { goodbye(session, buffer: buffer) }
-                    subscriberDescriptor.store(-1, ordering: .releasing)
-                    session.close()
-                }
-                setDown(reason: nil)
-                return
+            // Commands are answered in order, a subscriber's only sign of
+            // life is its pong, and a subscription unconfirmed is a stall too.
+            if current.commands.overdue(now: now, timeout: self.timeout)
+                || current.pingSent.map({ now - $0 > self.timeout }) == true
+                || (!current.up && now - current.opened > self.timeout)
+            {
+                throw RedisFailure("Redis did not answer within \(Double(self.timeout) / 1e9) s")
             }
-            guard let current = session else { continue }
-            do throws(RedisFailure) {
-                if !ready.isEmpty {
-                    if ready[1].readable { mailBell.drain() }
-                    try current.commands.handle(ready[2], buffer: buffer)
-                    // Asked before this read: what had arrived by then is applied below.
-                    let wanted = appliedWanted.exchange(false, ordering: .acquiringAndReleasing)
-                    reading.store(true, ordering: .releasing)
-                    defer { reading.store(false, ordering: .releasing) }
-                    var subscriber = ready[3]
-                    if wanted { subscriber.readable = true }  // it may have come after poll looked
-                    try current.subscriber.handle(subscriber, buffer: buffer)
-                    if wanted { deliver { $0.eventsApplied() } }
+            if current.up {
+                if now >= current.nextBeat { beat(current, now: now) }
+                if !current.announced {
+                    current.announced = true
+                    setUp()
+                    let early = current.early
+                    current.early = []
+                    for value in early { push(value, session: current) }
                 }
-                // Commands are answered in order, a subscriber's only sign of
-                // life is its pong, and a subscription unconfirmed is a stall too.
-                if current.commands.overdue(now: now, timeout: self.timeout)
-                    || current.pingSent.map({ now - $0 > self.timeout }) == true
-                    || (!current.up && now - current.opened > self.timeout)
-                {
-                    throw RedisFailure("Redis did not answer within \(Double(self.timeout) / 1e9) s")
-                }
-                if current.up {
-                    if now >= current.nextBeat { beat(current, now: now) }
-                    if !current.announced {
-                        current.announced = true
-                        setUp()
-                        let early = current.early
-                        current.early = []
-                        for value in early { push(value, session: current) }
-                    }
-                    sendOutbox(current, now: now)
-                    failures = 0
-                    backoff = 100_000_000
-                }
-                sendRoomChanges(current, now: now)
-                try current.commands.flush()
-                try current.subscriber.flush()
-            } catch {
-                subscriberDescriptor.store(-1, ordering: .releasing)
-                current.close()
-                session = nil
-                retryAt = now + backoff
-                backoff = min(backoff * 2, 5_000_000_000)
-                if !setDown(reason: error.description) {
-                    // Never up since the last loss: said once, then every 20th try.
-                    failures += 1
-                    if failures == 1 || failures % 20 == 0 { logger.warn("cluster: Redis at \(url): \(error) (trying again)") }
+                sendOutbox(current, now: now)
+                engine.failures = 0
+                engine.backoff = 100_000_000
+            }
+            sendRoomChanges(current, now: now)
+            try current.commands.flush()
+            try current.subscriber.flush()
+            try watch(current)
+        } catch {
+            subscriberDescriptor.store(-1, ordering: .releasing)
+            current.close()
+            engine.session = nil
+            engine.retryAt = now + engine.backoff
+            engine.backoff = min(engine.backoff * 2, 5_000_000_000)
+            if !setDown(reason: error.description) {
+                // Never up since the last loss: said once, then every 20th try.
+                engine.failures += 1
+                if engine.failures == 1 || engine.failures % 20 == 0 {
+                    logger.warn("cluster: Redis at \(url): \(error) (trying again)")
                 }
             }
         }
     }
 
+    /// Opens a session to Redis's address (once it is known).
+    private func connect(_ engine: Engine, now: Int64) {
+        switch address(engine) {
+        case nil: return  // being resolved: the answer rings the bell
+        case .failure(let error): retry(engine, after: error, now: now)
+        case .success(let addresses):
+            // A name with several addresses (localhost: ::1 and 127.0.0.1):
+            // each failed try takes the next.
+            do {
+                let opened = try open(addresses[engine.failures % addresses.count], now: now)
+                engine.session = opened
+                subscriberDescriptor.store(opened.subscriber.socket.descriptor, ordering: .releasing)
+            } catch {
+                retry(engine, after: error, now: now)
+            }
+        }
+    }
+
+    /// A try that failed: said once, then every 20th; the next comes after
+    /// the backoff (0.1 s, doubling to 5 s).
+    private func retry(_ engine: Engine, after error: RedisFailure, now: Int64) {
+        engine.failures += 1
+        if engine.failures == 1 || engine.failures % 20 == 0 {
+            logger.warn("cluster: cannot reach Redis at \(url): \(error) (trying again)")
+        }
+        engine.retryAt = now + engine.backoff
+        engine.backoff = min(engine.backoff * 2, 5_000_000_000)
+    }
+
+    /// Redis's addresses: at once for an IP address; for a host name, nil
+    /// while a thread of its own resolves it (getaddrinfo(3) may wait on
+    /// DNS for seconds, and the host loop must not), then its answer.
+    private func address(_ engine: Engine) -> Result<[SocketAddress], RedisFailure>? {
+        if let resolving = engine.resolving {
+            guard let answer = resolving.answer.withLock({ $0 }) else { return nil }
+            resolving.thread.join()
+            engine.resolving = nil
+            return answer
+        }
+        if let address = try? SocketAddress.resolve(host: url.host, port: url.port, passive: false, numericOnly: true).first {
+            return .success([address])
+        }
+        let answer = Lock<Result<[SocketAddress], RedisFailure>?>(nil)
+        let (url, bell) = (url, mailBell)
+        do {
+            let thread = try Threads.spawn(name: "echochat-resolve") {
+                let result: Result<[SocketAddress], RedisFailure>
+                do {
+                    let found = try SocketAddress.resolve(host: url.host, port: url.port, passive: false)
+                    result = found.isEmpty ? .failure(RedisFailure("cannot resolve \(url.host)")) : .success(found)
+                } catch {
+                    result = .failure(RedisFailure("cannot resolve \(url.host): \(error)"))
+                }
+                answer.withLock { $0 = result }
+                bell.ring()
+            }
+            engine.resolving = Resolving(answer: answer, thread: thread)
+            return nil
+        } catch {
+            return .failure(RedisFailure("cannot resolve \(url.host): \(error)"))
+        }
+    }
+
+    /// Shutting down: what is queued goes out, then the goodbye; the link
+    /// finishes once Redis has answered it all, or after a second. The
+    /// subscriber is no longer read (nor watched, so it cannot keep the
+    /// host busy).
+    private func sayGoodbye(_ engine: Engine, commands: Poll.Readiness, now: Int64) {
+        if let session = engine.session {
+            if engine.goodbyeBy == nil {
+                engine.goodbyeBy = now
+                if session.up {
+                    sendOutbox(session, now: now)
+                    goodbye(session, now: now)
+                    engine.goodbyeBy = now + 1_000_000_000
+                }
+            }
+            if now < engine.goodbyeBy!, session.commands.unanswered > 0 {
+                do throws(RedisFailure) {
+                    try session.commands.handle(commands, buffer: engine.buffer)
+                    try watch(session, hearing: false)
+                    if session.commands.unanswered > 0 { return }
+                } catch {}
+            }
+            subscriberDescriptor.store(-1, ordering: .releasing)
+            session.close()
+            engine.session = nil
+        }
+        setDown(reason: nil)
+        engine.finished = true
+        left.store(true, ordering: .releasing)
+    }
+
+    /// When the link must be serviced next though nothing is ready: the
+    /// heartbeat, the oldest request's deadline, the next try.
+    private func nextDeadline(_ engine: Engine) -> Int64 {
+        guard let session = engine.session else { return engine.resolving == nil ? engine.retryAt : .max }
+        if let by = engine.goodbyeBy { return by }
+        var due = session.up ? session.nextBeat : session.opened + timeout
+        if let sent = session.commands.oldestSent { due = min(due, sent + timeout) }
+        if let sent = session.pingSent { due = min(due, sent + timeout) }
+        return due + 1_000_000  // the checks are strict: a millisecond past
+    }
+
+    /// The link's poller in step with what each connection waits for
+    /// (`hearing`: the subscriber's too).
+    private func watch(_ session: Session, hearing: Bool = true) throws(RedisFailure) {
+        do {
+            try follow(session.commands, Self.commandsToken, from: &session.commandsWatched, to: session.commands.events)
+            try follow(
+                session.subscriber, Self.subscriberToken, from: &session.subscriberWatched,
+                to: hearing ? session.subscriber.events : nil)
+        } catch {
+            throw RedisFailure("\(error)")
+        }
+    }
+
+    private func follow(
+        _ connection: RedisConnection, _ token: UInt64, from watched: inout Poller.Events?, to wanted: Poller.Events?
+    ) throws(SystemError) {
+        guard watched != wanted else { return }
+        let descriptor = connection.socket.descriptor
+        switch (watched, wanted) {
+        case (nil, let events?): try poller.register(descriptor, for: events, data: token)
+        case (_?, let events?): try poller.modify(descriptor, for: events, data: token)
+        case (_?, nil): try poller.unregister(descriptor)
+        case (nil, nil): break
+        }
+        watched = wanted
+    }
+
     /// Connects both connections and queues the handshake: credentials,
     /// database, registration, subscription.
-    private func open(now: Int64) throws(RedisFailure) -> Session {
-        let session = try Session(url: url)
+    private func open(_ address: SocketAddress, now: Int64) throws(RedisFailure) -> Session {
+        let session = try Session(address: address, url: url)
         for connection in [session.commands, session.subscriber] {
             if let password = url.password {
                 connection.send(["AUTH"] + (url.user.map { [$0] } ?? []) + [password], now: now) { [logger] reply in
@@ -595,9 +813,8 @@ public final class ClusterLink: Sendable {
     }
 
     /// A clean stop: the presence key and list entry go and the others hear
-    /// goodbye at once. Waits a second at most for Redis to take it.
-    private func goodbye(_ session: Session, buffer: UnsafeMutableRawBufferPointer) {
-        let now = Clock.monotonicNanoseconds()
+    /// goodbye at once (`sayGoodbye` waits for Redis to take it).
+    private func goodbye(_ session: Session, now: Int64) {
         session.commands.send(["DEL", Self.nodeKey(node)], now: now)
         session.commands.send(["SREM", Self.nodesKey, node], now: now)
         session.commands.send(["PUBLISH", Self.channel, "bye " + node], now: now)
@@ -607,14 +824,6 @@ public final class ClusterLink: Sendable {
         var held = nickKeysSet.withLock { $0 }
         for (key, holder) in shared.withLock({ $0.hub })?.ownNickKeys() ?? [] { held[key] = holder }
         release(keys: held.map(\.key), holders: held.map(\.value), session: session, now: now)
-        let deadline = now + 1_000_000_000
-        while session.commands.unanswered > 0 {
-            let left = deadline - Clock.monotonicNanoseconds()
-            guard left > 0, let ready = try? Poll.wait([session.commands.interest], timeoutMilliseconds: Int32(left / 1_000_000 + 1)),
-                !ready.isEmpty
-            else { break }
-            do { try session.commands.handle(ready[0], buffer: buffer) } catch { break }
-        }
     }
 
     private func setUp() {

@@ -8,8 +8,9 @@ struct RedisFailure: Error, Equatable, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// One connection to Redis: non-blocking, pipelined, owned by one thread
-/// (the cluster link's), which polls `interest` and calls `handle`.
+/// One connection to Redis: non-blocking, pipelined, used by one thread at
+/// a time (the one servicing the cluster link), which watches `events` and
+/// calls `handle`.
 ///
 /// Commands are written in the order they are sent and Redis answers them
 /// in that order, so each reply goes to the oldest waiting handler. A
@@ -36,16 +37,9 @@ final class RedisConnection {
     /// In subscriber mode replies to SUBSCRIBE come as pushes: nothing waits for them.
     var subscriber = false
 
-    /// Starts connecting to `url` (resolving its host, which may block
-    /// the calling thread: it must not be a serving one).
-    init(url: RedisURL) throws(RedisFailure) {
-        let addresses: [SocketAddress]
-        do {
-            addresses = try SocketAddress.resolve(host: url.host, port: url.port, passive: false)
-        } catch {
-            throw RedisFailure("cannot resolve \(url.host): \(error)")
-        }
-        guard let address = addresses.first else { throw RedisFailure("cannot resolve \(url.host)") }
+    /// Starts connecting to `address` (Redis at `url`); the handshake
+    /// completes in the owner's poll.
+    init(address: SocketAddress, url: RedisURL) throws(RedisFailure) {
         do {
             let (socket, status) = try Socket.startConnect(to: address)
             self.socket = socket
@@ -69,9 +63,14 @@ final class RedisConnection {
     /// Commands sent and not yet answered.
     var unanswered: Int { waiting.count - head }
 
-    /// What to poll for.
-    var interest: Poll.Interest {
-        Poll.Interest(socket.descriptor, readable: connected, writable: !connected || written < output.count)
+    /// When the oldest unanswered command was sent (nil: none waits).
+    var oldestSent: Int64? { head < waiting.count ? waiting[head].sent : nil }
+
+    /// What to wait for (epoll).
+    var events: Poller.Events {
+        var events: Poller.Events = connected ? .readable : []
+        if !connected || written < output.count { events.insert(.writable) }
+        return events
     }
 
     /// Whether the oldest unanswered command has waited longer than `timeout`.
