@@ -175,7 +175,7 @@ final class EventLoop<Driver: LoopDriver> {
                 }
             }
             if let cluster {
-                cluster.service(ready: clusterReady, now: now)
+                cluster.service(ready: clusterReady, now: now, into: &deliveries)  // served with the batch's
                 clusterReady = false
             }
             flushDeliveries()  // the batch is over: each connection that got lines, once

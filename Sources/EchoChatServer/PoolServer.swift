@@ -187,8 +187,10 @@ private final class Workers: Sendable {
     /// The cluster link, if it was ready or is due and no other worker
     /// services it now; the worker that did re-arms it.
     private func serviceCluster(ready: Bool, now: Int64 = Clock.monotonicNanoseconds()) {
-        guard let cluster = layer.context.cluster, cluster.service(ready: ready, now: now) else { return }
+        var deliveries = Deliveries()
+        guard let cluster = layer.context.cluster, cluster.service(ready: ready, now: now, into: &deliveries) else { return }
         try? poller.modify(cluster.descriptor, for: [.readable, .oneShot], data: PollTokens.cluster)
+        wake(&deliveries)
     }
 
     /// What one worker keeps between connections.

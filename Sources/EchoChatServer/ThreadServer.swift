@@ -15,7 +15,8 @@ import Synchronization
 ///   context switch); whoever serves a connection looks for new lines before
 ///   letting go, so a recipient that is taken needs nothing more. Its thread
 ///   is woken with SIGUSR2 (`WakeableThread`) only when it must now wait for
-///   something else. The acceptor only wakes, once per burst.
+///   something else. The acceptor only wakes, once per burst; but lines
+///   the cluster link heard from other servers, it writes as a sender does.
 /// - Blocking: a client thread blocks only in ppoll(2) on its own socket,
 ///   with SIGUSR2 unblocked only there, so a wake-up is never lost; the
 ///   acceptor in poll(2) on the listener, `control` and the cluster link,
@@ -47,6 +48,8 @@ public final class ThreadServer: ServerStrategy {
         var live = LiveSettings(threads.layer.context.settings)
         var deliveries = Deliveries()
         let cluster = threads.layer.context.cluster
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ClientThreads.bufferSize, alignment: 16)
+        defer { buffer.deallocate() }
         while !control.shutdownRequested {
             let paused = acceptor.resumeIfDue(now: Clock.monotonicNanoseconds())
             var watched = [control.wakeup.descriptor, paused ? -1 : acceptor.listener.descriptor]
@@ -60,7 +63,13 @@ public final class ThreadServer: ServerStrategy {
                 control.wakeup.drain()
                 if control.takeStatsRequest() { threads.layer.logger.info("stats: \(serverStats().keyValues)") }
             }
-            cluster?.service(ready: ready.count > 2 && ready[2], now: Clock.monotonicNanoseconds())
+            if let cluster {
+                let now = Clock.monotonicNanoseconds()
+                // What the other servers said is written here, as a sender would.
+                if cluster.service(ready: ready.count > 2 && ready[2], now: now, into: &deliveries) {
+                    threads.deliver(&deliveries, now: now, settings: live.connection, buffer: buffer)
+                }
+            }
             guard ready[1] else { continue }
             let now = Clock.monotonicNanoseconds()
             // The acceptor serves no client, so it can take a whole burst
@@ -132,19 +141,20 @@ private final class ClientThreads: Sendable {
     }
 
     /// Wakes the thread of every connection that got lines (the acceptor's
-    /// way: it never writes to a client).
+    /// way for joins: it writes to no client it admits).
     func wake(_ deliveries: inout Deliveries) {
         for connection in deliveries.woken { wakeOwner(connection) }
         deliveries.removeAll()
     }
 
-    /// A client thread's way: a recipient nobody is serving is flushed right
+    /// A sender's way (a client thread's, and the acceptor's for what the
+    /// cluster link heard): a recipient nobody is serving is flushed right
     /// here, one write for all its lines and no context switch. One that is
     /// being served is left alone: whoever serves it looks for new lines
     /// before letting go. Its thread is woken only when this changed what it
     /// waits for (output left for the kernel, a close) or it is waiting.
-    private func deliver(
-        _ deliveries: inout Deliveries, except current: Connection, now: Int64, settings: SharedConnectionSettings,
+    fileprivate func deliver(
+        _ deliveries: inout Deliveries, except current: Connection? = nil, now: Int64, settings: SharedConnectionSettings,
         buffer: UnsafeMutableRawBufferPointer
     ) {
         var index = 0
@@ -259,7 +269,9 @@ private final class ClientThreads: Sendable {
                 [exits.descriptor] + (cluster.map { [$0.descriptor] } ?? []),
                 timeoutMilliseconds: cluster?.waitTimeout(timeout, now: now) ?? timeout)
             exits.drain()
-            cluster?.service(ready: (ready?.count ?? 0) > 1 && ready![1], now: Clock.monotonicNanoseconds())
+            if cluster?.service(ready: (ready?.count ?? 0) > 1 && ready![1], now: Clock.monotonicNanoseconds(), into: &deliveries) == true {
+                wake(&deliveries)
+            }
         }
         let remaining = running.value.load(ordering: .acquiring)
         if remaining > 0 { layer.logger.warn("\(remaining) client threads still busy at the shutdown deadline") }

@@ -49,6 +49,9 @@ public final class ClusterLink: Sendable {
     /// When the link must be serviced even if nothing is ready (monotonic
     /// nanoseconds; `.max`: never).
     private let due = Atomic<Int64>(.max)
+    /// The connections a service queued lines for, for its host to wake
+    /// (only the servicing thread uses it).
+    private let woken = Lock<[Connection]>([])
     /// Shutdown began: the next service says goodbye.
     private let leaving = Atomic<Bool>(false)
     /// The goodbye is done (or there was nobody to say it to): the link
@@ -215,10 +218,15 @@ public final class ClusterLink: Sendable {
     public func stop() {
         leaving.store(true, ordering: .releasing)
         var events = PollEvents(capacity: 4)
-        while !engine.withLock({ engine in
-            step(engine)
-            return engine.finished
-        }) {
+        let wake = shared.withLock { $0.wake }
+        while true {
+            let finished = engine.withLock { engine in
+                step(engine)
+                return engine.finished
+            }
+            // No host now: woken the strategy's way, from this thread.
+            for connection in woken.withLock({ woken in defer { woken = [] }; return woken }) { wake?(connection) }
+            if finished { break }
             _ = try? poller.wait(into: &events, timeoutMilliseconds: waitTimeout(1000, now: Clock.monotonicNanoseconds()))
         }
         // A resolver still asking DNS rings the bell when it is done.
@@ -246,13 +254,21 @@ public final class ClusterLink: Sendable {
     }
 
     /// After a host's wait: does what is ready if `descriptor` was `ready`
-    /// or a deadline has passed. Never blocks. True if it did; false if it
-    /// had nothing to do, or another thread is servicing the link (a pool
-    /// worker, which then re-arms the link's one-shot registration itself).
+    /// or a deadline has passed. Never blocks. The connections it queued
+    /// lines for (what other servers said, notices) are added to
+    /// `deliveries`, for the host to serve or wake its own way. True if it
+    /// did; false if it had nothing to do, or another thread is servicing
+    /// the link (a pool worker, which then re-arms the link's one-shot
+    /// registration itself).
     @discardableResult
-    func service(ready: Bool, now: Int64) -> Bool {
+    func service(ready: Bool, now: Int64, into deliveries: inout Deliveries) -> Bool {
         guard ready || now >= due.load(ordering: .acquiring) else { return false }
-        return engine.withLockIfAvailable { step($0) } != nil
+        guard engine.withLockIfAvailable({ step($0) }) != nil else { return false }
+        woken.withLock { woken in
+            deliveries.woken += woken
+            woken.removeAll(keepingCapacity: true)
+        }
+        return true
     }
 
     /// Whether events have reached this server that the link has not
@@ -827,15 +843,15 @@ public final class ClusterLink: Sendable {
     }
 
     private func setUp() {
-        let (changed, hub, wake, lost) = shared.withLock { state in
+        let (changed, hub, lost) = shared.withLock { state in
             defer { state.up = true }
-            return (!state.up, state.hub, state.wake, state.linkLosses > 0)
+            return (!state.up, state.hub, state.linkLosses > 0)
         }
         guard changed else { return }
         hub?.clusterUp()
         if lost {
             logger.info("cluster: link to \(url) restored (node \(node))")
-            tell(Replies.clusterLinkRestored, hub: hub, wake: wake)
+            deliver { $0.tellEveryone(Replies.clusterLinkRestored) }
         } else {
             logger.info("cluster: joined through \(url) as node \(node)")
         }
@@ -844,30 +860,28 @@ public final class ClusterLink: Sendable {
     /// The link went down (`reason`), or the link stops (nil). False if it was not up.
     @discardableResult
     private func setDown(reason: String?) -> Bool {
-        let (changed, hub, wake) = shared.withLock { state in
+        let changed = shared.withLock { state in
             defer {
                 if state.up && reason != nil { state.linkLosses += 1 }
                 state.up = false
                 state.liveNodes = []
             }
-            return (state.up, state.hub, state.wake)
+            return state.up
         }
-        if changed, let hub {
-            // Claims in flight are decided here: their clients hear how.
-            let woken = hub.clusterDown().woken
-            if let wake { for connection in woken { wake(connection) } }
-        }
+        // Claims in flight are decided here: their clients hear how.
+        if changed { deliver { $0.clusterDown() } }
         guard changed, let reason else { return changed }
         logger.warn("cluster: link to \(url) lost: \(reason); serving this server's clients alone")
-        tell(Replies.clusterLinkLost, hub: hub, wake: wake)
+        deliver { $0.tellEveryone(Replies.clusterLinkLost) }
         return true
     }
 
-    /// Runs `body` on the hub and wakes the connections it queued lines for.
+    /// Runs `body` on the hub; the connections it queued lines for are
+    /// handed to the host when the service ends (`service(…into:)`).
     private func deliver(_ body: (ChatHub) -> Deliveries) {
-        let (hub, wake) = shared.withLock { ($0.hub, $0.wake) }
-        guard let hub, let wake else { return }
-        for connection in body(hub).woken { wake(connection) }
+        guard let hub = shared.withLock({ $0.hub }) else { return }
+        let deliveries = body(hub)
+        if !deliveries.woken.isEmpty { woken.withLock { $0 += deliveries.woken } }
     }
 
     /// Sends what the hub queued, in its order: one PUBLISH per run of
@@ -962,11 +976,5 @@ public final class ClusterLink: Sendable {
         for change in changes {
             session.subscriber.send([change.hear ? "SUBSCRIBE" : "UNSUBSCRIBE", Self.roomChannel(change.room)], now: now)
         }
-    }
-
-    private func tell(_ line: [UInt8], hub: ChatHub?, wake: (@Sendable (Connection) -> Void)?) {
-        guard let hub, let wake else { return }
-        let deliveries = hub.tellEveryone(line)
-        for connection in deliveries.woken { wake(connection) }
     }
 }
