@@ -30,7 +30,9 @@ import Synchronization
 ///   one script, SET NX then PUBLISH (`claimScript`): refused, it is never
 ///   published and the core hears `claimRefused`. Freed nicks are deleted
 ///   after the event that freed them; the heartbeat renews the rest just
-///   before the presence key, so none outlives it.
+///   after the presence key. Each nick key's lifetime is the presence
+///   key's remaining one (read in the same script) less 10 ms, so none
+///   outlives it.
 /// - Failure: a lost connection, a stall, or bytes that are not RESP2 close
 ///   both connections; the server carries on standalone, its clients are
 ///   told, and the link tries again with backoff (0.1 s doubling to 5 s).
@@ -101,13 +103,15 @@ public final class ClusterLink: Sendable {
     /// `echochat:nick:NICK` (lower-cased): who holds NICK (`NickKey.value`).
     static func nickKey(_ key: String) -> String { prefix + "nick:" + key }
 
-    /// KEYS: the nick's key, this node's presence key; ARGV: holder, TTL (ms),
-    /// channel, event. Takes the nick if nobody holds it (SET NX), expiring
-    /// with this node's presence (so a lost node's nicks are free by the time
-    /// it is found lost), and only then publishes the claim: 1, or 0 if taken.
+    /// KEYS: the nick's key, this node's presence key; ARGV: holder, TTL (ms)
+    /// if the presence key has none, channel, event. Takes the nick if
+    /// nobody holds it (SET NX), expiring just before this node's presence
+    /// (so a lost node's nicks are free by the time it is found lost), and
+    /// only then publishes the claim: 1, or 0 if taken. (10 ms before: two
+    /// calls in one script may read Redis's clock a millisecond apart.)
     static let claimScript = """
         local ttl = redis.call('PTTL', KEYS[2])
-        if ttl <= 0 then ttl = tonumber(ARGV[2]) end
+        if ttl <= 0 then ttl = tonumber(ARGV[2]) else ttl = math.max(1, ttl - 10) end
         if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl) then return 0 end
         redis.call('PUBLISH', ARGV[3], ARGV[4])
         return 1
@@ -121,17 +125,21 @@ public final class ClusterLink: Sendable {
         end
         return freed
         """
-    /// KEYS: this node's clients' nick keys; ARGV: TTL (ms), then their
-    /// holders. Renews each key that names its holder, and sets each that
-    /// nobody holds (a nick given after an outage, or by a `rename`); one
-    /// held by another client is left to the clash rule (§6). Returns how
-    /// many are held by others.
+    /// KEYS: this node's presence key, then its clients' nick keys; ARGV:
+    /// TTL (ms) if the presence key has none, then the nicks' holders.
+    /// Renews each key that names its holder, and sets each that nobody
+    /// holds (a nick given after an outage, or by a `rename`), to expire
+    /// just before the presence key (as `claimScript`); one held by another
+    /// client is left to the clash rule (§6). Returns how many are held by
+    /// others.
     static let refreshScript = """
+        local ttl = redis.call('PTTL', KEYS[1])
+        if ttl <= 0 then ttl = tonumber(ARGV[1]) else ttl = math.max(1, ttl - 10) end
         local others = 0
-        for i, key in ipairs(KEYS) do
-          local held = redis.call('GET', key)
-          if held == ARGV[i + 1] then redis.call('PEXPIRE', key, ARGV[1])
-          elseif not held then redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+        for i = 2, #KEYS do
+          local held = redis.call('GET', KEYS[i])
+          if held == ARGV[i] then redis.call('PEXPIRE', KEYS[i], ttl)
+          elseif not held then redis.call('SET', KEYS[i], ARGV[i], 'PX', ttl)
           else others = others + 1 end
         end
         return others
@@ -725,13 +733,13 @@ public final class ClusterLink: Sendable {
     /// take lost ones off the list (announcing each exactly once).
     private func beat(_ session: Session, now: Int64) {
         session.nextBeat = now + timeout / 4
-        refreshNicks(session, now: now)
         let sent = now
         session.commands.send(presence(), now: now) { [self] reply in
             let roundTrip = (Clock.monotonicNanoseconds() - sent) / 1000
             shared.withLock { $0.roundTripMicroseconds = Int(roundTrip) }
             if reply != .simple("OK") { logger.warn("cluster: the heartbeat got \(reply)", limitedAs: "cluster-beat") }
         }
+        refreshNicks(session, now: now)
         session.commands.send(["SADD", Self.nodesKey, node], now: now)
         session.commands.send(["SMEMBERS", Self.nodesKey], now: now) { [self, session] reply in
             let members = (reply.elements ?? []).compactMap(\.text)
@@ -943,8 +951,8 @@ public final class ClusterLink: Sendable {
     /// The heartbeat's part for nicks: renews the keys of this server's
     /// clients' nicks (sets those nobody holds) and deletes those it set for
     /// nicks its clients no longer hold that were not deleted when they
-    /// were freed (the link was down then). Sent before the presence key is
-    /// renewed, so no nick key outlives it.
+    /// were freed (the link was down then). Sent after the presence key is
+    /// renewed: each key then expires just before it.
     private func refreshNicks(_ session: Session, now: Int64) {
         guard let hub = shared.withLock({ $0.hub }) else { return }
         let held = hub.ownNickKeys()
@@ -958,8 +966,8 @@ public final class ClusterLink: Sendable {
         for start in stride(from: 0, to: held.count, by: Self.keysPerCall) {
             let batch = held[start..<min(start + Self.keysPerCall, held.count)]
             session.commands.send(
-                ["EVAL", Self.refreshScript, String(batch.count)] + batch.map { Self.nickKey($0.key) } + [keyLifetime]
-                    + batch.map(\.holder), now: now
+                ["EVAL", Self.refreshScript, String(batch.count + 1), Self.nodeKey(node)] + batch.map { Self.nickKey($0.key) }
+                    + [keyLifetime] + batch.map(\.holder), now: now
             ) { [logger] reply in
                 if reply.integer == nil { logger.warn("cluster: renewing nick keys got \(reply)", limitedAs: "cluster-nicks") }
             }
