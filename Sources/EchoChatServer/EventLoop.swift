@@ -27,14 +27,14 @@ import EchoChatPOSIX
 ///   before anything has served it.
 /// - Blocking: only in epoll_wait(2), and not at all while the driver has
 ///   jobs to run; sockets are non-blocking, reads go into one 64 KiB buffer.
+///   Interest follows the connection: EPOLLOUT only while output waits,
+///   EPOLLIN only while the connection reads.
 /// - Cluster: the primary loop hosts the link to Redis (`ClusterLink`): it
 ///   watches the link's descriptor with its connections, wakes by the
 ///   link's deadlines too, and services the link once a batch's events
 ///   are handled. At shutdown it stops only once the link has said
 ///   goodbye (a second at most), even with no connection of its own left
 ///   (reactors: the others may still be draining theirs).
-///   Interest follows the connection: EPOLLOUT only while output waits,
-///   EPOLLIN only while the connection reads.
 /// - Fairness: a connection that still has lines to handle after its turn
 ///   (`wantsTurn`) goes to the back of `turns`, served after the next
 ///   batch of events (polled without waiting), so one flooder never holds the loop.

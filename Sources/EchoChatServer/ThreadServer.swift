@@ -269,7 +269,8 @@ private final class ClientThreads: Sendable {
                 [exits.descriptor] + (cluster.map { [$0.descriptor] } ?? []),
                 timeoutMilliseconds: cluster?.waitTimeout(timeout, now: now) ?? timeout)
             exits.drain()
-            if cluster?.service(ready: (ready?.count ?? 0) > 1 && ready![1], now: Clock.monotonicNanoseconds(), into: &deliveries) == true {
+            let linkReady = ready.map { $0.count > 1 && $0[1] } ?? false
+            if cluster?.service(ready: linkReady, now: Clock.monotonicNanoseconds(), into: &deliveries) == true {
                 wake(&deliveries)
             }
         }
