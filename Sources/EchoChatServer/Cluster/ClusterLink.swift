@@ -536,15 +536,9 @@ public final class ClusterLink: Sendable {
             subscriberDescriptor.store(-1, ordering: .releasing)
             current.close()
             engine.session = nil
-            engine.retryAt = now + engine.backoff
-            engine.backoff = min(engine.backoff * 2, 5_000_000_000)
-            if !setDown(reason: error.description) {
-                // Never up since the last loss: said once, then every 20th try.
-                engine.failures += 1
-                if engine.failures == 1 || engine.failures % 20 == 0 {
-                    logger.warn("cluster: Redis at \(url): \(error) (trying again)")
-                }
-            }
+            // The loss of a link that was up is said by `setDown`; a session
+            // never up since the last loss is one more failed try.
+            retry(engine, after: setDown(reason: error.description) ? nil : error, now: now)
         }
     }
 
@@ -566,12 +560,14 @@ public final class ClusterLink: Sendable {
         }
     }
 
-    /// A try that failed: said once, then every 20th; the next comes after
-    /// the backoff (0.1 s, doubling to 5 s).
-    private func retry(_ engine: Engine, after error: RedisFailure, now: Int64) {
-        engine.failures += 1
-        if engine.failures == 1 || engine.failures % 20 == 0 {
-            logger.warn("cluster: cannot reach Redis at \(url): \(error) (trying again)")
+    /// The next try comes after the backoff (0.1 s, doubling to 5 s). A try
+    /// that failed (`error`) is said once, then every 20th.
+    private func retry(_ engine: Engine, after error: RedisFailure?, now: Int64) {
+        if let error {
+            engine.failures += 1
+            if engine.failures == 1 || engine.failures % 20 == 0 {
+                logger.warn("cluster: cannot reach Redis at \(url): \(error) (trying again)")
+            }
         }
         engine.retryAt = now + engine.backoff
         engine.backoff = min(engine.backoff * 2, 5_000_000_000)
