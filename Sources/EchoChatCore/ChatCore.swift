@@ -53,6 +53,14 @@ public protocol ChatOutput: AnyObject {
     /// (lower-cased) that it held as `holder` (`NickKey.value`): its key in
     /// Redis goes, if it still says so, after everything published before.
     func releaseNick(_ key: String, holder: String)
+    /// Cluster (§6): ask Redis's membership keys `query` for `id`, after
+    /// everything published before; the answer comes back in the stream's
+    /// order as `ChatCore.answered`.
+    func ask(_ query: ClusterQuery, for id: ConnectionID)
+    /// Cluster (§6): this server's clients, as `here` events, after every
+    /// event published before: they replace whatever Redis's membership
+    /// keys held for this server, in one step.
+    func announce(_ events: [ClusterEvent])
 }
 
 extension ChatOutput {
@@ -64,6 +72,8 @@ extension ChatOutput {
     public func subscribe(room key: String) {}
     public func unsubscribe(room key: String) {}
     public func releaseNick(_ key: String, holder: String) {}
+    public func ask(_ query: ClusterQuery, for id: ConnectionID) {}
+    public func announce(_ events: [ClusterEvent]) { for event in events { publish(event, room: nil) } }
 }
 
 /// Chat mode (docs/PROTOCOL.md §3) as a state machine: bytes in, actions out.
@@ -136,6 +146,12 @@ public final class ChatCore {
     /// Cluster: connections whose guest nick is on its way through the
     /// ordered stream (a claim, like `/nick`'s): welcomed when it comes back.
     private var welcoming: [ConnectionID: Welcome] = [:]
+    /// Cluster: clients whose `/who` or `/rooms` went to Redis's keys, in
+    /// the order they asked (`Client.asking`).
+    private var askers: [ConnectionID] = []
+    /// Cluster: K of `(K here)` as Redis's keys counted it for a `hello` or
+    /// a `join` of this server's, until its event comes back.
+    private var heardCounts: [ConnectionID: Int] = [:]
     public static let lobby = "lobby"
 
     /// A guest nick claimed for a connection not yet welcomed.
@@ -172,7 +188,10 @@ public final class ChatCore {
         /// Cluster: the command that waits for the events this server has
         /// not applied yet (`eventWaiters`; its input waits too).
         var commandWaiting: [UInt8]?
-        var isHeld: Bool { claim != nil || pendingJoin != nil || joinUnconfirmed || commandWaiting != nil }
+        /// Cluster: the `/who` or `/rooms` whose answer comes from Redis's
+        /// keys (`askers`; its input waits).
+        var asking: [UInt8]?
+        var isHeld: Bool { claim != nil || pendingJoin != nil || joinUnconfirmed || commandWaiting != nil || asking != nil }
         var room: Room
         var framer: LineFramer
         /// Quota promised to this client's uploads under way.
@@ -258,7 +277,7 @@ public final class ChatCore {
     /// Puts `id` in #lobby as `nick` and tells it and the room.
     /// (Standalone, or the link down: nobody else to tell. Linked: the
     /// others took the claim for its join where it fell in the stream.)
-    private func welcome(_ id: ConnectionID, nick: String, since: Int64, _ output: some ChatOutput) {
+    private func welcome(_ id: ConnectionID, nick: String, since: Int64, count heard: Int? = nil, _ output: some ChatOutput) {
         let room = findOrCreateRoom(key: Self.lobby, spelling: Self.lobby)
         let client = Client(id: id, nick: nick, room: room, maxLine: maxLine)
         client.since = since
@@ -266,7 +285,7 @@ public final class ChatCore {
         nicks[nick] = id
         roomList = nil
         room.members.append(id)
-        send(Replies.welcome(nick: nick, room: room.name, count: count(of: room)), to: id, output)
+        send(Replies.welcome(nick: nick, room: room.name, count: heard ?? count(of: room)), to: id, output)
         broadcast(Replies.joined(nick: nick, room: room.name), in: room, except: id, output)
     }
 
@@ -275,6 +294,7 @@ public final class ChatCore {
     /// (Or one whose client left already ends before its `bye` came back.)
     private func abandonWelcome(_ id: ConnectionID, reason: DisconnectReason, _ output: some ChatOutput) {
         closeAfterBye(id, output)
+        heardCounts[id] = nil
         guard let pending = takeWelcome(id) else { return }
         releaseGuestNumber(pending.nick)
         publish(.bye(RemoteClientID(node: replica?.node ?? "", id: id.rawValue), suffix: reason.suffix), output)
@@ -458,6 +478,14 @@ public final class ChatCore {
         let space = line.firstIndex(of: 0x20) ?? line.count
         let word = String(decoding: line[0..<space], as: UTF8.self)
         let name = word.asciiLowercased
+        if linked && (name == "/who" || name == "/rooms") {
+            // Read from Redis's keys; the answer follows the events
+            // published before the read, in the stream.
+            client.asking = line
+            askers.append(client.id)
+            holdFollows = true
+            return output.ask(name == "/who" ? .who(room: client.room.key) : .rooms, for: client.id)
+        }
         if linked && !eventsApplied && Self.readsTheCluster.contains(name) && output.eventsPending() {
             client.commandWaiting = line
             eventWaiters.append(client.id)
@@ -598,8 +626,12 @@ public final class ChatCore {
         client.joinUnconfirmed = false
         let held = heldOutput.removeValue(forKey: client.id)?.lines ?? []
         let room = client.room
-        let here = room.members.count { $0 == client.id || clients[$0]?.joinUnconfirmed != true }
-        send(Replies.youJoined(room.name, count: here + (replica?.count(in: room.key) ?? 0)), to: client.id, output)
+        if let heard = heardCounts.removeValue(forKey: client.id) {
+            send(Replies.youJoined(room.name, count: heard), to: client.id, output)
+        } else {
+            let here = room.members.count { $0 == client.id || clients[$0]?.joinUnconfirmed != true }
+            send(Replies.youJoined(room.name, count: here + (replica?.count(in: room.key) ?? 0)), to: client.id, output)
+        }
         for line in held { output.send(line, to: client.id) }
         if resume { output.resume(client.id) }
     }
@@ -732,10 +764,17 @@ public final class ChatCore {
 
     // MARK: - Lists
 
+    /// The nicks in room `key` as this server sees them: its clients, and
+    /// the others' in its replica. (Linked, `/who` reads Redis's keys
+    /// instead; tests check the two agree.)
+    func nicksSeen(in key: String) -> [String] {
+        (rooms[key]?.members.compactMap { clients[$0]?.nick } ?? []) + (replica?.nicks(in: key) ?? [])
+    }
+
     /// Sorted by the byte order of the lower-cased nick, each key built once.
     private func who(in room: Room) -> [UInt8] {
         if let who = room.who { return who }
-        let nicks = room.members.compactMap { clients[$0]?.nick } + (replica?.nicks(in: room.key) ?? [])
+        let nicks = nicksSeen(in: room.key)
         let sorted = nicks.map { (key: Array($0.asciiLowercased.utf8), nick: $0) }
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map(\.nick)
         let reply = Replies.who(room: room.name, nicks: sorted)
@@ -761,6 +800,8 @@ public final class ChatCore {
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
         confirmJoin(client, resume: false, output)  // what was held for it goes out before the close
         if client.commandWaiting != nil { eventWaiters.removeAll { $0 == client.id } }
+        if client.asking != nil { askers.removeAll { $0 == client.id } }
+        heardCounts[client.id] = nil
         if let claim = client.claim { claims[claim.nick.asciiLowercased] = nil }
         if let spelling = client.pendingJoin {
             let key = spelling.asciiLowercased
@@ -909,7 +950,9 @@ public final class ChatCore {
     }
 
     /// The commands whose answer depends on what the other servers did.
-    private static let readsTheCluster: Set<String> = ["/who", "/rooms", "/msg", "/nick", "/join"]
+    /// (`/who` and `/rooms` ask Redis's keys instead, whose answer comes
+    /// in the stream's order.)
+    private static let readsTheCluster: Set<String> = ["/msg", "/nick", "/join"]
 
     /// The link applied the events that had reached this server: the
     /// commands waiting for them run now (without waiting again), in the
@@ -981,8 +1024,49 @@ public final class ChatCore {
             replica!.removeAll()
             listsChanged()
         }
-        // Commands waiting for events run now, answered as alone.
+        // Commands waiting for events or for Redis's keys run now, answered as alone.
+        heardCounts = [:]
+        let asked = askers
+        askers = []
+        for id in asked {
+            guard let client = clients[id], let line = client.asking else { continue }
+            client.asking = nil
+            command(line, from: client, output)
+            holdFollows = false
+            if !client.isHeld { output.resume(id) }
+        }
         eventsApplied(output: output)
+    }
+
+    /// Cluster (§6): Redis's membership keys answered a question of this
+    /// server's (`ChatOutput.ask`), or counted a room for its `hello` or
+    /// `join`; heard in the stream's order, after every event published
+    /// before the question.
+    public func answered(_ id: ConnectionID, _ answer: ClusterAnswer, output: some ChatOutput) {
+        guard linked else { return }  // (asked before the link went down: answered then)
+        if case .count(let count) = answer {
+            if welcoming[id] != nil || clients[id]?.joinUnconfirmed == true { heardCounts[id] = count }
+            return
+        }
+        guard let client = clients[id], let line = client.asking else { return }
+        let word = String(decoding: line.prefix { $0 != 0x20 }, as: UTF8.self).asciiLowercased
+        switch answer {
+        case .who(let nicks) where word == "/who":
+            let sorted = nicks.map { (key: Array($0.asciiLowercased.utf8), nick: $0) }
+                .sorted { $0.key.lexicographicallyPrecedes($1.key) }.map(\.nick)
+            send(Replies.who(room: client.room.name, nicks: sorted), to: id, output)
+        case .rooms(let list) where word == "/rooms":
+            // A room this server has keeps the spelling it shows here.
+            let sorted = list.filter { $0.count > 0 }.map { (key: Array($0.key.utf8), entry: $0) }
+                .sorted { $0.key.lexicographicallyPrecedes($1.key) }
+                .map { (rooms[$0.entry.key]?.name ?? "#" + $0.entry.spelling, $0.entry.count) }
+            send(Replies.rooms(sorted), to: id, output)
+        default:
+            return
+        }
+        client.asking = nil
+        askers.removeAll { $0 == id }
+        if !client.isHeld { output.resume(id) }
     }
 
     /// A claim of this server's client is decided: it takes the nick or
@@ -1042,10 +1126,11 @@ public final class ChatCore {
             // A guest claim: welcomed with it, or the next free one is claimed.
             _ = takeWelcome(id)
             if claimLoses(nick, by: who) {
+                heardCounts[id] = nil
                 releaseKey(nick, id: id, since: since, output)
                 return claimGuestNick(for: id, held: pending.held, output)
             }
-            welcome(id, nick: nick, since: since, output)
+            welcome(id, nick: nick, since: since, count: heardCounts.removeValue(forKey: id), output)
             clients[id]!.confirmedKey = nick
             if pending.held { output.resume(id) }
         case .here(let who, let since, let nick, _):
@@ -1139,10 +1224,10 @@ public final class ChatCore {
 
     /// Every local client, as `here` events (the answer to `sync`).
     private func announceClients(_ output: some ChatOutput) {
-        for id in clients.keys.sorted() {
-            guard let client = clients[id] else { continue }
-            output.publish(.here(remoteID(of: client), since: client.since, nick: client.nick, room: roomSpelling(of: client.room)), room: nil)
-        }
+        output.announce(
+            clients.keys.sorted().compactMap { id in
+                clients[id].map { .here(remoteID(of: $0), since: $0.since, nick: $0.nick, room: roomSpelling(of: $0.room)) }
+            })
     }
 
     private func remoteLeft(_ who: RemoteClientID, suffix: String, _ output: some ChatOutput) {

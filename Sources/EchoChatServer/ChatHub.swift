@@ -225,6 +225,14 @@ final class ChatHub: Sendable {
         return deliveries
     }
 
+    /// Redis's membership keys answered this server (or counted a room
+    /// for its `hello` or `join`): the connections to wake.
+    func answered(_ id: ConnectionID, _ answer: ClusterAnswer) -> Deliveries {
+        var deliveries = Deliveries()
+        run(&deliveries) { state in state.core.answered(id, answer, output: state) }
+        return deliveries
+    }
+
     /// This server's clients' nicks and holders, for their keys in Redis.
     func ownNickKeys() -> [(key: String, holder: String)] {
         state.withLock { $0.core.ownNickKeys() }
@@ -286,6 +294,8 @@ final class ChatHub: Sendable {
         func subscribe(room key: String) { cluster?.hear(room: key, true) }
         func unsubscribe(room key: String) { cluster?.hear(room: key, false) }
         func releaseNick(_ key: String, holder: String) { cluster?.releaseNick(key, holder: holder) }
+        func ask(_ query: ClusterQuery, for id: ConnectionID) { cluster?.ask(query, for: id) }
+        func announce(_ events: [ClusterEvent]) { cluster?.announce(events) }
         func lookForFile(_ name: String, size: Int) { files?.submit(.look(name, size: size)) }
         func lookForFiles() { files?.lookForFiles() }
         func eventsPending() -> Bool { cluster?.eventsPending() ?? false }

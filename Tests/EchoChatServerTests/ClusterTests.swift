@@ -149,6 +149,67 @@ struct ClusterTests {
         _ = bob
     }
 
+    /// Room membership lives in Redis keys too (`echochat:who:ROOM`,
+    /// `echochat:rooms`, `echochat:in:NODE`), changed with the events that
+    /// move clients, and `/who`, `/rooms` and `(K here)` read them: an entry
+    /// planted by hand is listed and counted. A lost node's entries go when
+    /// a survivor announces the loss; a stopped node's with its goodbye.
+    @Test("membership keys: Redis holds who is in which room; /who, /rooms and (K here) read them", arguments: Strategy.tested)
+    func membershipKeys(strategy: Strategy) throws {
+        let redis = try RedisProcess()
+        let timeout: Double = isSanitized ? 8 : 3
+        let a = try Self.node("a", redis.url, strategy: strategy, timeout: timeout)
+        let b = try Self.node("b", redis.url, strategy: Self.next(strategy, 1), timeout: timeout)
+        for server in [a, b] { try Self.waitForNodes(server, ["a", "b"]) }
+        let keys = try redis.client()
+        func hash(_ key: String) throws -> [String: String] {
+            let flat = (try keys.command(["HGETALL", key]).elements ?? []).map { $0.text ?? "?" }
+            return Dictionary(uniqueKeysWithValues: stride(from: 0, to: flat.count - 1, by: 2).map { (flat[$0], flat[$0 + 1]) })
+        }
+        func nicks(_ room: String) throws -> [String] { try hash("echochat:who:" + room).values.sorted() }
+
+        let alice = try a.joinChat().client
+        try alice.send("/nick alice\n/join Dev\n")
+        #expect(try alice.readLines(until: { $0.hasPrefix("* you joined") }).last == "* you joined #Dev (1 here)")
+        let bob = try b.joinChat().client
+        try bob.send("/nick bob\n")
+        #expect(try bob.readLine() == "* you are now bob")
+        #expect(try nicks("dev") == ["alice"])
+        #expect(try nicks("lobby") == ["bob"])
+        #expect(try hash("echochat:rooms") == ["dev": "Dev", "lobby": "lobby"])
+        #expect(try hash("echochat:who:dev").keys.allSatisfy { $0.hasPrefix("a ") })
+        #expect(try hash("echochat:in:a").values.sorted() == ["dev"])
+        #expect(try hash("echochat:in:b").values.sorted() == ["lobby"])
+        // They expire unless renewed: past the timeout, so a survivor still finds a lost node's.
+        for key in ["echochat:who:dev", "echochat:rooms", "echochat:in:a"] {
+            let ttl = try keys.command(["PTTL", key]).integer ?? -1
+            #expect(ttl > Int(timeout * 1000) && ttl <= Int(timeout * 2000), "PTTL of \(key): \(ttl)")
+        }
+
+        // What the keys say is what the servers answer.
+        #expect(try keys.command(["HSET", "echochat:who:dev", "elsewhere 7", "casper"]) == .integer(1))
+        #expect(try alice.syncWho() == "* #Dev: alice, casper (2)")
+        try bob.send("/rooms\n/join dev\n")
+        #expect(try bob.readLine() == "* rooms: #Dev (2), #lobby (1)")
+        #expect(try bob.readLine() == "* you joined #Dev (3 here)")
+        #expect(try alice.readLine() == "* bob joined #Dev")
+        #expect(try keys.command(["HDEL", "echochat:who:dev", "elsewhere 7"]) == .integer(1))
+        #expect(try bob.syncWho() == "* #Dev: alice, bob (2)")
+        #expect(try hash("echochat:rooms") == ["dev": "Dev"], "#lobby went with its last member")
+
+        // b killed: its entries go when a announces the loss.
+        #expect(b.signal(.kill))
+        _ = try? b.waitForExit(timeout: 10)
+        #expect(try alice.readLine() == "* bob left #Dev (server lost)")
+        #expect(try nicks("dev") == ["alice"])
+        #expect(try keys.command(["EXISTS", "echochat:in:b"]) == .integer(0))
+        // a stopped: its entries go with its goodbye.
+        #expect(try a.stop() == 0)
+        #expect(try keys.command(["EXISTS", "echochat:who:dev", "echochat:in:a"]) == .integer(0))
+        #expect(try hash("echochat:rooms") == [:])
+    }
+
+
     @Test("Redis down: clients are told, local chat goes on, the link comes back", arguments: Strategy.tested)
     func outage(strategy: Strategy) throws {
         let redis = try RedisProcess()

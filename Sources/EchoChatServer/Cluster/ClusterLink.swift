@@ -92,7 +92,14 @@ public final class ClusterLink: Sendable {
 
     private enum Outgoing {
         /// Consecutive events for one channel: one LF-separated message (one PUBLISH).
-        case run(channel: String, events: [UInt8])
+        /// `operations`: what the events change in the membership keys
+        /// (`MembershipKeys`); none for lines said in rooms.
+        case run(channel: String, events: [UInt8], operations: [String])
+        /// This server's clients (`here` events): they replace its
+        /// membership keys in one script, then are published.
+        case announce(events: [ClusterEvent])
+        /// A question for the membership keys, for connection `id`.
+        case ask(ClusterQuery, id: Int)
         /// A nick claim (`nick`, `hello`): published only if it takes the
         /// nick's key (`claimScript`); counted then.
         case claim(channel: String, event: ClusterEvent)
@@ -103,17 +110,138 @@ public final class ClusterLink: Sendable {
     /// `echochat:nick:NICK` (lower-cased): who holds NICK (`NickKey.value`).
     static func nickKey(_ key: String) -> String { prefix + "nick:" + key }
 
-    /// KEYS: the nick's key, this node's presence key; ARGV: holder, TTL (ms)
-    /// if the presence key has none, channel, event. Takes the nick if
+    /// KEYS: the nick's key, this node's presence key; ARGV: node,
+    /// membership lifetime, holder, TTL (ms) if the presence key has none,
+    /// channel, event, the event's membership operations. Takes the nick if
     /// nobody holds it (SET NX), expiring just before this node's presence
     /// (so a lost node's nicks are free by the time it is found lost), and
-    /// only then publishes the claim: 1, or 0 if taken. (10 ms before: two
+    /// only then changes the membership keys and publishes the claim: 1, or
+    /// 0 if taken. (10 ms before: two
     /// calls in one script may read Redis's clock a millisecond apart.)
-    static let claimScript = """
+    static let claimScript = membershipFunctions + """
         local ttl = redis.call('PTTL', KEYS[2])
-        if ttl <= 0 then ttl = tonumber(ARGV[2]) else ttl = math.max(1, ttl - 10) end
-        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl) then return 0 end
-        redis.call('PUBLISH', ARGV[3], ARGV[4])
+        if ttl <= 0 then ttl = tonumber(ARGV[4]) else ttl = math.max(1, ttl - 10) end
+        if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ttl) then return 0 end
+        apply(7)
+        redis.call('PUBLISH', ARGV[5], ARGV[6])
+        return 1
+        """
+    /// What every script that changes the membership keys (`MembershipKeys`)
+    /// begins with. ARGV[1]: the node, ARGV[2]: the keys' lifetime (ms).
+    /// `drop` takes a client of the node out of its room (its nick back),
+    /// `dropAll` every client of it; `apply(first)` runs the operations
+    /// from ARGV[first] on, five arguments each, telling the node K for
+    /// each `hello` and `join` on its own channel (`to:NODE`), before the
+    /// events are published.
+    static let membershipFunctions = """
+        local P = '\(prefix)'
+        local node, life = ARGV[1], tonumber(ARGV[2])
+        local index = P .. 'in:' .. node
+        local function drop(id)
+          local key = redis.call('HGET', index, id)
+          if not key then return false end
+          local room, field = P .. 'who:' .. key, node .. ' ' .. id
+          local nick = redis.call('HGET', room, field)
+          redis.call('HDEL', room, field)
+          if redis.call('HLEN', room) == 0 then redis.call('HDEL', P .. 'rooms', key) end
+          redis.call('HDEL', index, id)
+          return nick
+        end
+        local function dropAll()
+          for _, id in ipairs(redis.call('HKEYS', index)) do drop(id) end
+        end
+        local function put(id, key, spelling, nick)
+          local room = P .. 'who:' .. key
+          redis.call('HSET', room, node .. ' ' .. id, nick)
+          redis.call('HSET', index, id, key)
+          redis.call('HSETNX', P .. 'rooms', key, spelling)
+          redis.call('PEXPIRE', room, life)
+          redis.call('PEXPIRE', index, life)
+          redis.call('PEXPIRE', P .. 'rooms', life)
+          return redis.call('HLEN', room)
+        end
+        local function apply(first)
+          for i = first, #ARGV - 4, 5 do
+            local kind, id, key, spelling, nick = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+            if kind == 'out' then drop(id)
+            elseif kind == 'nick' then
+              local at = redis.call('HGET', index, id)
+              if at then redis.call('HSET', P .. 'who:' .. at, node .. ' ' .. id, nick) end
+            else
+              local was = drop(id)
+              if kind == 'join' then nick = was end
+              if nick then
+                local count = put(id, key, spelling, nick)
+                if kind ~= 'here' then redis.call('PUBLISH', P .. 'to:' .. node, 'count ' .. id .. ' ' .. count) end
+              end
+            end
+          end
+        end
+
+        """
+    /// ARGV: node, lifetime, channel, events, 1 to replace the node's
+    /// membership first (an announce) or 0, then operations. Changes the
+    /// membership keys and publishes the events, in one step.
+    static let publishScript = membershipFunctions + """
+        if ARGV[5] == '1' then dropAll() end
+        apply(6)
+        if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+        return 1
+        """
+    /// ARGV: the node found lost, lifetime. Whoever takes it off the list
+    /// of nodes takes its clients out of the membership keys and announces
+    /// the loss, in one step: 1, or 0 if another survivor did.
+    static let lostScript = membershipFunctions + """
+        if redis.call('SREM', P .. 'nodes', node) == 0 then return 0 end
+        dropAll()
+        redis.call('DEL', index)
+        redis.call('PUBLISH', P .. 'cluster', 'lost ' .. node)
+        return 1
+        """
+    /// ARGV: this node, lifetime. A clean stop: its clients, presence and
+    /// list entry go, and the others hear goodbye, in one step.
+    static let goodbyeScript = membershipFunctions + """
+        dropAll()
+        redis.call('DEL', index, P .. 'node:' .. node)
+        redis.call('SREM', P .. 'nodes', node)
+        redis.call('PUBLISH', P .. 'cluster', 'bye ' .. node)
+        return 1
+        """
+    /// ARGV: this node, lifetime. The heartbeat's part for membership: the
+    /// keys that hold this node's clients live on.
+    static let membershipRefreshScript = membershipFunctions + """
+        local seen = {}
+        for _, key in ipairs(redis.call('HVALS', index)) do
+          if not seen[key] then
+            seen[key] = true
+            redis.call('PEXPIRE', P .. 'who:' .. key, life)
+          end
+        end
+        redis.call('PEXPIRE', index, life)
+        redis.call('PEXPIRE', P .. 'rooms', life)
+        return 1
+        """
+    /// ARGV: node, lifetime, connection id, room (lower-cased). `/who`:
+    /// the room's nicks, published on the node's channel.
+    static let whoScript = membershipFunctions + """
+        local nicks = redis.call('HVALS', P .. 'who:' .. ARGV[4])
+        redis.call('PUBLISH', P .. 'to:' .. node, 'who ' .. ARGV[3] .. ' ' .. table.concat(nicks, ' '))
+        return 1
+        """
+    /// ARGV: node, lifetime, connection id. `/rooms`: each room, its
+    /// spelling and head count, published on the node's channel.
+    static let roomsScript = membershipFunctions + """
+        local parts = {'rooms', ARGV[3]}
+        local rooms = redis.call('HGETALL', P .. 'rooms')
+        for i = 1, #rooms, 2 do
+          local count = redis.call('HLEN', P .. 'who:' .. rooms[i])
+          if count > 0 then
+            parts[#parts + 1] = rooms[i]
+            parts[#parts + 1] = rooms[i + 1]
+            parts[#parts + 1] = tostring(count)
+          end
+        end
+        redis.call('PUBLISH', P .. 'to:' .. node, table.concat(parts, ' '))
         return 1
         """
     /// KEYS: nick keys; ARGV: their holders. Deletes each that still names
@@ -158,6 +286,8 @@ public final class ClusterLink: Sendable {
     static func roomChannel(_ key: String) -> String { prefix + "room:" + key }
     static let roomPrefix = prefix + "room:"
     static func nodeKey(_ node: String) -> String { prefix + "node:" + node }
+    /// This server's own channel: the membership keys' answers to it.
+    private var answers: String { Self.prefix + "to:" + node }
 
     private struct Shared {
         var hub: ChatHub?
@@ -309,15 +439,41 @@ public final class ClusterLink: Sendable {
                 box.items.append(.claim(channel: channel, event: event))
                 return wasEmpty
             }
-            if case .run(channel, var events)? = box.items.last {
+            let operations = MembershipKeys.operations(for: event)
+            if case .run(channel, var events, var changes)? = box.items.last {
                 box.items.removeLast()  // (so the bytes are not copied on append)
                 events.append(0x0A)
                 events += event.encoded
-                box.items.append(.run(channel: channel, events: events))
+                changes += operations
+                box.items.append(.run(channel: channel, events: events, operations: changes))
             } else {
-                box.items.append(.run(channel: channel, events: event.encoded))
+                box.items.append(.run(channel: channel, events: event.encoded, operations: operations))
             }
             box.count += 1
+            return wasEmpty
+        }
+        if ring { mailBell.ring() }
+    }
+
+    /// From the hub, under its lock: this server's clients (`here`
+    /// events), which replace its membership keys in one step.
+    func announce(_ events: [ClusterEvent]) {
+        queue(.announce(events: events), events: events.count)
+    }
+
+    /// From the hub, under its lock: `query` for connection `id`, read from
+    /// the membership keys after what was queued before; the answer comes
+    /// on this node's channel.
+    func ask(_ query: ClusterQuery, for id: ConnectionID) {
+        queue(.ask(query, id: id.rawValue), events: 0)
+    }
+
+    private func queue(_ item: Outgoing, events: Int) {
+        let ring = outbox.withLock { box -> Bool in
+            guard box.accepting else { return false }
+            let wasEmpty = box.items.isEmpty
+            box.items.append(item)
+            box.count += events
             return wasEmpty
         }
         if ring { mailBell.ring() }
@@ -696,7 +852,7 @@ public final class ClusterLink: Sendable {
             box.roomChanges = []
             return box.rooms
         }
-        let channels = [Self.channel, Self.events, Self.roomChannel(ChatCore.lobby)] + rooms.sorted().map(Self.roomChannel)
+        let channels = [Self.channel, Self.events, answers, Self.roomChannel(ChatCore.lobby)] + rooms.sorted().map(Self.roomChannel)
         session.unconfirmed = Set(channels)
         session.subscriber.send(["SUBSCRIBE"] + channels, now: now)
         return session
@@ -736,6 +892,7 @@ public final class ClusterLink: Sendable {
             if reply != .simple("OK") { logger.warn("cluster: the heartbeat got \(reply)", limitedAs: "cluster-beat") }
         }
         refreshNicks(session, now: now)
+        membership(Self.membershipRefreshScript, [], nil, [], session: session, now: now)
         session.commands.send(["SADD", Self.nodesKey, node], now: now)
         session.commands.send(["SMEMBERS", Self.nodesKey], now: now) { [self, session] reply in
             let members = (reply.elements ?? []).compactMap(\.text)
@@ -779,10 +936,7 @@ public final class ClusterLink: Sendable {
 
     /// A listed node whose presence expired: whoever removes it announces it.
     private func takeOff(_ member: String, session: Session) {
-        session.commands.send(["SREM", Self.nodesKey, member], now: Clock.monotonicNanoseconds()) { [session] reply in
-            guard reply.integer == 1 else { return }
-            session.commands.send(["PUBLISH", Self.channel, "lost " + member], now: Clock.monotonicNanoseconds())
-        }
+        session.commands.send(["EVAL", Self.lostScript, "0", member, membershipLifetime], now: Clock.monotonicNanoseconds())
     }
 
     /// What the subscriber hears: its subscription, pongs, and the cluster channel.
@@ -805,6 +959,11 @@ public final class ClusterLink: Sendable {
             let received = events.count { !$0.isFrom(node) }
             if received > 0 { shared.withLock { $0.eventsReceived += received } }
             deliver { $0.apply(events) }
+        case "message" where parts.count == 3 && parts[1].text == answers:
+            guard let text = parts[2].text, let (id, answer) = ClusterAnswer.decode(text) else {
+                return logger.warn("cluster: an answer that is not one: \(parts[2])", limitedAs: "cluster-answer")
+            }
+            deliver { $0.answered(id, answer) }
         case "message" where parts.count == 3:
             guard let text = parts[2].text else { return }
             let words = text.split(separator: " ", maxSplits: 1).map(String.init)
@@ -835,9 +994,7 @@ public final class ClusterLink: Sendable {
     /// A clean stop: the presence key and list entry go and the others hear
     /// goodbye at once (`sayGoodbye` waits for Redis to take it).
     private func goodbye(_ session: Session, now: Int64) {
-        session.commands.send(["DEL", Self.nodeKey(node)], now: now)
-        session.commands.send(["SREM", Self.nodesKey, node], now: now)
-        session.commands.send(["PUBLISH", Self.channel, "bye " + node], now: now)
+        membership(Self.goodbyeScript, [], nil, [], session: session, now: now)
         // Then its clients' nicks are free (the others have had its goodbye):
         // every key it set, whether or not its clients are still listed (the
         // hub lets them all go as shutdown begins).
@@ -903,13 +1060,29 @@ public final class ClusterLink: Sendable {
         var publishes = 0
         for item in items {
             switch item {
-            case .run(let channel, let events):
+            case .run(let channel, let events, let operations) where operations.isEmpty:
                 publishes += 1
                 session.commands.send([Array("PUBLISH".utf8), Array(channel.utf8), events], now: now)
+            case .run(let channel, let events, let operations):
+                publishes += 1
+                membership(Self.publishScript, [channel], events, ["0"] + operations, session: session, now: now)
+            case .announce(let events):
+                publishes += 1
+                let payload = Array(events.map(\.encoded).joined(separator: [0x0A]))
+                membership(Self.publishScript, [Self.events], payload, ["1"] + events.flatMap(MembershipKeys.operations), session: session, now: now)
+            case .ask(let query, let id):
+                switch query {
+                case .who(let room): membership(Self.whoScript, [String(id), room], nil, [], session: session, now: now)
+                case .rooms: membership(Self.roomsScript, [String(id)], nil, [], session: session, now: now)
+                }
             case .claim(let channel, let event):
                 guard let (key, holder) = NickKey.claimed(by: event) else { continue }
-                let arguments = [Self.claimScript, "2", Self.nickKey(key), Self.nodeKey(node), holder, keyLifetime, channel]
-                session.commands.send([Array("EVAL".utf8)] + arguments.map { Array($0.utf8) } + [event.encoded], now: now) { [self] reply in
+                let arguments = [
+                    Self.claimScript, "2", Self.nickKey(key), Self.nodeKey(node), node, membershipLifetime, holder, keyLifetime, channel,
+                ]
+                let operations = MembershipKeys.operations(for: event).map { Array($0.utf8) }
+                session.commands.send([Array("EVAL".utf8)] + arguments.map { Array($0.utf8) } + [event.encoded] + operations, now: now) {
+                    [self] reply in
                     if reply.integer == 1 {
                         // Taken (the next heartbeat deletes it if no client here holds it then) and published.
                         nickKeysSet.withLock { $0[key] = holder }
@@ -932,6 +1105,18 @@ public final class ClusterLink: Sendable {
         }
     }
 
+    /// `script` (one that begins with `membershipFunctions`) with ARGV:
+    /// this node, the lifetime, `before`, `payload` if any, `after`.
+    private func membership(
+        _ script: String, _ before: [String], _ payload: [UInt8]?, _ after: [String], session: Session, now: Int64
+    ) {
+        let head = ["EVAL", script, "0", node, membershipLifetime] + before
+        let command = head.map { Array($0.utf8) } + (payload.map { [$0] } ?? []) + after.map { Array($0.utf8) }
+        session.commands.send(command, now: now) { [logger] reply in
+            if reply.integer == nil { logger.warn("cluster: a membership script got \(reply)", limitedAs: "cluster-membership") }
+        }
+    }
+
     /// `releaseScript` over `keys` (their holders), a thousand at a time.
     private func release(keys: [String], holders: [String], session: Session, now: Int64) {
         for start in stride(from: 0, to: keys.count, by: Self.keysPerCall) {
@@ -943,6 +1128,10 @@ public final class ClusterLink: Sendable {
 
     /// How long the presence key and nick keys live unless renewed (ms).
     private var keyLifetime: String { String(max(1, timeout * 2 / 3 / 1_000_000)) }
+    /// How long the membership keys live unless renewed (ms): past the
+    /// timeout, so a lost node's clients are still listed when a survivor
+    /// takes them out (`lostScript`); if no server is left, they expire.
+    private var membershipLifetime: String { String(max(1, timeout * 2 / 1_000_000)) }
 
     /// The heartbeat's part for nicks: renews the keys of this server's
     /// clients' nicks (sets those nobody holds) and deletes those it set for
