@@ -128,8 +128,8 @@ public final class ChatCore {
     /// that after the close no server lists them and their nick is free
     /// everywhere. A connection that ends first is closed then.
     private var closingAfterBye: Set<ConnectionID> = []
-    /// Cluster: clients whose command reads the cluster's state (`/who`,
-    /// `/rooms`, `/msg`, `/nick`, `/join`) waits until the events that had
+    /// Cluster: clients whose command reads the replica (`/msg`, `/nick`,
+    /// `/join`) waits until the events that had
     /// reached this server are applied (`ChatOutput.eventsPending`), so it
     /// answers with everything another server had told its clients by then.
     private var eventWaiters: [ConnectionID] = []

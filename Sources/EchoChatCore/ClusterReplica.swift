@@ -4,8 +4,9 @@
 /// Every server publishes its clients' events on one Redis channel through
 /// one connection, so Redis puts them in one order, and every server
 /// applies them in that order: each keeps this replica of the other servers'
-/// clients (nick, room), from which `/who`, `/rooms`, `(K here)`, `/msg` and
-/// the nick checks answer at once. A server that joins (or whose link comes
+/// clients (nick, room), from which `/msg` and the nick checks answer at
+/// once (standalone while the link is down: `/who`, `/rooms` and
+/// `(K here)` too; linked, those read Redis's keys, `MembershipKeys`). A server that joins (or whose link comes
 /// back) asks for everyone's clients (`sync`); each answers with `here`.
 
 /// A client of another server: its server's node id and its id there.

@@ -435,7 +435,7 @@ struct ChatConnectionTests {
     func aNickClaimHoldsTheInputUntilItIsDecided(chunking: Chunking) {
         var io = FakeIO(chat: true, node: "a")
         var machine = ConnectionMachine(mode: .chat, settings: settings(idle: 5 * second), now: 0)
-        machine.feed(bytes("/nick bob\nhello\n/who\n"), chunking, now: 0, io: &io)
+        machine.feed(bytes("/nick bob\nhello\n/join\n"), chunking, now: 0, io: &io)
         #expect(io.lines == ["* welcome guest1, you are in #lobby (1 here); /help lists commands"])
         #expect(!machine.wantsRead && !machine.wantsTurn)
         #expect(io.published == [.nick(RemoteClientID(node: "a", id: 1), since: 0, nick: "bob")])
@@ -449,7 +449,7 @@ struct ChatConnectionTests {
             machine.flush(now: 60 * second, io: &io)
         }
         #expect(machine.wantsRead)
-        #expect(io.lines.dropFirst() == ["* you are now bob", "* #lobby: bob (1)"])
+        #expect(io.lines.dropFirst() == ["* you are now bob", "! usage: /join ROOM"])
         #expect(io.published.dropFirst() == [.say(RemoteClientID(node: "a", id: 1), text: bytes("hello"))])
     }
 }
@@ -463,7 +463,7 @@ extension ChatConnectionTests {
         var io = FakeIO(chat: true, node: "a", welcomed: false)
         var machine = ConnectionMachine(mode: .chat, settings: settings(idle: 5 * second), now: 0)
         #expect(io.published == [.hello(RemoteClientID(node: "a", id: 1), since: 0, nick: "guest1", room: "lobby")])
-        machine.feed(bytes("hello\n/who\n"), chunking, now: 0, io: &io)
+        machine.feed(bytes("hello\n/join\n"), chunking, now: 0, io: &io)
         #expect(io.lines == [])
         #expect(!machine.wantsRead && !machine.wantsTurn)
         #expect(io.published.count == 1)
@@ -475,7 +475,7 @@ extension ChatConnectionTests {
             machine.flush(now: 1, io: &io)
         }
         #expect(machine.wantsRead)
-        #expect(io.lines == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "* #lobby: guest1 (1)"])
+        #expect(io.lines == ["* welcome guest1, you are in #lobby (1 here); /help lists commands", "! usage: /join ROOM"])
         #expect(io.published.dropFirst() == [.say(RemoteClientID(node: "a", id: 1), text: bytes("hello"))])
     }
 }
