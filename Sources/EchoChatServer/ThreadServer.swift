@@ -164,8 +164,11 @@ private final class ClientThreads: Sendable {
             index += 1
             guard recipient !== current, recipient.shared.withLock({ $0.take() }) else { continue }
             var rounds = 0
+            // What its thread waits for was set before the first round: a
+            // change in any round must wake it (a later round that changes
+            // nothing more must not hide it).
+            let before = (recipient.interest, recipient.nextDeadline)
             while true {
-                let before = (recipient.interest, recipient.nextDeadline)
                 recipient.serve([], now: now, settings: settings, buffer: buffer, deliveries: &more, leaveDescriptorOpen: true)
                 let closed = recipient.isClosed
                 // (Lines it read earlier may be handled again now: a turn its thread must take.)
