@@ -152,6 +152,9 @@ public final class ChatCore {
     /// Cluster: K of `(K here)` as Redis's keys counted it for a `hello` or
     /// a `join` of this server's, until its event comes back.
     private var heardCounts: [ConnectionID: Int] = [:]
+    /// Cluster: the other servers' clients listed by `here` since their
+    /// server's last `announced`.
+    private var announcedSince: [String: Set<RemoteClientID>] = [:]
     public static let lobby = "lobby"
 
     /// A guest nick claimed for a connection not yet welcomed.
@@ -1020,6 +1023,7 @@ public final class ChatCore {
                 output.resume(id)
             }
         }
+        announcedSince = [:]
         if !replica!.isEmpty {
             replica!.removeAll()
             listsChanged()
@@ -1145,6 +1149,7 @@ public final class ChatCore {
     /// the notice (` (server lost)`).
     public func nodeGone(_ node: String, suffix: String, output: some ChatOutput) {
         guard let replica, node != replica.node else { return }
+        announcedSince[node] = nil
         for who in replica.clients(of: node) { remoteLeft(who, suffix: suffix, output) }
     }
 
@@ -1163,8 +1168,16 @@ public final class ChatCore {
             // The asker is new or back: it may have stored files that this
             // server was not told of.
             if fileSharing != nil { output.lookForFiles() }
+        case .announced(let other, let keeping):
+            // Its clients not listed left while its link was down.
+            let listed = announcedSince.removeValue(forKey: other) ?? []
+            let kept = Set(keeping.map { RemoteClientID(node: other, id: $0) })
+            for who in replica!.clients(of: other) where !listed.contains(who) && !kept.contains(who) {
+                remoteLeft(who, suffix: "", output)
+            }
         case .hello(let who, let since, let nick, let room), .here(let who, let since, let nick, let room):
             guard who.node != node else { return }
+            if case .here = event { announcedSince[who.node, default: []].insert(who) }
             // A guest claim that came after another's: refused everywhere
             // alike (its own server claims the next free one).
             if case .hello = event, claimLoses(nick.asciiLowercased, by: who) { return }
@@ -1223,11 +1236,14 @@ public final class ChatCore {
     }
 
     /// Every local client, as `here` events (the answer to `sync`).
+    /// Every local client, as `here` events, then `announced`, which
+    /// tells the others that this server's clients not listed are gone
+    /// (the answer to `sync`, and what a server says when its link is up).
     private func announceClients(_ output: some ChatOutput) {
-        output.announce(
-            clients.keys.sorted().compactMap { id in
-                clients[id].map { .here(remoteID(of: $0), since: $0.since, nick: $0.nick, room: roomSpelling(of: $0.room)) }
-            })
+        let here = clients.keys.sorted().compactMap { id -> ClusterEvent? in
+            clients[id].map { .here(remoteID(of: $0), since: $0.since, nick: $0.nick, room: roomSpelling(of: $0.room)) }
+        }
+        output.announce(here + [.announced(node: replica!.node, keeping: welcoming.keys.sorted().map(\.rawValue))])
     }
 
     private func remoteLeft(_ who: RemoteClientID, suffix: String, _ output: some ChatOutput) {

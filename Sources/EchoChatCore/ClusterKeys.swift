@@ -21,7 +21,9 @@ public enum MembershipKeys {
     /// room spelling nick` (unused fields empty). Kinds: `hello` (a new
     /// client: put in its room, its count told back), `here` (put in its
     /// room), `join` (moved, nick kept; its count told back), `nick`
-    /// (renamed where it is), `out` (left). Other events change nothing.
+    /// (renamed where it is), `out` (left), `keep` (when a server's list
+    /// replaces its entries: this one, welcomed yet, stays). Other events
+    /// change nothing.
     public static func operations(for event: ClusterEvent) -> [String] {
         switch event {
         case .hello(let who, _, let nick, let room): ["hello", String(who.id), room.asciiLowercased, room, nick]
@@ -29,6 +31,7 @@ public enum MembershipKeys {
         case .join(let who, let room): ["join", String(who.id), room.asciiLowercased, room, ""]
         case .nick(let who, _, let nick), .rename(let who, _, let nick): ["nick", String(who.id), "", "", nick]
         case .bye(let who, _): ["out", String(who.id), "", "", ""]
+        case .announced(_, let keeping): keeping.flatMap { ["keep", String($0), "", "", ""] }
         case .say, .privateMessage, .shared, .sync: []
         }
     }

@@ -51,6 +51,10 @@ public enum ClusterEvent: Equatable, Sendable {
     case shared(RemoteClientID, name: String, size: Int)
     /// A server asks the others for their clients.
     case sync(node: String)
+    /// Ends a server's `here` list (in the same message): its clients not
+    /// listed have gone (their `bye` was never published: the link was
+    /// down), but for `keeping`, whose `hello` is still on its way.
+    case announced(node: String, keeping: [Int])
 
     /// Whether `node` published it (a server hears its own events too).
     public func isFrom(_ node: String) -> Bool {
@@ -59,7 +63,7 @@ public enum ClusterEvent: Equatable, Sendable {
             .rename(let who, _, _), .say(let who, _), .privateMessage(let who, _, _), .bye(let who, _),
             .shared(let who, _, _):
             who.node == node
-        case .sync(let asker): asker == node
+        case .sync(let asker), .announced(let asker, _): asker == node
         }
     }
 
@@ -81,6 +85,7 @@ public enum ClusterEvent: Equatable, Sendable {
         case .bye(let who, let suffix): return fields(["bye", who.node, String(who.id)], rest: Array(suffix.utf8))
         case .shared(let who, let name, let size): return Array("shared \(who.node) \(who.id) \(size) \(name)".utf8)
         case .sync(let node): return Array("sync \(node)".utf8)
+        case .announced(let node, let keeping): return Array(([ "announced", node] + keeping.map(String.init)).joined(separator: " ").utf8)
         }
     }
 
@@ -132,6 +137,15 @@ public enum ClusterEvent: Equatable, Sendable {
         case "sync":
             guard let node = word(), index >= bytes.count else { return nil }
             self = .sync(node: node)
+        case "announced":
+            guard let node = word() else { return nil }
+            var keeping: [Int] = []
+            while let field = word() {
+                guard let id = Int(field) else { return nil }
+                keeping.append(id)
+            }
+            guard index >= bytes.count else { return nil }
+            self = .announced(node: node, keeping: keeping)
         default:
             return nil
         }

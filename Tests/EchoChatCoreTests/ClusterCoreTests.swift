@@ -92,9 +92,9 @@ private final class Bus {
         return nick
     }
 
-    func dropAll(_ node: String) {
-        for id in index[node, default: [:]].keys.sorted() { drop(node, id) }
-        index[node] = nil
+    func dropAll(_ node: String, keeping: Set<String> = []) {
+        for id in index[node, default: [:]].keys.sorted() where !keeping.contains(id) { drop(node, id) }
+        if index[node]?.isEmpty == true { index[node] = nil }
     }
 
     /// The operations (`MembershipKeys`): the counts told back, by client id.
@@ -105,6 +105,7 @@ private final class Bus {
             var nick: String? = operations[start + 4]
             switch kind {
             case "out": drop(node, id)
+            case "keep": break
             case "nick":
                 if let at = index[node]?[id] { members[at]![node + " " + id] = nick }
             default:
@@ -160,7 +161,10 @@ private final class SimulatedCluster {
         while !bus.queue.isEmpty {
             switch bus.queue.removeFirst() {
             case .publish(let node, let channel, let payloads, let operations, let replace):
-                if replace { bus.dropAll(node) }
+                if replace {
+                    let kept = stride(from: 0, to: operations.count - 4, by: 5).filter { operations[$0] == "keep" }.map { operations[$0 + 1] }
+                    bus.dropAll(node, keeping: Set(kept))
+                }
                 tell(node, counts: bus.apply(node, operations))
                 for payload in payloads { deliver(payload, on: channel) }
             case .ask(let node, let id, let query):
@@ -334,7 +338,8 @@ struct ClusterCoreTests {
         #expect(MembershipKeys.operations(for: .nick(who, since: 2, nick: "bob")) == ["nick", "12", "", "", "bob"])
         #expect(MembershipKeys.operations(for: .rename(who, since: 2, nick: "guest3")) == ["nick", "12", "", "", "guest3"])
         #expect(MembershipKeys.operations(for: .bye(who, suffix: " (quit)")) == ["out", "12", "", "", ""])
-        for event: ClusterEvent in [.say(who, text: [0x41]), .sync(node: "east"), .shared(who, name: "a.txt", size: 1)] {
+        #expect(MembershipKeys.operations(for: .announced(node: "east", keeping: [4, 9])) == ["keep", "4", "", "", "", "keep", "9", "", "", ""])
+        for event: ClusterEvent in [.say(who, text: [0x41]), .sync(node: "east"), .shared(who, name: "a.txt", size: 1), .announced(node: "east", keeping: [])] {
             #expect(MembershipKeys.operations(for: event).isEmpty)
         }
         let who3 = ClusterAnswer.decode("who 3 ann Bob")
@@ -363,9 +368,11 @@ struct ClusterCoreTests {
             .bye(who, suffix: ""),
             .shared(who, name: "notes-2.txt", size: 1234),
             .sync(node: "w"),
+            .announced(node: "w", keeping: []),
+            .announced(node: "w", keeping: [3, 17]),
         ]
         for event in events { #expect(ClusterEvent(decoding: event.encoded) == event, "\(event)") }
-        for garbage in ["", "hello", "hello a 1 2 bad! lobby", "join a x lobby", "nick a 1 x", "pm a 1 b", "sync", "sync a b", "frob a 1", "say a", "shared a 1 5", "shared a 1 x f", "shared a 1 5 ../f", "shared a 1 5 f g"] {
+        for garbage in ["", "hello", "hello a 1 2 bad! lobby", "join a x lobby", "nick a 1 x", "pm a 1 b", "sync", "sync a b", "frob a 1", "say a", "shared a 1 5", "shared a 1 x f", "shared a 1 5 ../f", "shared a 1 5 f g", "announced", "announced w x", "announced w 3 x"] {
             #expect(ClusterEvent(decoding: Array(garbage.utf8)) == nil, "\(garbage)")
         }
     }
@@ -969,7 +976,21 @@ struct ClusterCoreTests {
         #expect(cluster.replicasMatchTheKeys())
     }
 
-    @Test("a node's clients replace its membership keys when its link comes back: who left meanwhile is gone")
+    @Test("a client whose welcome is in flight when its server lists its clients is kept, in the keys and everywhere")
+    func aWelcomeInFlightIsKeptByTheList() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
+        cluster.connect("a", 2)  // its hello goes out...
+        // ...and a answers a sync before its hello comes back: its list
+        // cannot name the client yet, and says to keep it.
+        cluster.cores["a"]!.apply(.sync(node: "b"), output: cluster.outputs["a"]!)
+        cluster.pump()
+        #expect(cluster.take("a", 2) == ["* welcome guest3, you are in #lobby (3 here); /help lists commands"])
+        #expect(cluster.take("b", 1) == ["* guest3 joined #lobby"])
+        #expect(cluster.bus.members["lobby"]?.values.sorted() == ["guest1", "guest2", "guest3"])
+        #expect(cluster.replicasMatchTheKeys())
+    }
+
+    @Test("a node's list replaces its membership keys and the others' view of it when its link comes back: who left meanwhile is gone")
     func membershipAfterAnOutage() {
         let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("a", 2), ("b", 1)])
         #expect(cluster.bus.members["lobby"]?.count == 3)
@@ -983,9 +1004,11 @@ struct ClusterCoreTests {
         #expect(cluster.bus.members["lobby"].map { Array($0.values) } == ["guest3"])
         #expect(cluster.bus.members["dev"].map { Array($0.values) } == ["ann"])
         #expect(cluster.bus.spellings == ["dev": "dev", "lobby": "lobby"])
-        // (b's replica still lists guest2, whose bye was never published: a
-        // replica learns of leaves only from events. /who reads the keys.)
-        #expect(cluster.replicasMatchTheKeys(of: ["a"]))
+        // b hears that guest2 left: a's list no longer has it. (guest1,
+        // now ann in #dev, is moved and renamed without a notice, as a
+        // merge does.)
+        #expect(cluster.take("b", 1) == ["* guest2 left #lobby"])
+        #expect(cluster.replicasMatchTheKeys())
     }
 
     @Test("Redis decides: a claim of a nick whose key is held is refused, a held guest number skipped")

@@ -147,8 +147,10 @@ public final class ClusterLink: Sendable {
           redis.call('HDEL', index, id)
           return nick
         end
-        local function dropAll()
-          for _, id in ipairs(redis.call('HKEYS', index)) do drop(id) end
+        local function dropAll(keep)
+          for _, id in ipairs(redis.call('HKEYS', index)) do
+            if not (keep and keep[id]) then drop(id) end
+          end
         end
         local function put(id, key, spelling, nick)
           local room = P .. 'who:' .. key
@@ -164,6 +166,7 @@ public final class ClusterLink: Sendable {
           for i = first, #ARGV - 4, 5 do
             local kind, id, key, spelling, nick = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
             if kind == 'out' then drop(id)
+            elseif kind == 'keep' then
             elseif kind == 'nick' then
               local at = redis.call('HGET', index, id)
               if at then redis.call('HSET', P .. 'who:' .. at, node .. ' ' .. id, nick) end
@@ -180,10 +183,17 @@ public final class ClusterLink: Sendable {
 
         """
     /// ARGV: node, lifetime, channel, events, 1 to replace the node's
-    /// membership first (an announce) or 0, then operations. Changes the
+    /// membership first (an announce: its entries go but for those the
+    /// `keep` operations name) or 0, then operations. Changes the
     /// membership keys and publishes the events, in one step.
     static let publishScript = membershipFunctions + """
-        if ARGV[5] == '1' then dropAll() end
+        if ARGV[5] == '1' then
+          local keep = {}
+          for i = 6, #ARGV - 4, 5 do
+            if ARGV[i] == 'keep' then keep[ARGV[i + 1]] = true end
+          end
+          dropAll(keep)
+        end
         apply(6)
         if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
         return 1
