@@ -146,9 +146,6 @@ public final class ChatCore {
     /// Cluster: connections whose guest nick is on its way through the
     /// ordered stream (a claim, like `/nick`'s): welcomed when it comes back.
     private var welcoming: [ConnectionID: Welcome] = [:]
-    /// Cluster: clients whose `/who` or `/rooms` went to Redis's keys, in
-    /// the order they asked (`Client.asking`).
-    private var askers: [ConnectionID] = []
     /// Cluster: K of `(K here)` as Redis's keys counted it for a `hello` or
     /// a `join` of this server's, until its event comes back.
     private var heardCounts: [ConnectionID: Int] = [:]
@@ -192,7 +189,7 @@ public final class ChatCore {
         /// not applied yet (`eventWaiters`; its input waits too).
         var commandWaiting: [UInt8]?
         /// Cluster: the `/who` or `/rooms` whose answer comes from Redis's
-        /// keys (`askers`; its input waits).
+        /// keys (its input waits).
         var asking: [UInt8]?
         var isHeld: Bool { claim != nil || pendingJoin != nil || joinUnconfirmed || commandWaiting != nil || asking != nil }
         var room: Room
@@ -485,7 +482,6 @@ public final class ChatCore {
             // Read from Redis's keys; the answer follows the events
             // published before the read, in the stream.
             client.asking = line
-            askers.append(client.id)
             holdFollows = true
             return output.ask(name == "/who" ? .who(room: client.room.key) : .rooms, for: client.id)
         }
@@ -803,7 +799,6 @@ public final class ChatCore {
     private func remove(_ client: Client, reason: DisconnectReason, _ output: some ChatOutput) {
         confirmJoin(client, resume: false, output)  // what was held for it goes out before the close
         if client.commandWaiting != nil { eventWaiters.removeAll { $0 == client.id } }
-        if client.asking != nil { askers.removeAll { $0 == client.id } }
         heardCounts[client.id] = nil
         if let claim = client.claim { claims[claim.nick.asciiLowercased] = nil }
         if let spelling = client.pendingJoin {
@@ -1030,9 +1025,7 @@ public final class ChatCore {
         }
         // Commands waiting for events or for Redis's keys run now, answered as alone.
         heardCounts = [:]
-        let asked = askers
-        askers = []
-        for id in asked {
+        for id in clients.keys.sorted() {
             guard let client = clients[id], let line = client.asking else { continue }
             client.asking = nil
             command(line, from: client, output)
@@ -1069,7 +1062,6 @@ public final class ChatCore {
             return
         }
         client.asking = nil
-        askers.removeAll { $0 == id }
         if !client.isHeld { output.resume(id) }
     }
 
@@ -1235,7 +1227,6 @@ public final class ChatCore {
         }
     }
 
-    /// Every local client, as `here` events (the answer to `sync`).
     /// Every local client, as `here` events, then `announced`, which
     /// tells the others that this server's clients not listed are gone
     /// (the answer to `sync`, and what a server says when its link is up).

@@ -22,8 +22,8 @@ public enum MembershipKeys {
     /// client: put in its room, its count told back), `here` (put in its
     /// room), `join` (moved, nick kept; its count told back), `nick`
     /// (renamed where it is), `out` (left), `keep` (when a server's list
-    /// replaces its entries: this one, welcomed yet, stays). Other events
-    /// change nothing.
+    /// replaces its entries: this client, whose welcome is on its way,
+    /// stays). Other events change nothing.
     public static func operations(for event: ClusterEvent) -> [String] {
         switch event {
         case .hello(let who, _, let nick, let room): ["hello", String(who.id), room.asciiLowercased, room, nick]

@@ -5,9 +5,10 @@
 /// one connection, so Redis puts them in one order, and every server
 /// applies them in that order: each keeps this replica of the other servers'
 /// clients (nick, room), from which `/msg` and the nick checks answer at
-/// once (standalone while the link is down: `/who`, `/rooms` and
-/// `(K here)` too; linked, those read Redis's keys, `MembershipKeys`). A server that joins (or whose link comes
-/// back) asks for everyone's clients (`sync`); each answers with `here`.
+/// once. (`/who`, `/rooms` and `(K here)` read Redis's keys,
+/// `MembershipKeys`.) A server that joins (or whose link comes back) asks
+/// for everyone's clients (`sync`); each answers with its `here` list,
+/// ended by `announced`.
 
 /// A client of another server: its server's node id and its id there.
 public struct RemoteClientID: Hashable, Sendable, CustomStringConvertible {
