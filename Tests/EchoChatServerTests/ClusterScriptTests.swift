@@ -23,10 +23,7 @@ struct ClusterScriptTests {
             #expect(reply == .integer(1), "\(reply)")
         }
         func op(_ event: ClusterEvent) -> [String] { MembershipKeys.operations(for: event) }
-        func hash(_ key: String) throws -> [String: String] {
-            let flat = (try keys.command(["HGETALL", key]).elements ?? []).map { $0.text ?? "?" }
-            return Dictionary(uniqueKeysWithValues: stride(from: 0, to: flat.count - 1, by: 2).map { (flat[$0], flat[$0 + 1]) })
-        }
+        let hash = keys.hash
         let (one, two, three, four) = (
             RemoteClientID(node: "n1", id: 1), RemoteClientID(node: "n1", id: 2), RemoteClientID(node: "n1", id: 3),
             RemoteClientID(node: "n1", id: 4)

@@ -162,10 +162,7 @@ struct ClusterTests {
         let b = try Self.node("b", redis.url, strategy: Self.next(strategy, 1), timeout: timeout)
         for server in [a, b] { try Self.waitForNodes(server, ["a", "b"]) }
         let keys = try redis.client()
-        func hash(_ key: String) throws -> [String: String] {
-            let flat = (try keys.command(["HGETALL", key]).elements ?? []).map { $0.text ?? "?" }
-            return Dictionary(uniqueKeysWithValues: stride(from: 0, to: flat.count - 1, by: 2).map { (flat[$0], flat[$0 + 1]) })
-        }
+        let hash = keys.hash
         func nicks(_ room: String) throws -> [String] { try hash("echochat:who:" + room).values.sorted() }
 
         let alice = try a.joinChat().client

@@ -98,6 +98,12 @@ public final class RedisTestClient {
         return values.removeFirst()
     }
 
+    /// A hash's fields and values (`HGETALL`); empty if there is no such key.
+    public func hash(_ key: String) throws -> [String: String] {
+        let flat = (try command(["HGETALL", key]).elements ?? []).map { $0.text ?? "?" }
+        return Dictionary(uniqueKeysWithValues: stride(from: 0, to: flat.count - 1, by: 2).map { (flat[$0], flat[$0 + 1]) })
+    }
+
     /// The messages published on the channel(s) subscribed to, until `timeout` passes quietly.
     public func messages(quietFor timeout: Double) throws -> [String] {
         try socket.setReceiveTimeout(seconds: timeout)
