@@ -1105,8 +1105,13 @@ public final class ChatCore {
             if let claim = client.claim, claim.nick == nick, claim.since == since {
                 let loses = claimLoses(nick.asciiLowercased, by: who)
                 decide(client, claim: claim, taken: loses, output)
-                // (Its key was free, so the holder this server knew of had left.)
-                if loses { releaseKey(nick.asciiLowercased, id: client.id, since: since, output) }
+                // (Its key was free, so the holder this server knew of had
+                // left.) The membership keys took the claim's nick: the
+                // client's own is told again (every server holds it already).
+                if loses {
+                    releaseKey(nick.asciiLowercased, id: client.id, since: since, output)
+                    publish(.rename(who, since: client.since, nick: client.nick), output)
+                }
             }
         case .rename(let who, let since, let nick):
             guard let client = clients[ConnectionID(who.id)], client.nick == nick, client.since == since else { return }

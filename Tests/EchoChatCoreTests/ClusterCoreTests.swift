@@ -157,8 +157,11 @@ private final class SimulatedCluster {
         pump()
     }
 
-    func pump() {
-        while !bus.queue.isEmpty {
+    /// Delivers what was sent, in order (`items`: only that many of what is queued).
+    func pump(items: Int = .max) {
+        var left = items
+        while !bus.queue.isEmpty && left > 0 {
+            left -= 1
             switch bus.queue.removeFirst() {
             case .publish(let node, let channel, let payloads, let operations, let replace):
                 if replace {
@@ -973,6 +976,23 @@ struct ClusterCoreTests {
         #expect(cluster.keysMatchTheClients())
         #expect(cluster.bus.keys.keys.sorted() == ["ann", "guest1"])
         #expect(cluster.bus.keys["ann"]?.hasPrefix("b ") == true && cluster.bus.keys["guest1"]?.hasPrefix("a ") == true)
+        #expect(cluster.replicasMatchTheKeys())
+    }
+
+    @Test("a claim that takes its key but loses in the stream leaves the client's own nick in the membership keys")
+    func aClaimThatLosesInTheStream() {
+        let cluster = SimulatedCluster.settled(["a", "b"], clients: [("a", 1), ("b", 1)])
+        // b's client took "bob" while b's link was down: its key is set
+        // only at b's next heartbeat, after b's list comes back.
+        cluster.linkDown("b")
+        cluster.say("b", 1, "/nick bob\n")
+        cluster.linkUp("b")
+        cluster.pump(items: 1)  // b's sync: a answers with its list
+        // a's client asks for it before a has heard b's list: a's claim takes the free key.
+        cluster.say("a", 1, "/nick bob\n/who\n")
+        cluster.pump()
+        #expect(cluster.take("a", 1) == ["! nick taken: bob", "* #lobby: bob, guest1 (2)"])
+        #expect(cluster.bus.members["lobby"]?.values.sorted() == ["bob", "guest1"])
         #expect(cluster.replicasMatchTheKeys())
     }
 
