@@ -165,7 +165,8 @@ struct ClusterTests {
         let hash = keys.hash
         func nicks(_ room: String) throws -> [String] { try hash("echochat:who:" + room).values.sorted() }
 
-        let alice = try a.joinChat().client
+        // (Her reads wait past the timeout: the loss is announced within it.)
+        let alice = try a.joinChat(timeout: timeout + 5).client
         try alice.send("/nick alice\n/join Dev\n")
         #expect(try alice.readLines(until: { $0.hasPrefix("* you joined") }).last == "* you joined #Dev (1 here)")
         let bob = try b.joinChat().client
