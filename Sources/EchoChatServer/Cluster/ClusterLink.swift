@@ -124,8 +124,9 @@ public final class ClusterLink: Sendable {
     static func roomChannel(_ key: String) -> String { prefix + "room:" + key }
     static let roomPrefix = prefix + "room:"
     static func nodeKey(_ node: String) -> String { prefix + "node:" + node }
-    /// This server's own channel: the membership keys' answers to it.
-    private var answers: String { Self.prefix + "to:" + node }
+    /// This server's own channel: the membership keys' answers to it
+    /// (compared with every message heard: built once).
+    private let answers: String
 
     private struct Shared {
         var hub: ChatHub?
@@ -144,6 +145,7 @@ public final class ClusterLink: Sendable {
     public init(url: RedisURL, node: String, timeoutSeconds: Double, logger: Logger) throws(SystemError) {
         self.url = url
         self.node = node
+        self.answers = Self.prefix + "to:" + node
         timeout = Int64(timeoutSeconds * 1e9)
         self.logger = logger
         mailBell = try Wakeup()

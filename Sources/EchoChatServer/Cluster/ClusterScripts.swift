@@ -28,6 +28,14 @@ extension ClusterLink {
     /// from ARGV[first] on, five arguments each, telling the node K for
     /// each `hello` and `join` on its own channel (`to:NODE`), before the
     /// events are published.
+    /// What the scripts that only read the membership keys begin with
+    /// (ARGV as `membershipFunctions`'): a `/who` need not carry the
+    /// functions that change them.
+    static let readerHeader = """
+        local P = '\(prefix)'
+        local node = ARGV[1]
+
+        """
     static let membershipFunctions = """
         local P = '\(prefix)'
         local node, life = ARGV[1], tonumber(ARGV[2])
@@ -128,14 +136,14 @@ extension ClusterLink {
         """
     /// ARGV: node, lifetime, connection id, room (lower-cased). `/who`:
     /// the room's nicks, published on the node's channel.
-    static let whoScript = membershipFunctions + """
+    static let whoScript = readerHeader + """
         local nicks = redis.call('HVALS', P .. 'who:' .. ARGV[4])
         redis.call('PUBLISH', P .. 'to:' .. node, 'who ' .. ARGV[3] .. ' ' .. table.concat(nicks, ' '))
         return 1
         """
     /// ARGV: node, lifetime, connection id. `/rooms`: each room, its
     /// spelling and head count, published on the node's channel.
-    static let roomsScript = membershipFunctions + """
+    static let roomsScript = readerHeader + """
         local parts = {'rooms', ARGV[3]}
         local rooms = redis.call('HGETALL', P .. 'rooms')
         for i = 1, #rooms, 2 do
